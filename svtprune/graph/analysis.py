@@ -1,0 +1,149 @@
+"""Channel-dependency analysis: the groups of channels that must be removed together.
+
+Labels are propagated once through the graph in topological order (see ``ophandlers``);
+coupled atoms become one *channel*; the channels produced by one weighted node (or tied to
+them) form one *group*, the unit a plan prunes. Groups that meet something unsafe are kept
+but marked refused, with the reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from svtprune.graph.labels import FIXED, Member, PropagationState, ShapeFixup, UnionFind
+from svtprune.graph.normalize import normalize, tensor_shapes
+from svtprune.graph.ophandlers import HANDLERS
+
+
+@dataclass
+class Group:
+    """Channels pruned as one unit. ``channels`` are class ids; position i is channel i."""
+
+    name: str
+    channels: np.ndarray
+    members: list[Member]
+    sources: list[str]
+    refused: list[str] = field(default_factory=list)
+    head_rows: list[np.ndarray] = field(default_factory=list)  # grid rows (channel ids) if split into heads
+
+    @property
+    def size(self) -> int:
+        return len(self.channels)
+
+    @property
+    def prunable(self) -> bool:
+        return not self.refused
+
+
+@dataclass
+class Analysis:
+    model: onnx.ModelProto  # the normalised model every plan applies to
+    groups: list[Group]
+    channel_of_atom: np.ndarray  # atom id -> channel id
+    fixups: list[ShapeFixup]
+    grids: list[np.ndarray]  # atom-id grids whose kept pattern must stay rectangular
+    row_links: list[tuple[np.ndarray, np.ndarray]]
+    members: list[Member]
+
+    def group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    @property
+    def prunable_groups(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+
+def constants_of(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+    return consts
+
+
+def propagate(model: onnx.ModelProto) -> PropagationState:
+    state = PropagationState(shapes=tensor_shapes(model), constants=constants_of(model))
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        handler = HANDLERS.get(node.op_type)
+        if handler is None:
+            state.refuse_inputs(list(node.input), f"operator {node.op_type} ({node.name}) is not supported")
+            continue
+        handler(state, node)
+    for output in model.graph.output:
+        for label in state.labels.get(output.name, []):
+            state.refuse(label.ids, f"reaches the model output {output.name}")
+    return state
+
+
+def analyze(model: onnx.ModelProto, normalized: bool = False) -> Analysis:
+    """Normalise (unless told it already is) and find every channel group."""
+    model = model if normalized else normalize(model)
+    state = propagate(model)
+    n_atoms = len(state.atom_source)
+    channel_of_atom = np.array([state.atoms.find(a) for a in range(n_atoms)], dtype=np.int64)
+    groups = _build_groups(state, channel_of_atom)
+    return Analysis(model, groups, channel_of_atom, state.fixups, state.grids, state.row_links, state.members)
+
+
+def _build_groups(state: PropagationState, channel_of_atom: np.ndarray) -> list[Group]:
+    """One group per set of channels tied to the same weighted producer."""
+    n_atoms = len(channel_of_atom)
+    tie = UnionFind()
+    tie.add(n_atoms)
+    first_atom_of: dict[str, int] = {}
+    for atom, source in enumerate(state.atom_source):
+        first = first_atom_of.setdefault(source, atom)
+        tie.union(first, channel_of_atom[atom])
+        tie.union(atom, channel_of_atom[atom])
+    for grid in state.grids:  # channels reshaped together into heads are pruned together
+        flat = grid.ravel()
+        flat = flat[flat != FIXED]
+        for atom in flat[1:].tolist():
+            tie.union(int(flat[0]), atom)
+    group_of_atom = np.array([tie.find(a) for a in range(n_atoms)], dtype=np.int64)
+    groups = []
+    for root in sorted(set(group_of_atom.tolist())):
+        atoms = np.flatnonzero(group_of_atom == root)
+        channels = np.unique(channel_of_atom[atoms])
+        atom_set = set(atoms.tolist())
+        members = [m for m in state.members if atom_set.intersection(np.ravel(m.ids).tolist())]
+        sources = sorted({state.atom_source[a] for a in atoms.tolist()}, key=lambda s: atoms.tolist())
+        refused = sorted({state.refusals[a] for a in atoms.tolist() if a in state.refusals})
+        if any(a in state.fixed_atoms for a in atoms.tolist()):
+            refused.append("tied to a channel that cannot be removed (a model input or output)")
+        group = Group(_group_name(members, sources), channels, members, sources, refused)
+        group.head_rows = _head_rows(state.grids, atom_set, channel_of_atom)
+        groups.append(group)
+    groups.sort(key=lambda g: min(state.atom_source.index(s) for s in g.sources))
+    return groups
+
+
+def _group_name(members: list[Member], sources: list[str]) -> str:
+    for member in members:
+        if member.role == "source":
+            name = member.initializer
+            for suffix in (".weight", "_weight", ".bias"):
+                name = name.removesuffix(suffix)
+            return name
+    return sources[0]
+
+
+def _head_rows(grids: list[np.ndarray], atoms: set[int], channel_of_atom: np.ndarray) -> list[np.ndarray]:
+    """Rows of the largest 2-D head grid in this group, as channel ids (one row per head slot)."""
+    candidates = [g for g in grids if g.ndim >= 2 and set(np.ravel(g).tolist()) <= atoms | {FIXED}]
+    if not candidates:
+        return []
+    grid = max(candidates, key=lambda g: (g.size, -g.shape[0]))
+    rows = grid.reshape(grid.shape[0], -1)
+    return [channel_of_atom[r] for r in rows]

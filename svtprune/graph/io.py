@@ -1,0 +1,92 @@
+"""Reading and writing ONNX files: clear errors on bad input, atomic writes, size accounting."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from svtprune.errors import UserError
+
+
+def load_model(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file with its external data; every failure is a UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file not found: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise UserError(f"{path}: not a readable ONNX model ({exc.__class__.__name__})") from exc
+    if not model.graph.node:
+        raise UserError(f"{path}: not an ONNX model (the graph has no nodes)")
+    return model
+
+
+def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves half a model behind."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise UserError(f"{path} already exists; pass --force to overwrite it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def param_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of every weight as the file stores it (initializers and Constant nodes).
+
+    Low-bit types (int4/uint4/int2) are counted packed, the way the file stores them.
+    """
+    total = 0
+    for tensor in model.graph.initializer:
+        total += tensor_bytes(tensor)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    total += tensor_bytes(attr.t)
+    return total
+
+
+def param_count(model: onnx.ModelProto) -> int:
+    return int(sum(int(np.prod(t.dims)) for t in model.graph.initializer))
+
+
+_PACKED_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4}
+for _name, _bits in (("INT2", 2), ("UINT2", 2), ("FLOAT4E2M1", 4)):
+    if hasattr(onnx.TensorProto, _name):
+        _PACKED_BITS[getattr(onnx.TensorProto, _name)] = _bits
+
+
+def tensor_bytes(tensor: onnx.TensorProto) -> int:
+    count = int(np.prod(tensor.dims)) if tensor.dims else 1
+    bits = _PACKED_BITS.get(tensor.data_type)
+    if bits is not None:
+        return (count * bits + 7) // 8
+    return count * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+
+
+def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}

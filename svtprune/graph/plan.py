@@ -1,0 +1,165 @@
+"""Plans: which channels of each group stay, as a JSON file a person can read.
+
+A plan names each group and lists the kept channel positions; ``keep_mask`` turns it
+into one boolean per atom that surgery and the oracle both use, after checking that
+heads stay rectangular (every kept head the same width) and coupled heads agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from svtprune.errors import UserError
+from svtprune.graph.analysis import Analysis, Group
+from svtprune.graph.labels import FIXED
+
+
+@dataclass
+class Plan:
+    kept: dict[str, list[int]] = field(default_factory=dict)  # group name -> kept channel positions
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def to_json(self, analysis: Analysis | None = None) -> str:
+        groups = {}
+        for name, kept in self.kept.items():
+            entry: dict[str, object] = {"kept": sorted(int(k) for k in kept)}
+            if analysis is not None:
+                group = analysis.group(name)
+                entry["size"] = group.size
+                entry["members"] = sorted({f"{m.initializer}[axis {m.axis}, {m.role}]" for m in group.members})
+            groups[name] = entry
+        return json.dumps({"format": "svtprune-plan/1", "meta": self.meta, "groups": groups}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        try:
+            data = json.loads(text)
+            kept = {name: [int(k) for k in entry["kept"]] for name, entry in data["groups"].items()}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"not a svtprune plan: {exc}") from exc
+        return cls(kept, dict(data.get("meta", {})))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"plan file not found: {path}")
+        return cls.from_json(path.read_text())
+
+
+def compacted_shape(mask: np.ndarray) -> tuple[int, ...] | None:
+    """Shape of a kept pattern once removed positions are squeezed out; None if ragged."""
+    if mask.ndim == 1:
+        return (int(mask.sum()),)
+    rows = [compacted_shape(row) for row in mask if row.any()]
+    if not rows or any(r != rows[0] for r in rows):
+        return None if rows else (0,) * mask.ndim
+    return (len(rows), *rows[0])
+
+
+def keep_mask(analysis: Analysis, plan: Plan) -> np.ndarray:
+    """One flag per atom (index -1 = fixed positions, always kept); raises UserError if invalid."""
+    keep_channel = np.ones(len(analysis.channel_of_atom), dtype=bool)
+    for name, kept in plan.kept.items():
+        try:
+            group = analysis.group(name)
+        except KeyError:
+            raise UserError(f"plan names group {name!r}, which this model does not have") from None
+        if not group.prunable and len(set(kept)) != group.size:
+            raise UserError(f"group {name} is refused ({'; '.join(group.refused)}) but the plan prunes it")
+        if any(k < 0 or k >= group.size for k in kept):
+            raise UserError(f"plan for group {name} has a position outside 0..{group.size - 1}")
+        if not kept:
+            raise UserError(f"plan removes every channel of group {name}")
+        removed = np.setdiff1d(np.arange(group.size), np.asarray(kept, dtype=np.int64))
+        keep_channel[group.channels[removed]] = False
+    atom_keep = np.append(keep_channel[analysis.channel_of_atom], True)  # index -1 -> fixed
+    _check_structure(analysis, atom_keep)
+    return atom_keep
+
+
+def _check_structure(analysis: Analysis, atom_keep: np.ndarray) -> None:
+    for grid in analysis.grids:
+        if compacted_shape(atom_keep[grid]) is None:
+            raise UserError("plan leaves heads of different widths; prune every head to the same width")
+    for rows_a, rows_b in analysis.row_links:
+        alive_a = atom_keep[rows_a].any(axis=1)
+        alive_b = atom_keep[rows_b].any(axis=1)
+        if not np.array_equal(alive_a, alive_b):
+            raise UserError("plan removes a head on one side of an attention product but not the other")
+
+
+# -- building plans -------------------------------------------------------------------------
+
+
+def head_units(analysis: Analysis, group: Group) -> list[np.ndarray]:
+    """Whole heads as channel positions of the group: rows tied by coupling or attention links."""
+    if not group.head_rows:
+        return []
+    position = {int(c): i for i, c in enumerate(group.channels)}
+    rows = [np.array(sorted({position[int(c)] for c in row if int(c) in position})) for row in group.head_rows]
+    parent = list(range(len(rows)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    keys = [frozenset(r.tolist()) for r in rows]
+    for i in range(len(rows)):
+        for j in range(i):
+            if keys[i] & keys[j]:
+                parent[find(i)] = find(j)
+    for rows_a, rows_b in analysis.row_links:
+        for ra, rb in zip(rows_a, rows_b, strict=True):
+            ia = _row_index(keys, analysis, position, ra)
+            ib = _row_index(keys, analysis, position, rb)
+            if ia is not None and ib is not None:
+                parent[find(ia)] = find(ib)
+    units: dict[int, set[int]] = {}
+    for i, row in enumerate(rows):
+        units.setdefault(find(i), set()).update(row.tolist())
+    return [np.array(sorted(u)) for u in units.values()]
+
+
+def _row_index(keys: list[frozenset], analysis: Analysis, position: dict[int, int], atoms: np.ndarray) -> int | None:
+    row = frozenset(position[int(c)] for c in analysis.channel_of_atom[atoms[atoms != FIXED]] if int(c) in position)
+    for i, key in enumerate(keys):
+        if key == row:
+            return i
+    return None
+
+
+def kept_for_ratio(
+    analysis: Analysis, group: Group, ratio: float, scores: np.ndarray, drop_heads: int = 0
+) -> list[int]:
+    """Keep the highest-scoring channels; with heads, the same count in every head."""
+    if not group.head_rows:
+        n_keep = max(1, group.size - int(round(ratio * group.size)))
+        return sorted(np.argsort(-scores, kind="stable")[:n_keep].tolist())
+    position = {int(c): i for i, c in enumerate(group.channels)}
+    units = head_units(analysis, group)
+    unit_scores = [float(scores[u].sum()) for u in units]
+    dropped = set(np.argsort(unit_scores, kind="stable")[: min(drop_heads, len(units) - 1)].tolist())
+    dead = set().union(*(units[i].tolist() for i in dropped)) if dropped else set()
+    kept: set[int] = set()
+    for row in group.head_rows:
+        cols = [position[int(c)] for c in row]
+        if set(cols) & dead:
+            continue
+        n_keep = max(1, len(cols) - int(round(ratio * len(cols))))
+        order = sorted(cols, key=lambda c: -scores[c])
+        kept.update(order[:n_keep])
+    return sorted(kept)
+
+
+def uniform_plan(analysis: Analysis, ratio: float, scores: dict[str, np.ndarray]) -> Plan:
+    """The PSViT first step: the same ratio in every prunable group."""
+    plan = Plan(meta={"method": "uniform", "ratio": ratio})
+    for group in analysis.prunable_groups:
+        plan.kept[group.name] = kept_for_ratio(analysis, group, ratio, scores[group.name])
+    return plan

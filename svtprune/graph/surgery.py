@@ -1,0 +1,132 @@
+"""Apply a plan: slice initializers, rewrite shape constants, check the result.
+
+``prune`` removes slices and changes no weight value; ``zero_out`` keeps every shape and
+sets the same slices to zero, which is the oracle a pruned model must match. Both work on
+a copy of the analysed (normalised) model.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from svtprune.graph.analysis import Analysis, constants_of
+from svtprune.graph.normalize import infer_shapes
+from svtprune.graph.plan import Plan, compacted_shape, keep_mask
+
+Request = tuple[tuple[int, bytes], ...]  # (axis, kept-mask bytes) per slicing request
+
+
+def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto:
+    """The dense, smaller model; raises UserError for an invalid plan."""
+    atom_keep = keep_mask(analysis, plan)
+    model = onnx.ModelProto()
+    model.CopyFrom(analysis.model)
+    _slice_members(model, analysis, atom_keep, remove=True)
+    _rewrite_shapes(model, analysis, atom_keep)
+    model = infer_shapes(model)
+    if check:
+        onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def zero_out(analysis: Analysis, plan: Plan) -> onnx.ModelProto:
+    """The oracle: original shapes, removed slices set to zero."""
+    atom_keep = keep_mask(analysis, plan)
+    model = onnx.ModelProto()
+    model.CopyFrom(analysis.model)
+    _slice_members(model, analysis, atom_keep, remove=False)
+    return model
+
+
+def _requests(analysis: Analysis, atom_keep: np.ndarray) -> dict[tuple[str, int], list[tuple[int, np.ndarray]]]:
+    """Per node input: the (axis, kept flags) cuts that the plan asks of its initializer."""
+    cuts: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = defaultdict(list)
+    for member in analysis.members:
+        flags = atom_keep[member.ids]
+        key = (member.node, member.input_index)
+        if not any(axis == member.axis for axis, _ in cuts[key]):
+            cuts[key].append((member.axis, flags))
+    return cuts
+
+
+def _slice_members(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.ndarray, remove: bool) -> None:
+    cuts = _requests(analysis, atom_keep)
+    values = constants_of(model)
+    uses: dict[str, list[tuple[onnx.NodeProto, int]]] = defaultdict(list)
+    for node in model.graph.node:
+        for index, name in enumerate(node.input):
+            if name in values:
+                uses[name].append((node, index))
+    replaced: dict[str, np.ndarray] = {}
+    added: list[onnx.TensorProto] = []
+    for name, consumers in uses.items():
+        requests = [_signature(cuts.get((node.name, index), [])) for node, index in consumers]
+        if not any(requests):
+            continue
+        if all(r == requests[0] for r in requests):
+            replaced[name] = _cut(values[name], cuts[(consumers[0][0].name, consumers[0][1])], remove)
+            continue
+        for (node, index), request in zip(consumers, requests, strict=True):
+            if request:  # a shared tensor cut differently per use: each use gets its own copy
+                copy_name = f"{name}__{node.name}_{index}"
+                added.append(numpy_helper.from_array(_cut(values[name], cuts[(node.name, index)], remove), copy_name))
+                node.input[index] = copy_name
+    for tensor in model.graph.initializer:
+        if tensor.name in replaced:
+            tensor.CopyFrom(numpy_helper.from_array(replaced[tensor.name], tensor.name))
+    model.graph.initializer.extend(added)
+
+
+def _signature(cuts: list[tuple[int, np.ndarray]]) -> Request:
+    return tuple(sorted((axis, np.packbits(flags).tobytes() + bytes([len(flags) % 8])) for axis, flags in cuts))
+
+
+def _cut(value: np.ndarray, cuts: list[tuple[int, np.ndarray]], remove: bool) -> np.ndarray:
+    out = value.copy()
+    for axis, flags in cuts:
+        if remove:
+            out = np.compress(flags, out, axis=axis)
+        else:
+            index = [slice(None)] * out.ndim
+            index[axis] = ~flags
+            out[tuple(index)] = 0
+    return out
+
+
+def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.ndarray) -> None:
+    """New Reshape targets, Split sizes and Expand shapes from the compacted label shapes."""
+    nodes = {node.name: node for node in model.graph.node}
+    values = constants_of(model)
+    split_sizes: dict[str, dict[int, int]] = defaultdict(dict)
+    for fix in analysis.fixups:
+        node = nodes[fix.node]
+        new_dims = compacted_shape(atom_keep[fix.ids])
+        assert new_dims is not None, "keep_mask validated every grid"
+        if fix.kind == "split":
+            split_sizes[fix.node][fix.output_index] = new_dims[fix.axes.index(fix.split_axis)]
+            continue
+        target = values[node.input[1]].copy()
+        for axis, dim in zip(fix.axes, new_dims, strict=True):
+            if axis >= 0:
+                target[axis] = dim if fix.kind == "reshape" else 1
+        _set_input(model, node, 1, target, f"{node.name}_shape")
+        values[node.input[1]] = target
+    for name, sizes in split_sizes.items():
+        node = nodes[name]
+        counts = np.array([sizes[i] for i in range(len(node.output))], dtype=np.int64)
+        _set_input(model, node, 1, counts, f"{name}_split")
+        kept_attrs = [a for a in node.attribute if a.name != "num_outputs"]
+        del node.attribute[:]
+        node.attribute.extend(kept_attrs)
+
+
+def _set_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray, name: str) -> None:
+    """Point one input at a fresh initializer, so a de-duplicated constant stays intact elsewhere."""
+    model.graph.initializer.append(numpy_helper.from_array(value, name))
+    while len(node.input) <= index:
+        node.input.append("")
+    node.input[index] = name
