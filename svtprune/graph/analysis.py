@@ -145,5 +145,5 @@ def _head_rows(grids: list[np.ndarray], atoms: set[int], channel_of_atom: np.nda
     if not candidates:
         return []
     grid = max(candidates, key=lambda g: (g.size, -g.shape[0]))
-    rows = grid.reshape(grid.shape[0], -1)
+    rows = grid.reshape(-1, grid.shape[-1])  # innermost axis = one head's width
     return [channel_of_atom[r] for r in rows]

@@ -212,9 +212,11 @@ def _activation_matmul(state: PropagationState, node: onnx.NodeProto, out_rank: 
                 axes = tuple(free_axis if x == own_free else x + offset for x in label.axes)
                 out.append(Label(label.ids, axes))
     left, right = contracted[a], contracted[b]
-    if len(left) == 1 and len(right) == 1 and _contracted_view(left[0], rank_a - 1).shape == _contracted_view(
-        right[0], rank_b - 2
-    ).shape:
+    if (
+        len(left) == 1
+        and len(right) == 1
+        and _contracted_view(left[0], rank_a - 1).shape == _contracted_view(right[0], rank_b - 2).shape
+    ):
         state.couple(_contracted_view(left[0], rank_a - 1), _contracted_view(right[0], rank_b - 2), node.name)
     else:
         for label in left + right:
@@ -314,7 +316,7 @@ def transpose(state: PropagationState, node: onnx.NodeProto) -> None:
     state.labels[node.output[0]] = [label.moved(tuple(where[a] for a in label.axes)) for label in _labels(state, x)]
 
 
-@handles("Reshape", "Flatten", "Squeeze", "Unsqueeze")
+@handles("Reshape", "Flatten")
 def reshape(state: PropagationState, node: onnx.NodeProto) -> None:
     x, out_name = node.input[0], node.output[0]
     in_dims, out_dims = state.shapes.get(x), state.shapes.get(out_name)
@@ -399,6 +401,7 @@ def split(state: PropagationState, node: onnx.NodeProto) -> None:
 
 @handles("Slice")
 def slice_(state: PropagationState, node: onnx.NodeProto) -> None:
+    """Slices off the channel axes pass labels on; a slice across them keeps its channels' ids."""
     x = node.input[0]
     dims = state.shapes.get(x) or []
     consts = [state.constants.get(n) if n else None for n in node.input[1:5]]
@@ -407,18 +410,27 @@ def slice_(state: PropagationState, node: onnx.NodeProto) -> None:
         return
     axes = consts[2] if len(consts) > 2 and consts[2] is not None else np.arange(len(consts[0]))
     steps = consts[3] if len(consts) > 3 and consts[3] is not None else np.ones(len(axes), dtype=np.int64)
-    cut = set()
-    for start, end, axis, step in zip(consts[0], consts[1], axes, steps, strict=False):
+    cuts: dict[int, tuple[int, int, int, int]] = {}
+    for position, (start, end, axis, step) in enumerate(zip(consts[0], consts[1], axes, steps, strict=False)):
         axis = _norm_axis(int(axis), len(dims))
-        whole = start == 0 and step == 1 and dims and dims[axis] is not None and end >= dims[axis]
-        if not whole:
-            cut.add(axis)
+        extent = dims[axis] if dims else None
+        if extent is None or not (start == 0 and step == 1 and end >= extent):
+            cuts[axis] = (position, int(start), int(end), int(step))
     out = []
     for label in _labels(state, x):
-        if set(label.axes) & cut:
-            state.refuse(label.ids, f"Slice {node.name} cuts the channel axis")
-        else:
+        crossing = [a for a in label.axes if a in cuts]
+        if not crossing:
             out.append(label)
+            continue
+        axis = crossing[0]
+        position, start, end, step = cuts[axis]
+        extent = dims[axis]
+        if len(crossing) > 1 or step != 1 or extent is None or start < 0 or end < 0:
+            state.refuse(label.ids, f"Slice {node.name} cuts the channel axis in a way surgery cannot follow")
+            continue
+        dim = label.axes.index(axis)
+        state.fixups.append(ShapeFixup(node.name, "slice", label.axes, label.ids, position, axis))
+        out.append(Label(np.take(label.ids, range(start, min(end, extent)), axis=dim), label.axes))
     state.labels[node.output[0]] = out
 
 
@@ -431,7 +443,14 @@ def gather(state: PropagationState, node: onnx.NodeProto) -> None:
     axis = _norm_axis(int(attr(node, "axis", 0)), rank)
     index_rank = state.rank(indices)
     out = []
+    index_value = state.constants.get(indices)
     for label in _labels(state, x):
+        if axis in label.axes and index_value is not None and index_value.ndim == 0 and len(label.axes) > 1:
+            # selecting q, k or v out of a stacked [3, heads, dim] layout keeps that slice's channels
+            dim = label.axes.index(axis)
+            kept_axes = tuple(a - 1 if a > axis else a for a in label.axes if a != axis)
+            out.append(Label(np.take(label.ids, int(index_value), axis=dim), kept_axes))
+            continue
         if axis in label.axes or index_rank is None:
             state.refuse(label.ids, f"Gather {node.name} indexes the channel axis")
             continue
@@ -470,3 +489,44 @@ def shape_source(state: PropagationState, node: onnx.NodeProto) -> None:
     """Outputs depend on shapes only, so they adapt to new widths at run time."""
     for out_name in node.output:
         state.shape_only.add(out_name)
+
+
+@handles("Squeeze", "Unsqueeze")
+def squeeze(state: PropagationState, node: onnx.NodeProto) -> None:
+    """Size-1 axes come and go; channel axes only shift, even when not adjacent."""
+    x, out_name = node.input[0], node.output[0]
+    if x in state.shape_only:
+        state.shape_only.add(out_name)
+    axes_value = attr(node, "axes")
+    if axes_value is None and len(node.input) > 1 and node.input[1]:
+        axes_value = state.constants.get(node.input[1])
+    in_rank, out_rank = state.rank(x), state.rank(out_name)
+    if in_rank is None or out_rank is None:
+        state.refuse_inputs([x], f"{node.op_type} {node.name}: shapes unknown")
+        return
+    if node.op_type == "Squeeze":
+        dims = state.shapes[x]
+        removed = (
+            {_norm_axis(int(a), in_rank) for a in np.ravel(axes_value)}
+            if axes_value is not None
+            else {i for i, d in enumerate(dims) if d == 1}
+        )
+        survivors = [a for a in range(in_rank) if a not in removed]
+    else:
+        inserted = {_norm_axis(int(a), out_rank) for a in np.ravel(axes_value)}
+        positions = [a for a in range(out_rank) if a not in inserted]
+        survivors = list(range(in_rank))
+    out = []
+    for label in _labels(state, x):
+        gone = [a for a in label.axes if a not in survivors]
+        if gone and len(gone) < len(label.axes):  # a size-1 slice of a stacked q/k/v axis
+            dims_gone = tuple(label.axes.index(a) for a in gone)
+            label = Label(np.squeeze(label.ids, axis=dims_gone), tuple(a for a in label.axes if a not in gone))
+        elif gone:
+            state.refuse(label.ids, f"Squeeze {node.name} removes a channel axis")
+            continue
+        if node.op_type == "Squeeze":
+            out.append(Label(label.ids, tuple(survivors.index(a) for a in label.axes)))
+        else:
+            out.append(Label(label.ids, tuple(positions[a] for a in label.axes)))
+    state.labels[out_name] = out

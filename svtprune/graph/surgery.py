@@ -14,6 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from svtprune.graph.analysis import Analysis, constants_of
+from svtprune.graph.labels import ShapeFixup
 from svtprune.graph.normalize import infer_shapes
 from svtprune.graph.plan import Plan, compacted_shape, keep_mask
 
@@ -27,6 +28,7 @@ def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto
     model.CopyFrom(analysis.model)
     _slice_members(model, analysis, atom_keep, remove=True)
     _rewrite_shapes(model, analysis, atom_keep)
+    _drop_unused_initializers(model)
     model = infer_shapes(model)
     if check:
         onnx.checker.check_model(model, full_check=True)
@@ -106,6 +108,9 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
         node = nodes[fix.node]
         new_dims = compacted_shape(atom_keep[fix.ids])
         assert new_dims is not None, "keep_mask validated every grid"
+        if fix.kind == "slice":
+            _rewrite_slice(model, node, fix, atom_keep, values)
+            continue
         if fix.kind == "split":
             split_sizes[fix.node][fix.output_index] = new_dims[fix.axes.index(fix.split_axis)]
             continue
@@ -124,9 +129,33 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
         node.attribute.extend(kept_attrs)
 
 
+def _rewrite_slice(
+    model: onnx.ModelProto, node: onnx.NodeProto, fix: ShapeFixup, atom_keep: np.ndarray, values: dict
+) -> None:
+    """Bounds move to where the same rows sit once removed rows are squeezed out."""
+    dim = fix.axes.index(fix.split_axis)
+    rows = np.moveaxis(atom_keep[fix.ids], dim, 0)
+    alive = rows.reshape(rows.shape[0], -1).any(axis=1)
+    starts, ends = values[node.input[1]].copy(), values[node.input[2]].copy()
+    at = fix.output_index
+    starts[at], ends[at] = alive[: starts[at]].sum(), alive[: min(ends[at], len(alive))].sum()
+    _set_input(model, node, 1, starts, f"{node.name}_starts")
+    _set_input(model, node, 2, ends, f"{node.name}_ends")
+    values[node.input[1]], values[node.input[2]] = starts, ends
+
+
 def _set_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray, name: str) -> None:
     """Point one input at a fresh initializer, so a de-duplicated constant stays intact elsewhere."""
     model.graph.initializer.append(numpy_helper.from_array(value, name))
     while len(node.input) <= index:
         node.input.append("")
     node.input[index] = name
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    """Old shape constants replaced by rewritten ones would otherwise stay in the file."""
+    used = {name for node in model.graph.node for name in node.input}
+    used |= {o.name for o in model.graph.output}
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)

@@ -1,0 +1,100 @@
+"""Small random models for the graph tests, exported once per session.
+
+Fresh spikingjelly models do not spike (all logits 0), so an equality test on them proves
+nothing: ``make_active`` re-randomises BatchNorm so that a fair share of neurons fire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from svtprune.spiking.zoo import ArchConfig, build_model
+
+
+def make_active(model: nn.Module, seed: int) -> nn.Module:
+    """BatchNorm scales/shifts drawn so pre-activations cross the thresholds often."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            n = module.num_features
+            with torch.no_grad():
+                module.weight.copy_(2.0 + 2.0 * torch.rand(n, generator=generator))
+                module.bias.copy_(0.5 + 0.5 * torch.randn(n, generator=generator))
+                module.running_mean.copy_(0.1 * torch.randn(n, generator=generator))
+                module.running_var.copy_(0.5 + torch.rand(n, generator=generator))
+        elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            # Spikformer's own init (std 0.02) leaves activations far below any threshold
+            fan_in = module.weight[0].numel()
+            with torch.no_grad():
+                module.weight.normal_(0.0, 1.5 / fan_in**0.5, generator=generator)
+                if module.bias is not None:
+                    module.bias.normal_(0.0, 0.1, generator=generator)
+    return model.eval()
+
+
+class TinyViT(nn.Module):
+    """A plain (non-spiking) ViT: LayerNorm, softmax attention, GELU MLP, learned positions."""
+
+    def __init__(self, dim: int = 32, heads: int = 4, depth: int = 1, mlp: int = 64, img: int = 28) -> None:
+        super().__init__()
+        self.heads = heads
+        self.patch = nn.Conv2d(1, dim, kernel_size=7, stride=7)
+        self.pos = nn.Parameter(torch.randn(1, (img // 7) ** 2, dim) * 0.1)
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            self.blocks.append(
+                nn.ModuleDict(
+                    dict(
+                        ln1=nn.LayerNorm(dim),
+                        qkv=nn.Linear(dim, 3 * dim),
+                        proj=nn.Linear(dim, dim),
+                        ln2=nn.LayerNorm(dim),
+                        fc1=nn.Linear(dim, mlp),
+                        fc2=nn.Linear(mlp, dim),
+                    )
+                )
+            )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch(x).flatten(2).transpose(1, 2) + self.pos
+        n, length, dim = x.shape
+        for block in self.blocks:
+            qkv = block["qkv"](block["ln1"](x)).reshape(n, length, 3, self.heads, dim // self.heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            attn = (q @ k.transpose(-2, -1) * (dim // self.heads) ** -0.5).softmax(-1)
+            x = x + block["proj"]((attn @ v).transpose(1, 2).reshape(n, length, dim))
+            x = x + block["fc2"](torch.nn.functional.gelu(block["fc1"](block["ln2"](x))))
+        return self.head(self.norm(x).mean(1))
+
+
+def export_for_tests(model: nn.Module, example: torch.Tensor, path: Path) -> onnx.ModelProto:
+    """The dynamo exporter with a dynamic batch axis, quietly."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        )
+        program.save(str(path))
+    return onnx.load(str(path))
+
+
+def spiking_model(config: ArchConfig, seed: int, path: Path) -> onnx.ModelProto:
+    torch.manual_seed(seed)
+    model = make_active(build_model(config), seed)
+    example = torch.from_numpy(
+        np.random.default_rng(seed).standard_normal((2, config.in_channels, config.img_size, config.img_size))
+    )
+    return export_for_tests(model, example.float(), path)
