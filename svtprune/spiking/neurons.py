@@ -83,7 +83,8 @@ def _match_fire(node, consts, producer, consumers) -> tuple[str, str, float] | N
         if user.op_type == "Cast" and helper.get_attribute_value(user.attribute[0]) == onnx.TensorProto.FLOAT:
             spike = user.output[0]
         elif user.op_type == "Where" and user.input[0] == node.output[0]:
-            spike = user.output[0]
+            if _scalar(consts.get(user.input[1])) is not None and _scalar(consts.get(user.input[2])) is not None:
+                spike = user.output[0]  # Where(fire, 1, 0): a spike; Where(mask, x, y) is not
     if spike is None:
         return None
     # peel threshold subtractions: GreaterOrEqual(v - 1.0, 0.0) fires at v >= 1.0
@@ -148,7 +149,7 @@ def _weighted_ancestor(start: str, producer) -> str:  # noqa: ANN001
         if node is None:
             continue
         if node.op_type in ("Conv", "MatMul", "Gemm"):
-            return node.name
+            return node.name or node.output[0]
         for name in node.input:
             if name and name not in seen:
                 seen.add(name)
