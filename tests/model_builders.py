@@ -98,3 +98,60 @@ def spiking_model(config: ArchConfig, seed: int, path: Path) -> onnx.ModelProto:
         np.random.default_rng(seed).standard_normal((2, config.in_channels, config.img_size, config.img_size))
     )
     return export_for_tests(model, example.float(), path)
+
+
+class PlainLIF(nn.Module):
+    """A plain-torch LIF (charge, fire, hard reset) that the TorchScript exporter can trace."""
+
+    def __init__(self, tau: float, threshold: float) -> None:
+        super().__init__()
+        self.tau, self.threshold = tau, threshold
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        v = x_seq[0] / self.tau  # starting from x[0], not zeros_like, keeps the batch dynamic
+        spikes = []
+        for t in range(x_seq.shape[0]):
+            if t > 0:
+                v = v + (x_seq[t] - v) / self.tau
+            spike = (v >= self.threshold).float()
+            v = v * (1.0 - spike)
+            spikes.append(spike)
+        return torch.stack(spikes)
+
+
+def torchscript_model(config: ArchConfig, seed: int, path: Path) -> onnx.ModelProto:
+    """The same zoo model through the other exporter: TorchScript, plain LIF, dynamic_axes."""
+    from spikingjelly.activation_based import functional, neuron
+
+    torch.manual_seed(seed)
+    model = make_active(build_model(config), seed)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, neuron.LIFNode):
+                setattr(parent, name, PlainLIF(float(child.tau), float(child.v_threshold)))
+
+    def seq_to_ann(x_seq: torch.Tensor, modules: tuple) -> torch.Tensor:
+        steps = x_seq.shape[0]
+        y = x_seq.flatten(0, 1)
+        for module in modules:
+            y = module(y)
+        return y.reshape(steps, -1, *y.shape[1:])  # unflatten would bake the batch size in
+
+    original = functional.seq_to_ann_forward
+    functional.seq_to_ann_forward = seq_to_ann
+    try:
+        example = torch.randn(2, config.in_channels, config.img_size, config.img_size)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                dynamo=False,
+                input_names=["x"],
+                output_names=["logits"],
+                dynamic_axes={"x": {0: "batch"}},
+                opset_version=17,
+            )
+    finally:
+        functional.seq_to_ann_forward = original
+    return onnx.load(str(path))

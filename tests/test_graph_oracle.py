@@ -101,3 +101,19 @@ def test_invalid_plans_are_rejected(analyses: dict) -> None:
         prune(analysis, Plan({next(g for g in analysis.groups if not g.prunable).name: [0]}))
     with pytest.raises(UserError, match="does not have"):
         prune(analysis, Plan({"no-such-group": [0]}))
+
+
+@pytest.mark.parametrize("arch", ["spikformer", "sdt"])
+def test_torchscript_exports_analyse_and_match_oracle(arch: str, torchscript_models: dict, images: np.ndarray) -> None:
+    """Run-time Reshape/Slice arguments are read at two batch sizes and become constants."""
+    from svtprune.spiking.neurons import find_neurons
+
+    model = torchscript_models[arch]
+    assert any(n.op_type == "Shape" for n in model.graph.node)  # really the run-time shape form
+    analysis = analyze(model)
+    assert [g for g in analysis.groups if not g.prunable] == [analysis.groups[-1]]  # only the classifier
+    assert len(find_neurons(model)) == {"spikformer": 10, "sdt": 12}[arch]
+    rng = np.random.default_rng(3)
+    for _ in range(3):
+        assert_matches_oracle(analysis, random_plan(analysis, rng), images)
+    assert_matches_oracle(analysis, random_plan(analysis, rng), images[:1])

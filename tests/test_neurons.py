@@ -15,30 +15,42 @@ T, N, C = 3, 2, 4
 
 def _lif_steps(nodes: list, inits: list, prefix: str, currents: list[str], form: str, thr: float) -> list[str]:
     """Unrolled LIF (tau 2): charge v += (x - v) / 2, fire v >= thr, hard or soft reset."""
-    inits += [numpy_helper.from_array(np.array(v, np.float32), f"{prefix}_{k}") for k, v in
-              (("two", 2.0), ("thr", thr), ("one", 1.0), ("zero", 0.0))]
+    inits += [
+        numpy_helper.from_array(np.array(v, np.float32), f"{prefix}_{k}")
+        for k, v in (("two", 2.0), ("thr", thr), ("one", 1.0), ("zero", 0.0))
+    ]
     spikes, v = [], None
     for t, x in enumerate(currents):
         p = f"{prefix}{t}"
         if v is None:
             nodes.append(helper.make_node("Div", [x, f"{prefix}_two"], [f"{p}_h"]))
         else:
-            nodes += [helper.make_node("Sub", [x, v], [f"{p}_d"]),
-                      helper.make_node("Div", [f"{p}_d", f"{prefix}_two"], [f"{p}_dd"]),
-                      helper.make_node("Add", [v, f"{p}_dd"], [f"{p}_h"])]
+            nodes += [
+                helper.make_node("Sub", [x, v], [f"{p}_d"]),
+                helper.make_node("Div", [f"{p}_d", f"{prefix}_two"], [f"{p}_dd"]),
+                helper.make_node("Add", [v, f"{p}_dd"], [f"{p}_h"]),
+            ]
         if form == "cast":
-            nodes += [helper.make_node("GreaterOrEqual", [f"{p}_h", f"{prefix}_thr"], [f"{p}_b"]),
-                      helper.make_node("Cast", [f"{p}_b"], [f"{p}_s"], to=TensorProto.FLOAT)]
+            nodes += [
+                helper.make_node("GreaterOrEqual", [f"{p}_h", f"{prefix}_thr"], [f"{p}_b"]),
+                helper.make_node("Cast", [f"{p}_b"], [f"{p}_s"], to=TensorProto.FLOAT),
+            ]
         else:  # Where form with the threshold subtracted first, as some exporters write it
-            nodes += [helper.make_node("Sub", [f"{p}_h", f"{prefix}_thr"], [f"{p}_m"]),
-                      helper.make_node("Greater", [f"{p}_m", f"{prefix}_zero"], [f"{p}_b"]),
-                      helper.make_node("Where", [f"{p}_b", f"{prefix}_one", f"{prefix}_zero"], [f"{p}_s"])]
+            nodes += [
+                helper.make_node("Sub", [f"{p}_h", f"{prefix}_thr"], [f"{p}_m"]),
+                helper.make_node("Greater", [f"{p}_m", f"{prefix}_zero"], [f"{p}_b"]),
+                helper.make_node("Where", [f"{p}_b", f"{prefix}_one", f"{prefix}_zero"], [f"{p}_s"]),
+            ]
         if form == "cast":  # hard reset: v = h * (1 - s)
-            nodes += [helper.make_node("Sub", [f"{prefix}_one", f"{p}_s"], [f"{p}_ns"]),
-                      helper.make_node("Mul", [f"{p}_h", f"{p}_ns"], [f"{p}_v"])]
+            nodes += [
+                helper.make_node("Sub", [f"{prefix}_one", f"{p}_s"], [f"{p}_ns"]),
+                helper.make_node("Mul", [f"{p}_h", f"{p}_ns"], [f"{p}_v"]),
+            ]
         else:  # soft reset: v = h - s * thr
-            nodes += [helper.make_node("Mul", [f"{p}_s", f"{prefix}_thr"], [f"{p}_st"]),
-                      helper.make_node("Sub", [f"{p}_h", f"{p}_st"], [f"{p}_v"])]
+            nodes += [
+                helper.make_node("Mul", [f"{p}_s", f"{prefix}_thr"], [f"{p}_st"]),
+                helper.make_node("Sub", [f"{p}_h", f"{p}_st"], [f"{p}_v"]),
+            ]
         spikes.append(f"{p}_s")
         v = f"{p}_v"
     return spikes
@@ -54,8 +66,12 @@ def two_layer_snn(form: str) -> onnx.ModelProto:
     second = _lif_steps(nodes, inits, "b", [f"y{t}" for t in range(T)], form, 0.5)
     nodes.append(helper.make_node("Concat", second, ["out"], axis=0))
     graph = helper.make_graph(
-        nodes, "snn", [helper.make_tensor_value_info(f"x{t}", TensorProto.FLOAT, [N, C]) for t in range(T)],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+        nodes,
+        "snn",
+        [helper.make_tensor_value_info(f"x{t}", TensorProto.FLOAT, [N, C]) for t in range(T)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -103,9 +119,11 @@ def test_a_boolean_mask_is_not_a_neuron() -> None:
     """Where(x > 0, x, 0) is a ReLU written out, not a spike."""
     graph = helper.make_graph(
         [helper.make_node("Greater", ["x", "z"], ["m"]), helper.make_node("Where", ["m", "x", "z"], ["y"])],
-        "relu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
-        [numpy_helper.from_array(np.array(0.0, np.float32), "z")])
+        [numpy_helper.from_array(np.array(0.0, np.float32), "z")],
+    )
     assert find_neurons(helper.make_model(graph)) == []
 
 

@@ -73,23 +73,83 @@ def tensor_shapes(model: onnx.ModelProto) -> dict[str, Dims]:
     return shapes
 
 
+SHAPE_INPUTS = {"Slice": (1, 2, 3, 4), "Split": (1,), "Expand": (1,), "Tile": (1,)}
+
+
 def _constantify_reshape_targets(model: onnx.ModelProto) -> bool:
-    """Replace run-time Reshape targets by constants where one -1 says it all."""
-    shapes = tensor_shapes(model)
+    """Give run-time shape arguments (Shape/Gather/Concat chains) constant values.
+
+    The model runs at two batch sizes. A Reshape's output dim that changes with the batch
+    becomes -1 in a constant target, the rest are constants; Slice/Split/Expand/Tile
+    arguments that do not change become constants. Anything else stays as it is, and the
+    analysis then refuses the channels that pass through it, with the reason.
+    """
     initializers = {t.name for t in model.graph.initializer}
+    reshapes = [n for n in model.graph.node if n.op_type == "Reshape" and n.input[1] not in initializers]
+    arguments = sorted(
+        {
+            n.input[i]
+            for n in model.graph.node
+            for i in SHAPE_INPUTS.get(n.op_type, ())
+            if i < len(n.input) and n.input[i] and n.input[i] not in initializers
+        }
+    )
+    if not reshapes and not arguments:
+        return False
+    probed = sorted({n.output[0] for n in reshapes} | set(arguments))
+    seen = [_probe(model, probed, batch) for batch in (1, 3)]
+    if seen[0] is None or seen[1] is None:
+        return False
     changed = False
-    for node in model.graph.node:
-        if node.op_type != "Reshape" or node.input[1] in initializers:
+    for node in reshapes:
+        small, large = (np.array(run[node.output[0]].shape, dtype=np.int64) for run in seen)
+        if small.shape != large.shape or int((small != large).sum()) > 1:
             continue
-        out = shapes.get(node.output[0])
-        if out is None or sum(d is None for d in out) > 1:
-            continue
-        target = np.array([-1 if d is None else d for d in out], dtype=np.int64)
-        name = f"{node.name}_target"
-        model.graph.initializer.append(numpy_helper.from_array(target, name))
-        node.input[1] = name
-        for attr in node.attribute:
-            if attr.name == "allowzero":
-                attr.i = 0
+        _replace_input(model, node, 1, np.where(small != large, -1, small).astype(np.int64))
+        for attribute in node.attribute:
+            if attribute.name == "allowzero":
+                attribute.i = 0
         changed = True
+    for node in model.graph.node:
+        for i in SHAPE_INPUTS.get(node.op_type, ()):
+            name = node.input[i] if i < len(node.input) else ""
+            if name in arguments and np.array_equal(seen[0][name], seen[1][name]):
+                _replace_input(model, node, i, seen[0][name])
+                changed = True
     return changed
+
+
+def _replace_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray) -> None:
+    name = f"{node.name}_arg{index}"
+    model.graph.initializer.append(numpy_helper.from_array(np.asarray(value), name))
+    node.input[index] = name
+
+
+def _probe(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str, np.ndarray] | None:
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
+    for name in names:
+        elem = types.get(name) or onnx.TensorProto.FLOAT
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    feeds = {}
+    for value in probe.graph.input:
+        if value.name in {t.name for t in probe.graph.initializer}:
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+        if sum(d is None for d in dims) != 1:
+            return None
+        shape = [batch if d is None else d for d in dims]
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+        feeds[value.name] = np.zeros(shape, dtype=dtype)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    try:
+        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        values = session.run(names, feeds)
+    except Exception:  # a graph ORT cannot run is reported later, by evaluation
+        return None
+    return dict(zip(names, values, strict=True))
