@@ -128,7 +128,9 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     diff = float(np.abs(out_o[logits] - out_p[candidate.graph.output[0].name]).max())
     spikes_o = _spike_counts(oracle, out_o)
     spikes_p = _spike_counts(candidate, out_p)
-    spikes_equal = len(spikes_o) == len(spikes_p) and all(np.array_equal(a, b) for a, b in zip(spikes_o, spikes_p))
+    spikes_equal = len(spikes_o) == len(spikes_p) and all(
+        np.array_equal(a, b) for a, b in zip(spikes_o, spikes_p, strict=False)
+    )
     return {
         "max_logit_difference": diff,
         "neurons": len(spikes_o),
