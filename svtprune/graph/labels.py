@@ -43,7 +43,7 @@ class ShapeFixup:
     """A constant that encodes channel counts and must be rewritten after pruning."""
 
     node: str
-    kind: str  # "reshape", "split", "expand"
+    kind: str  # "reshape", "split", "slice", "expand" or "group" (depthwise Conv)
     axes: tuple[int, ...]  # axes of the node's output that the label spans
     ids: np.ndarray  # the label at those axes; its compacted shape gives the new dims
     output_index: int = 0

@@ -134,6 +134,7 @@ def conv(state: PropagationState, node: onnx.NodeProto) -> None:
         ids = state.new_atoms(out_channels, node.name)
     elif in_per_group == 1 and out_channels == groups and in_labels and in_labels[0].axes == (1,):
         ids = in_labels[0].ids  # depthwise: each filter follows its input channel
+        state.fixups.append(ShapeFixup(node.name, "group", (1,), ids))
     else:
         state.refuse_inputs([x], f"Conv {node.name}: grouped convolution (group={groups})")
         ids = state.new_atoms(out_channels, node.name)

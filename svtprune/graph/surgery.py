@@ -108,6 +108,11 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
         node = nodes[fix.node]
         new_dims = compacted_shape(atom_keep[fix.ids])
         assert new_dims is not None, "keep_mask validated every grid"
+        if fix.kind == "group":  # a depthwise Conv keeps one group per remaining channel
+            for attribute in node.attribute:
+                if attribute.name == "group":
+                    attribute.i = new_dims[0]
+            continue
         if fix.kind == "slice":
             _rewrite_slice(model, node, fix, atom_keep, values)
             continue
