@@ -1,4 +1,4 @@
-"""Groups the analysis must refuse (with the reason) or follow, on small hand-written graphs."""
+"""Small hand-written graphs: groups to refuse (with the reason), ops to follow, shared tensors."""
 
 from __future__ import annotations
 
@@ -94,3 +94,34 @@ def test_corrupt_file_is_a_user_error(tmp_path) -> None:  # noqa: ANN001
     path.write_bytes(b"\x00not an onnx model at all")
     with pytest.raises(UserError, match="not"):
         prune_uniform(path, 0.3)
+
+
+def test_shared_initializer_is_cut_per_use() -> None:
+    """Exporters de-duplicate equal tensors: one bias feeding two groups is copied, not cut twice."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4, 8, 8] x) => (float[N, 6, 8, 8] y) {
+        a = Conv(x, w1, b)
+        r = Relu(a)
+        c = Conv(r, w2, b)
+        s = Relu(c)
+        y = Conv(s, w3)
+    }"""
+    model = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(0)
+    inits = {
+        "w1": rng.standard_normal((8, 4, 1, 1)),
+        "w2": rng.standard_normal((8, 8, 1, 1)),
+        "b": rng.standard_normal(8),
+        "w3": rng.standard_normal((6, 8, 1, 1)),
+    }
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    analysis = analyze(model)
+    first, second = analysis.groups[0], analysis.groups[1]
+    plan = uniform_plan(analysis, 0.0, group_scores(analysis))
+    plan.kept[first.name] = [0, 2, 4, 6]  # halve the first group only
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    pruned = assert_matches_oracle(analysis, plan, x)
+    biases = {t.name: tuple(t.dims) for t in pruned.graph.initializer if t.name.startswith("b")}
+    assert sorted(biases.values()) == [(4,), (8,)], biases  # each use got the cut it needs
+    assert second.size == 8
