@@ -1,6 +1,6 @@
 """Channel-dependency analysis: the groups of channels that must be removed together.
 
-Labels are propagated once through the graph in topological order (see ``ophandlers``);
+Labels are propagated once through the graph in topological order (see ``svtprune.graph.ops``);
 coupled atoms become one *channel*; the channels produced by one weighted node (or tied to
 them) form one *group*, the unit a plan prunes. Groups that meet something unsafe are kept
 but marked refused, with the reason.
@@ -16,7 +16,7 @@ from onnx import numpy_helper
 
 from svtprune.graph.labels import FIXED, Member, PropagationState, ShapeFixup, UnionFind
 from svtprune.graph.normalize import normalize, tensor_shapes
-from svtprune.graph.ophandlers import HANDLERS
+from svtprune.graph.ops import HANDLERS
 
 
 @dataclass

@@ -1,0 +1,68 @@
+"""Normalisations, reductions and pools: safe off the channel axis, refused across it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from svtprune.graph.labels import Label, PropagationState
+from svtprune.graph.ops.registry import attr, handles, labels_of, norm_axis
+
+
+@handles("LayerNormalization", "Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
+def normalising(state: PropagationState, node: onnx.NodeProto) -> None:
+    """Normalising over the channel axis makes every channel depend on all others: refuse."""
+    x = node.input[0]
+    rank = state.rank(x) or 0
+    default = -1
+    axis = norm_axis(int(attr(node, "axis", default)), rank)
+    covered = range(axis, rank) if node.op_type == "LayerNormalization" else (axis,)
+    kept = []
+    for label in labels_of(state, x):
+        if set(label.axes) & set(covered):
+            state.refuse(label.ids, f"{node.op_type} {node.name} normalises over the channel axis")
+        else:
+            kept.append(label)
+    state.labels[node.output[0]] = kept
+
+
+@handles("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1")
+def reduce(state: PropagationState, node: onnx.NodeProto) -> None:
+    x = node.input[0]
+    rank = state.rank(x)
+    axes_value = attr(node, "axes")
+    if axes_value is None and len(node.input) > 1 and node.input[1]:
+        axes_value = state.constants.get(node.input[1])
+    if rank is None or axes_value is None:
+        state.refuse_inputs([x], f"{node.op_type} {node.name}: reduced axes unknown")
+        return
+    reduced = sorted({norm_axis(int(a), rank) for a in np.ravel(axes_value)})
+    keepdims = int(attr(node, "keepdims", 1))
+    out = []
+    for label in labels_of(state, x):
+        if set(label.axes) & set(reduced):
+            state.refuse(label.ids, f"{node.op_type} {node.name} reduces over the channel axis")
+            continue
+        axes = label.axes if keepdims else tuple(a - sum(r < a for r in reduced) for a in label.axes)
+        out.append(Label(label.ids, axes))
+    state.labels[node.output[0]] = out
+
+
+@handles("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Resize", "Upsample")
+def spatial(state: PropagationState, node: onnx.NodeProto) -> None:
+    """Pools and resizes act per channel on the spatial axes."""
+    x = node.input[0]
+    out = []
+    for label in labels_of(state, x):
+        if label.axes == (1,):
+            out.append(label)
+        else:
+            state.refuse(label.ids, f"{node.op_type} {node.name}: channels off axis 1")
+    state.labels[node.output[0]] = out
+
+
+@handles("Shape", "Size", "ConstantOfShape", "Range", "NonZero")
+def shape_source(state: PropagationState, node: onnx.NodeProto) -> None:
+    """Outputs depend on shapes only, so they adapt to new widths at run time."""
+    for out_name in node.output:
+        state.shape_only.add(out_name)
