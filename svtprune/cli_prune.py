@@ -30,8 +30,10 @@ def analyze_command(model: ModelArg, as_json: JsonOpt = False) -> None:
         return
     console = Console()
     table = Table(title=f"{model}: {report['nodes']} nodes, {report['param_bytes']:,} parameter bytes")
-    for column in ("group", "channels", "heads", "params", "members", "status"):
-        table.add_column(column, justify="right" if column in ("channels", "heads", "params") else "left")
+    table.add_column("group", overflow="fold", min_width=24)
+    for column in ("channels", "heads", "params", "members"):
+        table.add_column(column, justify="right")
+    table.add_column("status", overflow="fold")
     for row in report["groups"]:
         status = "prunable" if row["prunable"] else "refused: " + "; ".join(row["refused"])
         table.add_row(

@@ -120,10 +120,8 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     candidate = load_model(pruned)
     if x is None:
         x = _random_input(analysis.model)
-    from svtprune.graph.probe import run_model  # ORT only here, so analysis stays importable alone
-
-    out_o = run_model(with_taps(oracle, find_neurons(oracle), spikes=True), x)
-    out_p = run_model(with_taps(candidate, find_neurons(candidate), spikes=True), x)
+    out_o = _run(with_taps(oracle, find_neurons(oracle), spikes=True), x)
+    out_p = _run(with_taps(candidate, find_neurons(candidate), spikes=True), x)
     logits = oracle.graph.output[0].name
     diff = float(np.abs(out_o[logits] - out_p[candidate.graph.output[0].name]).max())
     spikes_o = _spike_counts(oracle, out_o)
@@ -151,3 +149,9 @@ def _random_input(model: onnx.ModelProto, batch: int = 8) -> np.ndarray:
     value = model.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
     return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    from svtprune.evaluate import make_session, predict
+
+    return predict(make_session(model), x)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
+from svtprune.evaluate import make_session, predict
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.plan import Plan, kept_for_ratio
 from svtprune.graph.surgery import prune, zero_out
@@ -13,11 +13,7 @@ from svtprune.spiking.neurons import find_neurons, with_taps
 
 
 def run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+    return predict(make_session(model), x)
 
 
 def spike_counts(model: onnx.ModelProto, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

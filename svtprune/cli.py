@@ -1,0 +1,152 @@
+"""The ``svtprune`` command line: a thin typer layer over the library.
+
+User mistakes (UserError) print one line and exit 2; unmet constraints (ConstraintError)
+exit 1; nothing a user can cause prints a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from svtprune import cli_prune
+from svtprune.errors import ConstraintError, UserError
+
+app = typer.Typer(
+    name="svtprune",
+    help="Make Spiking Vision Transformers in ONNX smaller: structured pruning and quantization, measured.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cli_prune.register(app)
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_MODEL = REPO / "models" / "reference" / "spikformer_fmnist.onnx"
+REFERENCE_DATA = REPO / "models" / "data" / "fashion_mnist_val.npz"
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    arch: Annotated[str, typer.Option(help="spikformer, sdt or qkformer.")] = "spikformer",
+    weights: Annotated[Path | None, typer.Option(help="Checkpoint from tools/train_reference.py.")] = None,
+    embed: Annotated[int, typer.Option(help="Embedding width (random init only).")] = 64,
+    depths: Annotated[int, typer.Option(help="Transformer blocks (random init only).")] = 2,
+    heads: Annotated[int, typer.Option(help="Attention heads (random init only).")] = 4,
+    steps: Annotated[int, typer.Option("--T", help="Time steps (random init only).")] = 4,
+    in_channels: Annotated[int, typer.Option(help="Image channels (random init only).")] = 1,
+    img_size: Annotated[int, typer.Option(help="Image height = width (random init only).")] = 28,
+    batch: Annotated[int, typer.Option(help="Batch size traced at export (the axis stays dynamic).")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a reference SViT (spikingjelly model zoo) to ONNX with a dynamic batch axis.
+
+    Example: svtprune export --arch spikformer --weights models/reference/spikformer_fmnist.pt -o m.onnx
+    """
+    from svtprune.spiking.export import export_onnx, load_weights
+    from svtprune.spiking.zoo import ARCHITECTURES, ArchConfig
+
+    if weights is not None:
+        config, state = load_weights(weights)
+    else:
+        if arch not in ARCHITECTURES:
+            raise UserError(f"unknown --arch {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+        config = ArchConfig(
+            arch=arch,
+            T=steps,
+            in_channels=in_channels,
+            img_size=img_size,
+            embed_dims=embed,
+            num_heads=heads,
+            depths=depths,
+        )
+        state = None
+    model = export_onnx(config, out, state, batch=batch, force=force, seed=seed)
+    summary = {"output": str(out), "arch": config.arch, "nodes": len(model.graph.node), "config": config.to_dict()}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        Console(stderr=True).print(f"wrote {out}: {config.arch}, {len(model.graph.node)} nodes")
+
+
+@app.command("eval")
+def eval_command(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)],
+    data: Annotated[Path, typer.Option(help=".npz with x (N x C x H x W) and optional y.")],
+    reference: Annotated[Path | None, typer.Option(help="Model to agree with when data has no labels.")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size for accuracy.")] = 256,
+    as_json: JsonOpt = False,
+) -> None:
+    """Accuracy (or agreement), parameter and file bytes, median latency at batch 1 and 64 on ORT CPU.
+
+    Example: svtprune eval models/reference/spikformer_fmnist.onnx --data models/data/fashion_mnist_val.npz
+    """
+    from svtprune.data import load_npz
+    from svtprune.evaluate import evaluate, logits_of, make_session
+    from svtprune.graph.io import load_model
+
+    dataset = load_npz(data)
+    load_model(model)  # one clear error for a missing or corrupt file
+    ref_logits = logits_of(make_session(load_model(reference)), dataset.x, batch) if reference else None
+    result = evaluate(model, dataset, ref_logits, progress=not as_json, batch=batch)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    _print_eval(model, result)
+
+
+def _print_eval(model: Path, result: object) -> None:
+    r = result.to_dict()  # type: ignore[attr-defined]
+    label = "accuracy" if r["metric"] == "top1" else "agreement with reference"
+    Console().print(
+        f"{model}\n  {label}: {r['accuracy']:.2f}% on {r['samples']} images\n"
+        f"  parameter bytes: {r['param_bytes']:,}   file bytes: {r['file_bytes']:,}\n"
+        f"  latency (ORT CPU, median): batch 1 {r['latency_ms_b1']:.2f} ms, batch 64 {r['latency_ms_b64']:.1f} ms"
+    )
+
+
+@app.command()
+def demo() -> None:
+    """Evaluate the shipped reference Spikformer on the shipped Fashion-MNIST validation split."""
+    from svtprune.data import load_npz
+    from svtprune.evaluate import evaluate
+
+    for path in (REFERENCE_MODEL, REFERENCE_DATA):
+        if not path.is_file():
+            raise UserError(f"shipped file missing: {path} (run from a clone of the repository)")
+    result = evaluate(REFERENCE_MODEL, load_npz(REFERENCE_DATA), progress=True)
+    _print_eval(REFERENCE_MODEL, result)
+
+
+def main() -> None:
+    """Entry point: domain errors become one line and an exit code."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(2)
+    except ConstraintError as exc:
+        Console(stderr=True).print(f"[yellow]constraints not met:[/yellow] {exc}", highlight=False)
+        sys.exit(1)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

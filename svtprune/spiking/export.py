@@ -1,0 +1,74 @@
+"""Export reference SViTs to ONNX with spikes ONNX Runtime computes exactly as PyTorch does.
+
+The dynamo exporter traces spikingjelly's LIF (its custom op ``sj_lif::forward`` stops the
+TorchScript exporter) into plain Sub/Div/Add/GreaterOrEqual/Cast steps, and keeps the
+batch axis symbolic, so a file exported at batch 2 runs at any batch size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import onnx
+
+from svtprune.errors import UserError
+from svtprune.graph.io import save_model
+from svtprune.spiking.zoo import ArchConfig, build_model
+
+
+def load_weights(path: str | Path) -> tuple[ArchConfig, dict]:
+    """A checkpoint written by tools/train_reference.py: {"config": ..., "state_dict": ...}."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"weights file not found: {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        return ArchConfig.from_dict(checkpoint["config"]), checkpoint["state_dict"]
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{path}: not an svtprune checkpoint (needs 'config' and 'state_dict')") from exc
+    except Exception as exc:  # torch raises pickle/zip errors of many kinds
+        raise UserError(f"{path}: not a readable PyTorch checkpoint ({exc.__class__.__name__})") from exc
+
+
+def export_onnx(
+    config: ArchConfig,
+    out: str | Path,
+    state_dict: dict | None = None,
+    batch: int = 2,
+    force: bool = False,
+    seed: int = 0,
+) -> onnx.ModelProto:
+    """Build (and load) the model, export it with a dynamic batch axis, write it atomically."""
+    import torch
+
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it")
+    torch.manual_seed(seed)
+    try:
+        model = build_model(config)
+    except (ValueError, RuntimeError, AssertionError) as exc:
+        raise UserError(f"cannot build {config.arch} with this configuration: {exc}") from exc
+    if state_dict is not None:
+        try:
+            model.load_state_dict(state_dict)
+        except RuntimeError as exc:
+            raise UserError(f"weights do not fit {config.arch}: {str(exc).splitlines()[0]}") from exc
+    model.eval()
+    example = torch.zeros(batch, config.in_channels, config.img_size, config.img_size)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            input_names=["x"],
+            output_names=["logits"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
+        )
+    exported = program.model_proto
+    save_model(exported, out, force=force)
+    return exported
