@@ -15,6 +15,7 @@ import onnx
 import torch
 from torch import nn
 
+from svtprune.spiking.export import export_module
 from svtprune.spiking.zoo import ArchConfig, build_model
 
 
@@ -77,23 +78,16 @@ class TinyViT(nn.Module):
 
 
 def export_for_tests(model: nn.Module, example: torch.Tensor, path: Path) -> onnx.ModelProto:
-    """The dynamo exporter with a dynamic batch axis, quietly."""
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        program = torch.onnx.export(
-            model,
-            (example,),
-            dynamo=True,
-            input_names=["x"],
-            output_names=["logits"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
-        )
-        program.save(str(path))
-    return onnx.load(str(path))
+    return export_module(model, example, path, force=True)
+
+
+def active_model(config: ArchConfig, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return make_active(build_model(config), seed)
 
 
 def spiking_model(config: ArchConfig, seed: int, path: Path) -> onnx.ModelProto:
-    torch.manual_seed(seed)
-    model = make_active(build_model(config), seed)
+    model = active_model(config, seed)
     example = torch.from_numpy(
         np.random.default_rng(seed).standard_normal((2, config.in_channels, config.img_size, config.img_size))
     )

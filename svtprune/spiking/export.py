@@ -10,12 +10,16 @@ from __future__ import annotations
 import contextlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
 from svtprune.errors import UserError
 from svtprune.graph.io import save_model
 from svtprune.spiking.zoo import ArchConfig, build_model
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_weights(path: str | Path) -> tuple[ArchConfig, dict]:
@@ -58,8 +62,17 @@ def export_onnx(
             model.load_state_dict(state_dict)
         except RuntimeError as exc:
             raise UserError(f"weights do not fit {config.arch}: {str(exc).splitlines()[0]}") from exc
-    model.eval()
     example = torch.zeros(batch, config.in_channels, config.img_size, config.img_size)
+    return export_module(model, example, out, force=force)
+
+
+def export_module(
+    model: torch.nn.Module, example: torch.Tensor, out: str | Path, force: bool = False
+) -> onnx.ModelProto:
+    """Export any image -> logits module; input ``x`` and output ``logits`` with a dynamic batch."""
+    import torch
+
+    model.eval()
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         program = torch.onnx.export(
             model,

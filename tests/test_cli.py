@@ -1,0 +1,92 @@
+"""The command line as a user meets it: exit codes, one-line errors, JSON on stdout."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from svtprune.data import Dataset, save_npz
+
+COMMANDS = ["demo", "export", "eval", "analyze", "prune", "verify"]
+
+
+def svtprune(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "svtprune.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_user_error(result: subprocess.CompletedProcess, words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert words in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 3
+
+
+@pytest.fixture(scope="module")
+def files(small_models: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("cli")
+    onnx.save(small_models["spikformer"], folder / "model.onnx")
+    rng = np.random.default_rng(0)
+    save_npz(
+        folder / "val.npz", Dataset(rng.standard_normal((40, 1, 28, 28)).astype(np.float32), rng.integers(0, 10, 40))
+    )
+    save_npz(folder / "wrong.npz", Dataset(rng.standard_normal((4, 3, 32, 32)).astype(np.float32), None))
+    (folder / "garbage.onnx").write_bytes(b"\x08\x01 this is not a model")
+    return {p.stem: p for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command: str) -> None:
+    result = svtprune(command, "--help")
+    assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_user_mistakes_are_one_line_and_exit_2(files: dict[str, Path], tmp_path: Path) -> None:
+    assert_user_error(svtprune("eval", str(tmp_path / "missing.onnx"), "--data", str(files["val"])), "not found")
+    assert_user_error(svtprune("eval", str(files["garbage"]), "--data", str(files["val"])), "not a readable ONNX")
+    assert_user_error(svtprune("eval", str(files["model"]), "--data", str(files["wrong"])), "expects")
+    assert_user_error(
+        svtprune("prune", str(files["model"]), "--ratio", "1.5", "-o", str(tmp_path / "p.onnx")), "--ratio"
+    )
+    assert_user_error(svtprune("analyze", str(files["garbage"])), "not a readable ONNX")
+
+
+def test_existing_output_is_not_overwritten(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "exists.onnx"
+    out.write_bytes(b"keep me")
+    assert_user_error(svtprune("prune", str(files["model"]), "-o", str(out)), "already exists")
+    assert out.read_bytes() == b"keep me"
+
+
+def test_eval_json_is_one_object(files: dict[str, Path]) -> None:
+    result = svtprune("eval", str(files["model"]), "--data", str(files["val"]), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert {"accuracy", "param_bytes", "file_bytes", "latency_ms_b1", "latency_ms_b64"} <= set(report)
+    assert report["samples"] == 40 and report["file_bytes"] == files["model"].stat().st_size
+
+
+def test_analyze_prune_verify_round_trip(files: dict[str, Path], tmp_path: Path) -> None:
+    groups = json.loads(svtprune("analyze", str(files["model"]), "--json").stdout)["groups"]
+    assert sum(g["prunable"] for g in groups) == 6
+    out = tmp_path / "pruned.onnx"
+    pruned = svtprune("prune", str(files["model"]), "--ratio", "0.4", "-o", str(out), "--json")
+    assert pruned.returncode == 0, pruned.stderr
+    summary = json.loads(pruned.stdout)
+    assert summary["pruned_param_bytes"] < summary["original_param_bytes"]
+    plan = tmp_path / "pruned.plan.json"
+    verdict = svtprune("verify", str(files["model"]), str(out), "--plan", str(plan), "--json")
+    assert verdict.returncode == 0 and json.loads(verdict.stdout)["passed"]
+    # a plan that does not describe this pruned file must fail the oracle
+    tampered = json.loads(plan.read_text())
+    group = max(tampered["groups"].values(), key=lambda g: len(g["kept"]))  # a group without heads
+    removed = next(i for i in range(max(group["kept"]) + 2) if i not in group["kept"])
+    group["kept"] = sorted([removed, *group["kept"][1:]])  # same width, other channels
+    plan.write_text(json.dumps(tampered))
+    mismatch = svtprune("verify", str(files["model"]), str(out), "--plan", str(plan), "--json")
+    assert mismatch.returncode == 1 and "Traceback" not in mismatch.stderr
