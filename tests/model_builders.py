@@ -127,7 +127,7 @@ def torchscript_model(config: ArchConfig, seed: int, path: Path) -> onnx.ModelPr
     def seq_to_ann(x_seq: torch.Tensor, modules: tuple) -> torch.Tensor:
         steps = x_seq.shape[0]
         y = x_seq.flatten(0, 1)
-        for module in modules:
+        for module in modules if isinstance(modules, list | tuple) else (modules,):
             y = module(y)
         return y.reshape(steps, -1, *y.shape[1:])  # unflatten would bake the batch size in
 

@@ -15,7 +15,7 @@ import torch
 
 from svtprune.graph.analysis import analyze
 from svtprune.spiking.zoo import ArchConfig, build_model
-from tests.model_builders import spiking_model
+from tests.model_builders import spiking_model, torchscript_model
 from tests.oracle import assert_matches_oracle, random_plan
 
 COUNT = int(os.environ.get("SVTPRUNE_PROPERTY_N", "3"))
@@ -47,10 +47,13 @@ def random_config(rng: np.random.Generator) -> ArchConfig:
 def test_random_svit_matches_oracle(index: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(1000 + index)
     config = random_config(rng)
-    model = spiking_model(config, seed=index, path=tmp_path / "m.onnx")
+    exporter = spiking_model if rng.random() < 0.3 else torchscript_model  # both exporters; TorchScript is fast
+    model = exporter(config, seed=index, path=tmp_path / "m.onnx")
     analysis = analyze(model)
-    refused = [g for g in analysis.groups if not g.prunable]
-    assert all(any("model output" in r for r in g.refused) for g in refused), [g.refused for g in refused]
+    refused = [r for g in analysis.groups if not g.prunable for r in g.refused]
+    # Known limit: QKFormer's token attention sums q over the channels inside each head.
+    allowed = ("model output", "ReduceSum") if config.arch == "qkformer" else ("model output",)
+    assert all(any(word in r for word in allowed) for r in refused), refused
     assert analysis.prunable_groups, config
     x = rng.standard_normal((3, config.in_channels, config.img_size, config.img_size)).astype(np.float32)
     for _ in range(2):

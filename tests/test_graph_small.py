@@ -57,6 +57,7 @@ def test_elementwise_chain_is_prunable_and_matches_oracle() -> None:
         ("m = ReduceMean <axes = [1], keepdims = 1> (r)", "reduces over the channel axis"),
         ("m = Softmax <axis = 1> (r)", "normalises over the channel axis"),
         ("m = com.example.Foo(r)", "not supported"),
+        ("m = ReduceMax <axes = [1], keepdims = 1> (r)", "reduces over the channel axis"),
     ],
 )
 def test_channel_mixing_ops_refuse_the_group(middle: str, reason: str) -> None:
@@ -125,3 +126,26 @@ def test_shared_initializer_is_cut_per_use() -> None:
     biases = {t.name: tuple(t.dims) for t in pruned.graph.initializer if t.name.startswith("b")}
     assert sorted(biases.values()) == [(4,), (8,)], biases  # each use got the cut it needs
     assert second.size == 8
+
+
+def test_sum_over_channels_is_followed() -> None:
+    """ReduceSum over channels gives the same result without zeroed channels: prunable, exact."""
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 4, 8, 8] x) => (float[N, 6, 8, 8] y) {
+        a = Conv(x, w1, b1)
+        r = Relu(a)
+        s = ReduceSum <keepdims = 1> (r, axes)
+        m = Mul(r, s)
+        y = Conv(m, w2)
+    }"""
+    model = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(0)
+    inits = {"w1": rng.standard_normal((8, 4, 1, 1)), "b1": rng.standard_normal(8),
+             "w2": rng.standard_normal((6, 8, 1, 1))}
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
+    analysis = analyze(model)
+    assert analysis.groups[0].prunable
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    assert_matches_oracle(analysis, uniform_plan(analysis, 0.5, group_scores(analysis)), x)

@@ -72,9 +72,7 @@ def main() -> None:
     test = read_fashion_mnist("test").subset(VAL_SPLIT)
     steps_per_epoch = len(train) // args.batch
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch
-    )
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
     out = Path(args.out)
     log = open(out.with_suffix(".train.log"), "a", buffering=1)
     log.write(f"# {' '.join(sys.argv)}\n# config {json.dumps(config.to_dict())}\n")
@@ -94,13 +92,23 @@ def main() -> None:
             reset_states(model)
             running += float(loss.detach())
             if step % 100 == 99:
-                log.write(f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {running / 100:.4f} "
-                          f"t={time.time() - started:.0f}s\n")
+                log.write(
+                    f"epoch {epoch + 1} step {step + 1}/{steps_per_epoch} loss {running / 100:.4f} "
+                    f"t={time.time() - started:.0f}s\n"
+                )
                 running = 0.0
         acc = accuracy(model, test.x, test.y)
         log.write(f"epoch {epoch + 1} val_acc {acc:.2f} t={time.time() - started:.0f}s\n")
-        torch.save({"config": config.to_dict(), "state_dict": model.state_dict(), "val_acc": acc,
-                    "epochs_done": epoch + 1, "command": " ".join(sys.argv)}, out.with_suffix(".pt"))
+        torch.save(
+            {
+                "config": config.to_dict(),
+                "state_dict": model.state_dict(),
+                "val_acc": acc,
+                "epochs_done": epoch + 1,
+                "command": " ".join(sys.argv),
+            },
+            out.with_suffix(".pt"),
+        )
     log.write(f"done in {time.time() - started:.0f}s\n")
 
 

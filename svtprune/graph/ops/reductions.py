@@ -26,7 +26,10 @@ def normalising(state: PropagationState, node: onnx.NodeProto) -> None:
     state.labels[node.output[0]] = kept
 
 
-@handles("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1")
+ZERO_NEUTRAL = {"ReduceSum", "ReduceL1", "ReduceL2", "ReduceSumSquare"}
+
+
+@handles("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1", "ReduceSumSquare")
 def reduce(state: PropagationState, node: onnx.NodeProto) -> None:
     x = node.input[0]
     rank = state.rank(x)
@@ -41,6 +44,8 @@ def reduce(state: PropagationState, node: onnx.NodeProto) -> None:
     out = []
     for label in labels_of(state, x):
         if set(label.axes) & set(reduced):
+            if node.op_type in ZERO_NEUTRAL and set(label.axes) <= set(reduced):
+                continue  # a zeroed channel adds nothing to a sum: removing it gives the same result
             state.refuse(label.ids, f"{node.op_type} {node.name} reduces over the channel axis")
             continue
         axes = label.axes if keepdims else tuple(a - sum(r < a for r in reduced) for a in label.axes)
