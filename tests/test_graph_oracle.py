@@ -60,6 +60,27 @@ def test_random_plans_with_head_removal_match_oracle(arch: str, analyses: dict, 
         assert_matches_oracle(analysis, random_plan(analysis, rng), images)
 
 
+@pytest.mark.parametrize("arch", ["spikformer", "sdt", "qkformer"])
+def test_only_the_classifier_is_refused(arch: str, analyses: dict) -> None:
+    refused = [g for g in analyses[arch].groups if not g.prunable]
+    assert len(refused) == 1 and "model output" in refused[0].refused[0], [g.refused for g in refused]
+
+
+def test_qkformer_token_attention_keeps_every_head(analyses: dict) -> None:
+    """Its q is summed over the channels of each head: prune inside heads, never whole heads."""
+    from svtprune.errors import UserError
+
+    analysis = analyses["qkformer"]
+    pinned = [g for g in analysis.groups if g.head_rows and not g.heads_removable]
+    assert pinned
+    group = pinned[0]
+    position = {int(c): i for i, c in enumerate(group.channels)}
+    first_head = {position[int(c)] for c in group.head_rows[0]}
+    plan = Plan({group.name: sorted(set(range(group.size)) - first_head)})
+    with pytest.raises(UserError, match="whole head"):
+        prune(analysis, plan)
+
+
 def test_spikformer_groups(analyses: dict) -> None:
     """Stem stages, one residual stream, per block: attention (q,k coupled + v, in heads) and MLP."""
     groups = {g.name: g for g in analyses["spikformer"].groups}

@@ -50,10 +50,8 @@ def test_random_svit_matches_oracle(index: int, tmp_path: Path) -> None:
     exporter = spiking_model if rng.random() < 0.3 else torchscript_model  # both exporters; TorchScript is fast
     model = exporter(config, seed=index, path=tmp_path / "m.onnx")
     analysis = analyze(model)
-    refused = [r for g in analysis.groups if not g.prunable for r in g.refused]
-    # Known limit: QKFormer's token attention sums q over the channels inside each head.
-    allowed = ("model output", "ReduceSum") if config.arch == "qkformer" else ("model output",)
-    assert all(any(word in r for word in allowed) for r in refused), refused
+    refused = [g for g in analysis.groups if not g.prunable]
+    assert all(any("model output" in r for r in g.refused) for g in refused), [g.refused for g in refused]
     assert analysis.prunable_groups, config
     x = rng.standard_normal((3, config.in_channels, config.img_size, config.img_size)).astype(np.float32)
     for _ in range(2):

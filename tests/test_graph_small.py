@@ -141,8 +141,11 @@ def test_sum_over_channels_is_followed() -> None:
     }"""
     model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
-    inits = {"w1": rng.standard_normal((8, 4, 1, 1)), "b1": rng.standard_normal(8),
-             "w2": rng.standard_normal((6, 8, 1, 1))}
+    inits = {
+        "w1": rng.standard_normal((8, 4, 1, 1)),
+        "b1": rng.standard_normal(8),
+        "w2": rng.standard_normal((6, 8, 1, 1)),
+    }
     model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
     model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
     analysis = analyze(model)

@@ -29,6 +29,7 @@ class Group:
     sources: list[str]
     refused: list[str] = field(default_factory=list)
     head_rows: list[np.ndarray] = field(default_factory=list)  # grid rows (channel ids) if split into heads
+    heads_removable: bool = True  # False when a head-wise sum needs every head to keep a channel
 
     @property
     def size(self) -> int:
@@ -48,6 +49,7 @@ class Analysis:
     grids: list[np.ndarray]  # atom-id grids whose kept pattern must stay rectangular
     row_links: list[tuple[np.ndarray, np.ndarray]]
     members: list[Member]
+    pinned_rows: list[np.ndarray] = field(default_factory=list)
 
     def group(self, name: str) -> Group:
         for group in self.groups:
@@ -80,10 +82,25 @@ def propagate(model: onnx.ModelProto) -> PropagationState:
             state.refuse_inputs(list(node.input), f"operator {node.op_type} ({node.name}) is not supported")
             continue
         handler(state, node)
+        for out in node.output:
+            _drop_shadowed(state, out)
+    state.members = [m for m in state.members if (m.ids != FIXED).any()]
     for output in model.graph.output:
         for label in state.labels.get(output.name, []):
             state.refuse(label.ids, f"reaches the model output {output.name}")
     return state
+
+
+def _drop_shadowed(state: PropagationState, name: str) -> None:
+    """A label of fixed positions adds nothing where a finer label covers the same axes."""
+    labels = state.labels.get(name, [])
+    keep = [
+        lbl
+        for lbl in labels
+        if (lbl.ids != FIXED).any() or not any(o is not lbl and set(lbl.axes) <= set(o.axes) for o in labels)
+    ]
+    if len(keep) != len(labels):
+        state.labels[name] = keep
 
 
 def analyze(model: onnx.ModelProto, normalized: bool = False) -> Analysis:
@@ -93,7 +110,9 @@ def analyze(model: onnx.ModelProto, normalized: bool = False) -> Analysis:
     n_atoms = len(state.atom_source)
     channel_of_atom = np.array([state.atoms.find(a) for a in range(n_atoms)], dtype=np.int64)
     groups = _build_groups(state, channel_of_atom)
-    return Analysis(model, groups, channel_of_atom, state.fixups, state.grids, state.row_links, state.members)
+    return Analysis(
+        model, groups, channel_of_atom, state.fixups, state.grids, state.row_links, state.members, state.pinned_rows
+    )
 
 
 def _build_groups(state: PropagationState, channel_of_atom: np.ndarray) -> list[Group]:
@@ -124,6 +143,7 @@ def _build_groups(state: PropagationState, channel_of_atom: np.ndarray) -> list[
             refused.append("tied to a channel that cannot be removed (a model input or output)")
         group = Group(_group_name(members, sources), channels, members, sources, refused)
         group.head_rows = _head_rows(state.grids, atom_set, channel_of_atom)
+        group.heads_removable = not any(set(r.ravel().tolist()) & atom_set for r in state.pinned_rows)
         groups.append(group)
     groups.sort(key=lambda g: min(state.atom_source.index(s) for s in g.sources))
     return groups

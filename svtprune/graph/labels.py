@@ -87,6 +87,7 @@ class PropagationState:
     fixups: list[ShapeFixup] = field(default_factory=list)
     grids: list[np.ndarray] = field(default_factory=list)
     row_links: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    pinned_rows: list[np.ndarray] = field(default_factory=list)  # rows (heads) that must keep a channel
     refusals: dict[int, str] = field(default_factory=dict)
     fixed_atoms: set[int] = field(default_factory=set)
 

@@ -86,6 +86,9 @@ def _check_structure(analysis: Analysis, atom_keep: np.ndarray) -> None:
     for grid in analysis.grids:
         if compacted_shape(atom_keep[grid]) is None:
             raise UserError("plan leaves heads of different widths; prune every head to the same width")
+    for rows in analysis.pinned_rows:
+        if not atom_keep[rows].any(axis=1).all():
+            raise UserError("plan removes a whole head that a head-wise sum needs; prune inside the heads only")
     for rows_a, rows_b in analysis.row_links:
         alive_a = atom_keep[rows_a].any(axis=1)
         alive_b = atom_keep[rows_b].any(axis=1)
@@ -98,7 +101,7 @@ def _check_structure(analysis: Analysis, atom_keep: np.ndarray) -> None:
 
 def head_units(analysis: Analysis, group: Group) -> list[np.ndarray]:
     """Whole heads as channel positions of the group: rows tied by coupling or attention links."""
-    if not group.head_rows:
+    if not group.head_rows or not group.heads_removable:
         return []
     position = {int(c): i for i, c in enumerate(group.channels)}
     rows = [np.array(sorted({position[int(c)] for c in row if int(c) in position})) for row in group.head_rows]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.graph.labels import Label, PropagationState
+from svtprune.graph.labels import FIXED, Label, PropagationState
 from svtprune.graph.ops.registry import attr, handles, labels_of, norm_axis
 
 
@@ -43,14 +43,32 @@ def reduce(state: PropagationState, node: onnx.NodeProto) -> None:
     keepdims = int(attr(node, "keepdims", 1))
     out = []
     for label in labels_of(state, x):
-        if set(label.axes) & set(reduced):
-            if node.op_type in ZERO_NEUTRAL and set(label.axes) <= set(reduced):
-                continue  # a zeroed channel adds nothing to a sum: removing it gives the same result
+        gone = [a for a in label.axes if a in reduced]
+        if gone and node.op_type not in ZERO_NEUTRAL:
             state.refuse(label.ids, f"{node.op_type} {node.name} reduces over the channel axis")
             continue
+        if gone:  # a zeroed channel adds nothing to a sum: removing it gives the same result
+            label = _sum_within_rows(state, label, gone)
+            if label is None:
+                continue
         axes = label.axes if keepdims else tuple(a - sum(r < a for r in reduced) for a in label.axes)
         out.append(Label(label.ids, axes))
     state.labels[node.output[0]] = out
+
+
+def _sum_within_rows(state: PropagationState, label: Label, gone: list[int]) -> Label | None:
+    """Summing the channels inside each head keeps one value per head (QKFormer's token attention).
+
+    The heads stay as a label of fixed positions, and each head must keep at least one channel,
+    so the head count never changes behind the reduction's back.
+    """
+    dims_gone = tuple(label.axes.index(a) for a in gone)
+    if len(dims_gone) == len(label.axes):
+        return None
+    rows = np.moveaxis(label.ids, dims_gone, tuple(range(-len(dims_gone), 0)))
+    kept_shape = rows.shape[: label.ids.ndim - len(dims_gone)]
+    state.pinned_rows.append(rows.reshape(int(np.prod(kept_shape)), -1))
+    return Label(np.full(kept_shape, FIXED, dtype=np.int64), tuple(a for a in label.axes if a not in gone))
 
 
 @handles("MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "Resize", "Upsample")
