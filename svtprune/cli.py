@@ -115,6 +115,66 @@ def _print_eval(model: Path, result: object) -> None:
 
 
 @app.command()
+def compress(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)],
+    data: Annotated[Path, typer.Option(help=".npz with x and optional y (labels); split into search and held-out.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Compressed ONNX file to write.")],
+    max_accuracy_drop: Annotated[float, typer.Option(help="Accuracy points the result may lose.")] = 1.0,
+    min_memory_saving: Annotated[
+        float | None, typer.Option(help="Fraction of parameter bytes that must be saved, e.g. 0.3.")
+    ] = None,
+    method: Annotated[str, typer.Option(help="primesvt (largest group first), psvit or uniform.")] = "primesvt",
+    calib: Annotated[int | None, typer.Option(help="Images in the search split (default: half).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the search/held-out split.")] = 0,
+    importance: Annotated[str, typer.Option(help="Channel ranking: l2 or l1.")] = "l2",
+    reconstruct: Annotated[
+        bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
+    ] = True,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find how many channels to remove from which groups, within your accuracy budget; write a smaller ONNX.
+
+    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html. Exit 0 when the constraints are met,
+    1 when they cannot be (nothing is written), 2 for bad input.
+    Example: svtprune compress model.onnx --data val.npz --max-accuracy-drop 1.0 -o small.onnx
+    """
+    from svtprune.search.compress import compress as run_compress
+
+    console = Console(stderr=True)
+    with console.status("compressing") as status:
+        try:
+            report = run_compress(
+                model,
+                data,
+                out,
+                max_accuracy_drop,
+                min_memory_saving,
+                method,
+                calib,
+                seed,
+                importance,
+                force,
+                progress=lambda m: status.update(m),
+            )
+        except ConstraintError as exc:
+            if as_json and exc.report:
+                typer.echo(json.dumps(exc.report))
+            raise
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    console.print(
+        f"{report['memory_saving']:.1%} of parameter bytes saved ({report['original']['param_bytes']:,} -> "
+        f"{report['compressed']['param_bytes']:,}), accuracy {report['original']['accuracy']:.2f}% -> "
+        f"{report['compressed']['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
+        f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
+        f"wrote {out}, {out.with_suffix('.plan.json')}, {out.with_suffix('.report.json')}, "
+        f"{out.with_suffix('.report.html')}"
+    )
+
+
+@app.command()
 def demo() -> None:
     """Evaluate the shipped reference Spikformer on the shipped Fashion-MNIST validation split."""
     from svtprune.data import load_npz

@@ -6,4 +6,11 @@ class UserError(Exception):
 
 
 class ConstraintError(Exception):
-    """The user's constraints cannot be met: the CLI exits with code 1."""
+    """The user's constraints cannot be met: the CLI exits with code 1.
+
+    ``report`` carries what was found (the best candidate and why it falls short).
+    """
+
+    def __init__(self, message: str, report: dict | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -1,0 +1,115 @@
+"""Reports beside the output model: ``out.report.json`` and a self-contained ``out.report.html``.
+
+Plots are matplotlib PNGs embedded as base64, so the HTML file opens anywhere on its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from svtprune.graph.io import write_text_atomic
+
+
+def write_reports(report: dict, out: Path) -> tuple[Path, Path]:
+    json_path = write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
+    html_path = write_text_atomic(out.with_suffix(".report.html"), render_html(report))
+    return json_path, html_path
+
+
+def _figure_png(draw) -> str:  # noqa: ANN001
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    draw(axes)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _sensitivity(report: dict):  # noqa: ANN202
+    def draw(axes) -> None:  # noqa: ANN001
+        for name, points in report["sensitivity"].items():
+            axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name[-28:])
+        axes.axhline(
+            report["original"]["accuracy_search"] - report["constraints"]["search_budget_points"],
+            color="red",
+            linestyle="--",
+            label="search budget",
+        )
+        axes.set_xlabel("pruning rate of the group alone")
+        axes.set_ylabel("accuracy on the search split (%)")
+        axes.legend(fontsize=6)
+
+    return draw
+
+
+def _search_path(report: dict):  # noqa: ANN202
+    def draw(axes) -> None:  # noqa: ANN001
+        evals = report["evaluations"]
+        axes.scatter([e["param_bytes"] / 1e3 for e in evals], [e["accuracy"] for e in evals], s=12, label="candidates")
+        axes.scatter(
+            [report["compressed"]["param_bytes"] / 1e3],
+            [report["compressed"]["accuracy_search"]],
+            color="red",
+            s=60,
+            marker="*",
+            label="chosen",
+        )
+        axes.scatter(
+            [report["original"]["param_bytes"] / 1e3],
+            [report["original"]["accuracy_search"]],
+            color="black",
+            s=40,
+            marker="s",
+            label="original",
+        )
+        axes.set_xlabel("parameter kB")
+        axes.set_ylabel("accuracy on the search split (%)")
+        axes.legend(fontsize=8)
+
+    return draw
+
+
+def _widths(report: dict):  # noqa: ANN202
+    def draw(axes) -> None:  # noqa: ANN001
+        groups = report["groups"]
+        index = range(len(groups))
+        axes.barh([i + 0.2 for i in index], [g["before"] for g in groups], height=0.4, label="before")
+        axes.barh([i - 0.2 for i in index], [g["after"] for g in groups], height=0.4, label="after")
+        axes.set_yticks(list(index), [g["group"][-30:] for g in groups], fontsize=6)
+        axes.set_xlabel("channels")
+        axes.legend(fontsize=8)
+
+    return draw
+
+
+def render_html(report: dict) -> str:
+    o, c = report["original"], report["compressed"]
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{o.get(k)}</td><td>{c.get(k)}</td></tr>"
+        for k in ("param_bytes", "file_bytes", "accuracy", "latency_ms_b1", "latency_ms_b64")
+    )
+    plots = []
+    if report.get("sensitivity"):
+        plots.append(("Sensitivity of each group", _figure_png(_sensitivity(report))))
+    plots.append(("Search path: every candidate evaluated", _figure_png(_search_path(report))))
+    plots.append(("Channels kept per group", _figure_png(_widths(report))))
+    images = "".join(f"<h2>{t}</h2><img alt='{t}' src='data:image/png;base64,{p}'/>" for t, p in plots)
+    status = "met" if report["constraints_met"] else "NOT met"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>svtprune report</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:auto}}td,th{{padding:4px 12px}}</style></head><body>
+<h1>svtprune {html.escape(report["command"])}: {html.escape(report["method"])}</h1>
+<p id="summary">Memory saved: <b>{report["memory_saving"]:.1%}</b> of parameter bytes; accuracy drop
+<b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
+({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
+{len(report["evaluations"])} evaluations in {report["wall_seconds"]:.0f} s.</p>
+<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}</body></html>"""

@@ -1,0 +1,177 @@
+"""``compress``: find how much to prune where, under the user's constraints, and write the result.
+
+The data is split once (seeded) into a search split, on which every candidate is scored,
+and a held-out split that only the final model sees: the reported accuracy is never the
+number the search tuned on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from svtprune.data import Dataset, load_npz
+from svtprune.errors import ConstraintError, UserError
+from svtprune.evaluate import latency_ms, logits_of, make_session, top1
+from svtprune.graph.analysis import analyze
+from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.importance import group_scores
+from svtprune.search.executor import Executor
+from svtprune.search.policies import POLICIES, Budget
+
+SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
+
+
+def split(data: Dataset, calib: int | None, seed: int) -> tuple[Dataset, Dataset]:
+    if len(data) < 100:
+        raise UserError(f"--data has {len(data)} images; compress needs at least 100 (2,000+ recommended)")
+    order = np.random.default_rng(seed).permutation(len(data))
+    size = min(calib or len(data) // 2, len(data) - 50)
+    return data.subset(np.sort(order[:size])), data.subset(np.sort(order[size:]))
+
+
+def compress(
+    model_path: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    max_accuracy_drop: float = 1.0,
+    min_memory_saving: float | None = None,
+    method: str = "primesvt",
+    calib: int | None = None,
+    seed: int = 0,
+    importance: str = "l2",
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+    reconstruct: bool = True,
+    calibration_images: int = 128,
+) -> dict:
+    """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
+
+    Raises ConstraintError (carrying the report) when the constraints cannot be met; then nothing is written.
+    """
+    started = time.perf_counter()
+    out = Path(out)
+    if method not in POLICIES:
+        raise UserError(f"unknown --method {method!r}; choose one of {', '.join(POLICIES)}")
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it")
+    if max_accuracy_drop < 0 or (min_memory_saving is not None and not 0 < min_memory_saving < 1):
+        raise UserError("--max-accuracy-drop must be >= 0 and --min-memory-saving in (0, 1)")
+    say = progress or (lambda _message: None)
+    original = load_model(model_path)
+    search, held = split(load_npz(data_path), calib, seed)
+    say("analysing the graph")
+    analysis = analyze(original)
+    if not analysis.prunable_groups:
+        raise UserError(f"{model_path}: no prunable channel group")
+    base_session = make_session(analysis.model)
+    targets = {}
+    for name, part in (("search", search), ("held", held)):
+        logits = logits_of(base_session, part.x)
+        targets[name] = part.y if part.y is not None else logits.argmax(axis=1)
+    baseline = {
+        name: top1(logits_of(base_session, part.x), targets[name])
+        for name, part in (("search", search), ("held", held))
+    }
+    calibration = search.x[:calibration_images] if reconstruct else None
+    executor = Executor(
+        analysis,
+        group_scores(analysis, importance),
+        search,
+        targets["search"],
+        param_bytes(original),
+        calibration=calibration,
+    )
+    budget = Budget(baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop, min_memory_saving)
+    result = POLICIES[method](executor, budget, say)
+    say("measuring the chosen model on the held-out split")
+    plan = executor.plan_for(result.ratios)
+    plan.meta.update({"method": method, "importance": importance, "source": str(model_path)})
+    final = executor.build(result.ratios)
+    final_session = make_session(final)
+    held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
+    without = held_accuracy
+    if reconstruct:  # the same channels removed, no re-fit: what recovery is worth
+        executor.calibration = None
+        without = top1(logits_of(make_session(executor.build(result.ratios)), held.x), targets["held"])
+        executor.calibration = calibration
+    report = _report(locals())
+    if not report["constraints_met"]:
+        raise ConstraintError(report["reason"], report)
+    save_model(final, out, force=True)
+    write_text_atomic(out.with_suffix(".plan.json"), plan.to_json(analysis))
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    from svtprune.report import write_reports
+
+    write_reports(report, out)
+    return report
+
+
+def _report(ctx: dict) -> dict:
+    """Assemble the report from the compress run's variables (keys used from outside are fixed)."""
+    executor, analysis, result, final = ctx["executor"], ctx["analysis"], ctx["result"], ctx["final"]
+    original_bytes, final_bytes = executor.original_bytes, param_bytes(ctx["final"])
+    drop = ctx["baseline"]["held"] - ctx["held_accuracy"]
+    saving = 1 - final_bytes / original_bytes
+    reasons = []
+    if drop > ctx["max_accuracy_drop"]:
+        reasons.append(f"accuracy drop {drop:.2f} points on held-out data exceeds {ctx['max_accuracy_drop']}")
+    if ctx["min_memory_saving"] is not None and saving < ctx["min_memory_saving"]:
+        reasons.append(f"memory saving {saving:.1%} is below {ctx['min_memory_saving']:.1%} within the accuracy budget")
+    widths = []
+    for group in analysis.prunable_groups:
+        kept = ctx["plan"].kept[group.name]
+        widths.append(
+            {"group": group.name, "before": group.size, "after": len(kept), "ratio": result.ratios.get(group.name, 0.0)}
+        )
+    b1, b64 = (latency_ms(ctx["base_session"], 1), latency_ms(ctx["base_session"], 64, repeats=5))
+    c1, c64 = (latency_ms(ctx["final_session"], 1), latency_ms(ctx["final_session"], 64, repeats=5))
+    return {
+        "command": "compress",
+        "method": ctx["method"],
+        "importance": ctx["importance"],
+        "reconstruction": f"least squares on {len(ctx['calibration'])} calibration images"
+        if ctx["calibration"] is not None
+        else "off",
+        "model": str(ctx["model_path"]),
+        "data": {
+            "path": str(ctx["data_path"]),
+            "labels": ctx["search"].y is not None,
+            "seed": ctx["seed"],
+            "search_images": len(ctx["search"]),
+            "held_out_images": len(ctx["held"]),
+        },
+        "constraints": {
+            "max_accuracy_drop": ctx["max_accuracy_drop"],
+            "min_memory_saving": ctx["min_memory_saving"],
+            "search_budget_points": ctx["budget"].max_drop,
+        },
+        "metric": "top1 accuracy" if ctx["search"].y is not None else "top1 agreement with the original",
+        "original": {
+            "param_bytes": original_bytes,
+            "file_bytes": Path(ctx["model_path"]).stat().st_size,
+            "accuracy": round(ctx["baseline"]["held"], 3),
+            "accuracy_search": round(ctx["baseline"]["search"], 3),
+            "latency_ms_b1": round(b1, 3),
+            "latency_ms_b64": round(b64, 2),
+        },
+        "compressed": {
+            "param_bytes": final_bytes,
+            "file_bytes": len(final.SerializeToString()),
+            "accuracy": round(ctx["held_accuracy"], 3),
+            "accuracy_search": round(result.best.accuracy, 3) if result.best else None,
+            "latency_ms_b1": round(c1, 3),
+            "latency_ms_b64": round(c64, 2),
+        },
+        "memory_saving": round(saving, 5),
+        "accuracy_drop": round(drop, 3),
+        "constraints_met": not reasons,
+        "reason": "; ".join(reasons) or "constraints met",
+        "groups": widths,
+        "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
+        "evaluations": [r.to_dict() for r in executor.records],
+        "wall_seconds": round(time.perf_counter() - ctx["started"], 2),
+    }
