@@ -25,7 +25,10 @@ def least_squares(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> tup
     penalty = ridge * np.trace(gram) / max(len(gram), 1) * np.eye(len(gram))
     if bias:
         penalty[-1, -1] = 0.0
-    solution = np.linalg.solve(gram + penalty, design.T @ y)
+    try:
+        solution = np.linalg.solve(gram + penalty, design.T @ y)
+    except np.linalg.LinAlgError:  # dead inputs without a ridge: the minimum-norm solution
+        solution = np.linalg.lstsq(gram + penalty, design.T @ y, rcond=None)[0]
     return (solution[:-1].T, solution[-1]) if bias else (solution.T, None)
 
 

@@ -1,0 +1,76 @@
+"""Least-squares recovery against numpy's lstsq, with torch's unfold as the independent im2col."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from svtprune.graph.analysis import analyze
+from svtprune.graph.plan import Plan
+from svtprune.graph.surgery import prune
+from svtprune.reconstruct import least_squares, reconstruct
+from tests.oracle import run
+
+
+def test_least_squares_equals_numpy_lstsq() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((500, 6)), rng.standard_normal((500, 3))
+    w, b = least_squares(x, y, ridge=0.0, bias=True)
+    reference = np.linalg.lstsq(np.hstack([x, np.ones((500, 1))]), y, rcond=None)[0]
+    np.testing.assert_allclose(w, reference[:-1].T, atol=1e-9)
+    np.testing.assert_allclose(b, reference[-1], atol=1e-9)
+
+
+def two_convs(kernel: int) -> onnx.ModelProto:
+    pad = kernel // 2
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 6, 6] x) => (float[N, 5, 6, 6] y) {{
+        a = Conv(x, w1, b1)
+        r = Relu(a)
+        y = Conv <pads = [{pad}, {pad}, {pad}, {pad}]> (r, w2, b2)
+    }}"""
+    model = onnx.parser.parse_model(text)
+    rng = np.random.default_rng(1)
+    inits = {
+        "w1": rng.standard_normal((8, 3, 1, 1)),
+        "b1": rng.standard_normal(8),
+        "w2": rng.standard_normal((5, 8, kernel, kernel)),
+        "b2": rng.standard_normal(5),
+    }
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    return model
+
+
+@pytest.mark.parametrize("kernel", [1, 3])
+def test_refit_matches_lstsq_on_the_pruned_inputs(kernel: int) -> None:
+    model = two_convs(kernel)
+    analysis = analyze(model)
+    kept = [0, 2, 3, 6]
+    pruned = prune(analysis, Plan({analysis.groups[0].name: kept}))
+    x = np.random.default_rng(2).standard_normal((16, 3, 6, 6)).astype(np.float32)
+    consumer = analysis.model.graph.node[-1].name
+    fitted = reconstruct(analysis.model, pruned, {consumer: None}, x, ridge=0.0)
+    # the reference: pruned-model inputs and original outputs computed with torch, solved with numpy
+    w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    hidden = torch.relu(
+        torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w["w1"]), torch.from_numpy(w["b1"]))
+    )
+    target = torch.nn.functional.conv2d(
+        hidden, torch.from_numpy(w["w2"]), torch.from_numpy(w["b2"]), padding=kernel // 2
+    )
+    patches = torch.nn.functional.unfold(hidden[:, kept], kernel, padding=kernel // 2)  # [N, C*k*k, L]
+    design = patches.permute(0, 2, 1).reshape(-1, len(kept) * kernel * kernel).double().numpy()
+    rows = target.permute(0, 2, 3, 1).reshape(-1, 5).double().numpy()
+    solution = np.linalg.lstsq(np.hstack([design, np.ones((len(design), 1))]), rows, rcond=None)[0]
+    refitted = {t.name: numpy_helper.to_array(t) for t in fitted.graph.initializer}
+    new_w = next(v for k, v in refitted.items() if k.endswith("refit_w"))
+    new_b = next(v for k, v in refitted.items() if k.endswith("refit_b"))
+    np.testing.assert_allclose(new_w.reshape(5, -1), solution[:-1].T, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(new_b, solution[-1], rtol=1e-3, atol=1e-3)
+    # and the re-fitted model is closer to the original than plain surgery
+    original = run(analysis.model, x)["y"]
+    assert np.abs(run(fitted, x)["y"] - original).mean() < np.abs(run(pruned, x)["y"] - original).mean()
