@@ -13,7 +13,7 @@ import pytest
 
 from svtprune.data import Dataset, save_npz
 
-COMMANDS = ["demo", "export", "eval", "analyze", "prune", "verify"]
+COMMANDS = ["demo", "export", "eval", "analyze", "prune", "verify", "compress"]
 
 
 def svtprune(*args: str) -> subprocess.CompletedProcess:
@@ -90,3 +90,110 @@ def test_analyze_prune_verify_round_trip(files: dict[str, Path], tmp_path: Path)
     plan.write_text(json.dumps(tampered))
     mismatch = svtprune("verify", str(files["model"]), str(out), "--plan", str(plan), "--json")
     assert mismatch.returncode == 1 and "Traceback" not in mismatch.stderr
+
+
+@pytest.fixture(scope="module")
+def unlabelled(files: dict[str, Path]) -> Path:
+    path = files["val"].parent / "unlabelled.npz"
+    save_npz(path, Dataset(np.random.default_rng(3).standard_normal((120, 1, 28, 28)).astype(np.float32), None))
+    return path
+
+
+def test_compress_writes_model_plan_and_reports(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
+    out = tmp_path / "small.onnx"
+    result = svtprune(
+        "compress",
+        str(files["model"]),
+        "--data",
+        str(unlabelled),
+        "-o",
+        str(out),
+        "--method",
+        "uniform",
+        "--max-accuracy-drop",
+        "30",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    for key in ("param_bytes", "file_bytes", "accuracy"):
+        assert key in report["original"] and key in report["compressed"]
+    assert report["memory_saving"] > 0 and report["accuracy_drop"] <= 30
+    assert report["metric"].startswith("top1 agreement") and report["evaluations"]
+    for suffix in (".plan.json", ".report.json", ".report.html"):
+        assert out.with_suffix(suffix).is_file()
+    assert json.loads(out.with_suffix(".report.json").read_text())["memory_saving"] == report["memory_saving"]
+    assert out.stat().st_size == report["compressed"]["file_bytes"]
+
+
+def test_unreachable_constraint_exits_1_and_writes_nothing(
+    files: dict[str, Path], unlabelled: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "never.onnx"
+    result = svtprune(
+        "compress",
+        str(files["model"]),
+        "--data",
+        str(unlabelled),
+        "-o",
+        str(out),
+        "--method",
+        "uniform",
+        "--max-accuracy-drop",
+        "0",
+        "--min-memory-saving",
+        "0.95",
+        "--json",
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir())
+    report = json.loads(result.stdout)
+    assert report["constraints_met"] is False and "memory saving" in report["reason"]
+
+
+def test_html_report_renders_in_a_browser(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
+    import shutil
+
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+    out = tmp_path / "small.onnx"
+    assert (
+        svtprune(
+            "compress",
+            str(files["model"]),
+            "--data",
+            str(unlabelled),
+            "-o",
+            str(out),
+            "--method",
+            "uniform",
+            "--max-accuracy-drop",
+            "30",
+        ).returncode
+        == 0
+    )
+    page = out.with_suffix(".report.html")
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'u'}",
+    ]
+    dom = subprocess.run(
+        [browser, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert 'id="summary"' in dom and "Memory saved" in dom
+    assert dom.count("data:image/png;base64,") >= 2
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, *flags, f"--screenshot={shot}", "--window-size=900,1400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shot.is_file() and shot.stat().st_size > 10_000  # a rendered page, not a blank one

@@ -1,0 +1,168 @@
+"""Fine-tuning from ONNX: the converted module against ONNX Runtime (the independent oracle),
+surrogate gradients through every neuron, a short fine-tune, and the written-back file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from svtprune.data import Dataset, save_npz
+from svtprune.finetune.convert import convert
+from svtprune.finetune.export import torch_logits, write_back
+from svtprune.finetune.train import TrainConfig, distill_loss, train
+from svtprune.graph.analysis import analyze
+from svtprune.graph.plan import uniform_plan
+from svtprune.graph.surgery import prune
+from svtprune.importance import group_scores
+from svtprune.spiking.neurons import find_neurons, with_taps
+
+ARCHS = ["spikformer", "sdt", "qkformer"]
+
+
+def pruned(model: onnx.ModelProto, ratio: float = 0.5) -> onnx.ModelProto:
+    analysis = analyze(model)
+    return prune(analysis, uniform_plan(analysis, ratio, group_scores(analysis, "l2")))
+
+
+def ort_run(model: onnx.ModelProto, x: np.ndarray, spikes: list[str]) -> dict[str, np.ndarray]:
+    """ORT with graph optimisations off, so its arithmetic is the graph's (no BN/Conv fusion)."""
+    tapped = with_taps(model, find_neurons(model), spikes=True)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(tapped.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [session.get_outputs()[0].name, *spikes]
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
+
+
+def assert_same_as_ort(model: onnx.ModelProto, x: np.ndarray) -> None:
+    spikes = [s for n in find_neurons(model) for s in n.spikes]
+    assert spikes, "no neuron recognised: nothing to compare"
+    reference = ort_run(model, x, spikes)
+    logits_name = model.graph.output[0].name
+    with torch.no_grad():
+        ours = convert(model).run(torch.from_numpy(x), [logits_name, *spikes])
+    expected = reference[logits_name]
+    assert np.abs(expected).max() > 0.1, "degenerate model: logits all ~0"
+    np.testing.assert_allclose(ours[logits_name].numpy(), expected, rtol=1e-5, atol=1e-5)
+    fired = sum(float(reference[s].sum()) for s in spikes)
+    assert 0 < fired < sum(reference[s].size for s in spikes), "neurons never/always fire: spikes prove nothing"
+    # exact: H(a - b) equals a >= b in IEEE arithmetic, and the membranes are computed by the
+    # same float ops in the same order (no fusion), so no spike may differ
+    for name in spikes:
+        np.testing.assert_array_equal(ours[name].numpy(), reference[name], err_msg=name)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("ratio", [0.0, 0.5])
+def test_forward_equals_ort(small_models: dict, images: np.ndarray, arch: str, ratio: float) -> None:
+    model = small_models[arch] if ratio == 0.0 else pruned(small_models[arch], ratio)
+    assert_same_as_ort(model, images)
+
+
+def test_forward_equals_ort_torchscript_export(torchscript_models: dict, images: np.ndarray) -> None:
+    """Run-time Shape/Gather/Concat chains and Constant nodes (the other exporter)."""
+    assert_same_as_ort(torchscript_models["spikformer"], images)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_surrogate_gradient_reaches_every_neuron(small_models: dict, images: np.ndarray, arch: str) -> None:
+    model = pruned(small_models[arch], 0.3)
+    module = convert(model)
+    module.probe = {}
+    logits = module(torch.from_numpy(images))
+    (logits * torch.randn_like(logits, generator=torch.Generator().manual_seed(0))).sum().backward()
+    for neuron in find_neurons(model):
+        grads = [module.probe[s].grad for s in neuron.spikes]
+        assert any(g is not None and bool(g.abs().sum() > 0) for g in grads), f"{neuron.name}: no gradient"
+    for name in module.trainable:
+        grad = module.parameter_of(name).grad
+        assert grad is not None and bool(grad.abs().sum() > 0), f"{name}: no gradient"
+
+
+@pytest.fixture(scope="module")
+def tuned(small_models: dict) -> dict:
+    """A pruned Spikformer fine-tuned for two short epochs towards the unpruned one."""
+    torch.set_num_threads(1)
+    teacher = small_models["spikformer"]
+    student = pruned(teacher, 0.5)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((96, 1, 28, 28)).astype(np.float32)
+    session = ort.InferenceSession(teacher.SerializeToString(), providers=["CPUExecutionProvider"])
+    teacher_logits = session.run(None, {session.get_inputs()[0].name: x})[0]
+    data, val = Dataset(x[:64], None), Dataset(x[64:], None)
+    module = convert(student)
+    with torch.no_grad():
+        before = float(distill_loss(module(torch.from_numpy(data.x)), torch.from_numpy(teacher_logits[:64]), 2.0))
+    config = TrainConfig(epochs=2, lr=3e-3, batch=16, seed=5, patience=5)
+    result = train(module, data, teacher_logits[:64], val, config, teacher_logits[64:], progress=False)
+    return {"student": student, "module": module, "before": before, "result": result, "x": x,
+            "teacher_logits": teacher_logits, "config": config, "data": data, "val": val}  # fmt: skip
+
+
+def test_short_finetune_lowers_distillation_loss(tuned: dict) -> None:
+    module, teacher = tuned["module"], torch.from_numpy(tuned["teacher_logits"][:64])
+    with torch.no_grad():
+        after = float(distill_loss(module(torch.from_numpy(tuned["data"].x)), teacher, 2.0))
+    assert after < 0.9 * tuned["before"], (tuned["before"], after)
+    history = tuned["result"].history
+    assert len(history) == 2 and history[-1]["distill"] < history[0]["distill"]
+
+
+def test_finetune_is_deterministic(tuned: dict) -> None:
+    again = convert(tuned["student"])
+    teacher = tuned["teacher_logits"]
+    train(again, tuned["data"], teacher[:64], tuned["val"], tuned["config"], teacher[64:], progress=False)
+    for name in again.trainable:
+        assert torch.equal(again.parameter_of(name), tuned["module"].parameter_of(name)), name
+
+
+def test_exported_model_runs_in_ort_and_equals_module(tuned: dict) -> None:
+    student, module = tuned["student"], tuned["module"]
+    exported = write_back(student, module)
+    onnx.checker.check_model(exported)
+    assert [n.op_type for n in exported.graph.node] == [n.op_type for n in student.graph.node]
+    old = {t.name: onnx.numpy_helper.to_array(t) for t in student.graph.initializer}
+    new = {t.name: onnx.numpy_helper.to_array(t) for t in exported.graph.initializer}
+    changed = [n for n in module.trainable if not np.array_equal(old[n], new[n])]
+    assert changed, "fine-tuning changed no weight"
+    session = ort.InferenceSession(exported.SerializeToString(), providers=["CPUExecutionProvider"])
+    for batch in (1, 5):
+        x = tuned["x"][:batch]
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, torch_logits(module, x), rtol=1e-4, atol=1e-4)
+    assert_same_as_ort(exported, tuned["x"][:5])  # spikes exact after training too
+
+
+def svtprune(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "svtprune.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_finetune(tuned: dict, small_models: dict, tmp_path: Path) -> None:
+    onnx.save(small_models["spikformer"], tmp_path / "teacher.onnx")
+    onnx.save(tuned["student"], tmp_path / "student.onnx")
+    rng = np.random.default_rng(1)
+    save_npz(tmp_path / "train.npz", Dataset(tuned["x"][:32], rng.integers(0, 10, 32)))
+    save_npz(tmp_path / "val.npz", Dataset(tuned["x"][64:], rng.integers(0, 10, 32)))
+    args = ["finetune", str(tmp_path / "student.onnx"), "--teacher", str(tmp_path / "teacher.onnx"),
+            "--data", str(tmp_path / "train.npz"), "--val", str(tmp_path / "val.npz"),
+            "-o", str(tmp_path / "tuned.onnx"), "--epochs", "1", "--threads", "1", "--json"]  # fmt: skip
+    result = svtprune(*args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report == json.loads((tmp_path / "tuned.report.json").read_text())
+    assert {"accuracy_before_finetune", "accuracy_after_finetune", "wall_seconds", "memory_saving"} <= set(report)
+    assert report["compressed"]["param_bytes"] < report["original"]["param_bytes"]
+    again = svtprune(*args)
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+    missing = svtprune(
+        *[a if a != str(tmp_path / "train.npz") else str(tmp_path / "nope.npz") for a in args], "--force"
+    )
+    assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
