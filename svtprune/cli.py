@@ -16,6 +16,7 @@ from rich.console import Console
 
 from svtprune import cli_prune
 from svtprune.errors import ConstraintError, UserError
+from svtprune.finetune import command as finetune_command
 
 app = typer.Typer(
     name="svtprune",
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 cli_prune.register(app)
+finetune_command.register(app)
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_MODEL = REPO / "models" / "reference" / "spikformer_fmnist.onnx"

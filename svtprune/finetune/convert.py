@@ -52,9 +52,7 @@ def trainable_names(model: onnx.ModelProto) -> list[str]:
     A bias is an initializer added straight to a weighted node's output. Thresholds, BN
     statistics, scalars and shape constants stay fixed.
     """
-    floats = {
-        t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 1
-    }
+    floats = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) >= 1}
     producer = {out: node for node in model.graph.node for out in node.output}
     names: list[str] = []
     for node in model.graph.node:
@@ -121,6 +119,7 @@ class OnnxModule(nn.Module):
         self.sites = _spike_sites(model, consts)
         self.input_name = [i.name for i in model.graph.input if i.name not in arrays][0]
         self.output_names = [o.name for o in model.graph.output]
+        self.probe: dict[str, torch.Tensor] | None = None  # {}: keeps each spike's H input (tests)
 
     def tensor(self, name: str) -> torch.Tensor:
         key = self.keys[name]
@@ -129,12 +128,17 @@ class OnnxModule(nn.Module):
     def parameter_of(self, name: str) -> nn.Parameter:
         return self.params[self.keys[name]]
 
-    def _spike(self, site: SpikeSite, env: dict) -> torch.Tensor:
+    def _spike(self, name: str, env: dict) -> torch.Tensor:
+        site = self.sites[name]
         left, right = env[site.left], env[site.right]
         if site.flip:
             left, right = right, left
-        # H(x) = (x >= 0); a > b is 1 - H(b - a), the same surrogate slope mirrored
-        spike = 1.0 - self.surrogate(right - left) if site.strict else self.surrogate(left - right)
+        # H(d) = (d >= 0): a >= b is H(a - b); a > b is 1 - H(b - a), the slope mirrored
+        diff = right - left if site.strict else left - right
+        if self.probe is not None:
+            diff.retain_grad()
+            self.probe[name] = diff
+        spike = 1.0 - self.surrogate(diff) if site.strict else self.surrogate(diff)
         if (site.low, site.high) != (0.0, 1.0):
             spike = site.low + (site.high - site.low) * spike
         return spike
@@ -147,7 +151,7 @@ class OnnxModule(nn.Module):
             env[name] = self.tensor(name)
         for node in self.graph.node:
             if node.output[0] in self.sites:
-                env[node.output[0]] = self._spike(self.sites[node.output[0]], env)
+                env[node.output[0]] = self._spike(node.output[0], env)
                 continue
             inputs = [env[name] if name else None for name in node.input]
             try:
