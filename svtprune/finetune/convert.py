@@ -119,7 +119,21 @@ class OnnxModule(nn.Module):
         self.sites = _spike_sites(model, consts)
         self.input_name = [i.name for i in model.graph.input if i.name not in arrays][0]
         self.output_names = [o.name for o in model.graph.output]
+        self.last_reads = self._last_reads()
         self.probe: dict[str, torch.Tensor] | None = None  # {}: keeps each spike's H input (tests)
+
+    def _last_reads(self) -> list[list[str]]:
+        """Per node, the tensors it is the last to read: dropped after it, which keeps no_grad
+        evaluation at large batches from holding every intermediate of the graph."""
+        last: dict[str, int] = {}
+        for index, node in enumerate(self.graph.node):
+            site = self.sites.get(node.output[0])
+            for name in (site.left, site.right) if site else node.input:
+                last[name] = index
+        reads: list[list[str]] = [[] for _ in self.graph.node]
+        for name, index in last.items():
+            reads[index].append(name)
+        return reads
 
     def tensor(self, name: str) -> torch.Tensor:
         key = self.keys[name]
@@ -149,18 +163,25 @@ class OnnxModule(nn.Module):
         env: dict[str, torch.Tensor] = {self.input_name: x}
         for name in self.keys:
             env[name] = self.tensor(name)
-        for node in self.graph.node:
-            if node.output[0] in self.sites:
-                env[node.output[0]] = self._spike(node.output[0], env)
-                continue
-            inputs = [env[name] if name else None for name in node.input]
-            try:
-                results = OPS[node.op_type](node, inputs)
-            except (RuntimeError, NotImplementedError, KeyError) as exc:
-                raise UserError(f"cannot run node {node.name or node.op_type} ({node.op_type}): {exc}") from exc
-            for name, value in zip(node.output, results, strict=False):
-                env[name] = value
+        keep = set(wanted)
+        for node, done in zip(self.graph.node, self.last_reads, strict=True):
+            self._step(node, env)
+            for name in done:
+                if name not in keep:
+                    env.pop(name, None)
         return {name: env[name] for name in wanted}
+
+    def _step(self, node: onnx.NodeProto, env: dict) -> None:
+        if node.output[0] in self.sites:
+            env[node.output[0]] = self._spike(node.output[0], env)
+            return
+        inputs = [env[name] if name else None for name in node.input]
+        try:
+            results = OPS[node.op_type](node, inputs)
+        except (RuntimeError, NotImplementedError, KeyError) as exc:
+            raise UserError(f"cannot run node {node.name or node.op_type} ({node.op_type}): {exc}") from exc
+        for name, value in zip(node.output, results, strict=False):
+            env[name] = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The first graph output (the logits)."""
