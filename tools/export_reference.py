@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(2)
+    args.checkpoint = args.checkpoint.resolve()
     config, state = load_weights(args.checkpoint)
     checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
     onnx_path = args.checkpoint.with_suffix(".onnx")
@@ -62,7 +63,7 @@ def main() -> None:
         "normalisation": {"mean": FASHION_MNIST_MEAN, "std": FASHION_MNIST_STD, "input": "x / 255, 1x28x28"},
         "train_command": f"python {checkpoint.get('command', '')}",
         "epochs": checkpoint.get("epochs_done"),
-        "export_command": f"python tools/export_reference.py {args.checkpoint}",
+        "export_command": f"python tools/export_reference.py {args.checkpoint.relative_to(ROOT)}",
         "train_log": str(args.checkpoint.with_suffix(".train.log").relative_to(ROOT)),
         "validation_split": str(VAL.relative_to(ROOT)),
         "accuracy": round(result.accuracy, 2),
