@@ -158,6 +158,7 @@ def compress(
                 importance,
                 force,
                 progress=lambda m: status.update(m),
+                reconstruct=reconstruct,
             )
         except ConstraintError as exc:
             if as_json and exc.report:
@@ -166,27 +167,49 @@ def compress(
     if as_json:
         typer.echo(json.dumps(report))
         return
-    console.print(
-        f"{report['memory_saving']:.1%} of parameter bytes saved ({report['original']['param_bytes']:,} -> "
-        f"{report['compressed']['param_bytes']:,}), accuracy {report['original']['accuracy']:.2f}% -> "
-        f"{report['compressed']['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
-        f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
-        f"wrote {out}, {out.with_suffix('.plan.json')}, {out.with_suffix('.report.json')}, "
-        f"{out.with_suffix('.report.html')}"
-    )
+    _print_compress(report, out)
 
 
 @app.command()
-def demo() -> None:
-    """Evaluate the shipped reference Spikformer on the shipped Fashion-MNIST validation split."""
-    from svtprune.data import load_npz
-    from svtprune.evaluate import evaluate
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Folder for the compressed model and its report.")] = Path(
+        "svtprune-demo"
+    ),
+) -> None:
+    """Compress the shipped reference Spikformer within 1 accuracy point and show where the report is."""
+    from svtprune.search.compress import compress as run_compress
 
     for path in (REFERENCE_MODEL, REFERENCE_DATA):
         if not path.is_file():
             raise UserError(f"shipped file missing: {path} (run from a clone of the repository)")
-    result = evaluate(REFERENCE_MODEL, load_npz(REFERENCE_DATA), progress=True)
-    _print_eval(REFERENCE_MODEL, result)
+    out = out_dir / "spikformer_small.onnx"
+    console = Console(stderr=True)
+    console.print(f"compressing {REFERENCE_MODEL.name} on {REFERENCE_DATA.name} (PrimeSVT, max drop 1.0 point)")
+    with console.status("compressing") as status:
+        report = run_compress(
+            REFERENCE_MODEL,
+            REFERENCE_DATA,
+            out,
+            1.0,
+            None,
+            "primesvt",
+            None,
+            0,
+            "l2",
+            True,
+            progress=lambda m: status.update(m),
+        )
+    _print_compress(report, out)
+
+
+def _print_compress(report: dict, out: Path) -> None:
+    Console().print(
+        f"{report['memory_saving']:.1%} of parameter bytes saved ({report['original']['param_bytes']:,} -> "
+        f"{report['compressed']['param_bytes']:,}), accuracy {report['original']['accuracy']:.2f}% -> "
+        f"{report['compressed']['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
+        f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
+        f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
+    )
 
 
 def main() -> None:

@@ -27,6 +27,13 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
+def _readable_by_others(path: str) -> None:
+    """mkstemp makes 0600 files; a saved model should get the usual permissions (umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) -> Path:
     """Write atomically (temp file + rename) so a crash never leaves half a model behind."""
     path = Path(path)
@@ -37,6 +44,7 @@ def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) ->
     os.close(handle)
     try:
         onnx.save(model, tmp)
+        _readable_by_others(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -50,6 +58,7 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(handle, "w") as stream:
         stream.write(text)
+    _readable_by_others(tmp)
     os.replace(tmp, path)
     return path
 
