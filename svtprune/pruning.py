@@ -112,30 +112,65 @@ def write_outputs(result: PruneResult, out: str | Path, plan_out: str | Path | N
     return plan_path
 
 
+TIE = 1e-4  # a membrane this close to its threshold may fire or not depending on summation order
+
+
 def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: np.ndarray | None = None) -> dict:
-    """Run the oracle: the pruned file must equal the original with the plan's slices zeroed."""
+    """Run the oracle: the pruned file must equal the original with the plan's slices zeroed.
+
+    A sample matches when its logits agree to 1e-4 and every neuron's spike count per time step
+    is identical. Fewer input channels change the order in which a layer sums in float32, so a
+    membrane sitting on its threshold can fire in one model and not the other; a sample whose
+    first difference is such a tie (the oracle holds at least as many near-threshold membranes
+    as spikes differ there) is counted as a tie, not as a failure.
+    """
     analysis = analyze(load_model(original))
-    plan = Plan.load(plan_path)
-    oracle = zero_out(analysis, plan)
+    oracle = zero_out(analysis, Plan.load(plan_path))
     candidate = load_model(pruned)
-    if x is None:
-        x = _random_input(analysis.model)
-    out_o = _run(with_taps(oracle, find_neurons(oracle), spikes=True), x)
-    out_p = _run(with_taps(candidate, find_neurons(candidate), spikes=True), x)
-    logits = oracle.graph.output[0].name
-    diff = float(np.abs(out_o[logits] - out_p[candidate.graph.output[0].name]).max())
-    spikes_o = _spike_counts(oracle, out_o)
-    spikes_p = _spike_counts(candidate, out_p)
-    spikes_equal = len(spikes_o) == len(spikes_p) and all(
-        np.array_equal(a, b) for a, b in zip(spikes_o, spikes_p, strict=False)
-    )
+    x = _random_input(analysis.model) if x is None else x
+    neurons_o, neurons_p = find_neurons(oracle), find_neurons(candidate)
+    out_o = _run(with_taps(oracle, neurons_o, spikes=True), x)
+    out_p = _run(with_taps(candidate, neurons_p, spikes=True), x)
+    logits_o, logits_p = out_o[oracle.graph.output[0].name], out_p[candidate.graph.output[0].name]
+    counts_o, counts_p = _spike_counts(oracle, out_o), _spike_counts(candidate, out_p)
+    if len(counts_o) != len(counts_p):
+        return {"passed": False, "reason": "different neuron counts", "samples": int(len(x))}
+    exact, ties, failures = 0, 0, 0
+    for sample in range(len(x)):
+        divergence = _first_divergence(counts_o, counts_p, sample)
+        if divergence is None:
+            close = np.abs(logits_o[sample] - logits_p[sample]).max() <= 1e-4
+            exact, failures = exact + close, failures + (not close)
+        elif _is_tie(neurons_o[divergence[0]], divergence, out_o, sample, counts_o, counts_p):
+            ties += 1
+        else:
+            failures += 1
+    matched = np.abs(logits_o - logits_p).max(axis=1) <= 1e-4
     return {
-        "max_logit_difference": diff,
-        "neurons": len(spikes_o),
-        "spike_counts_equal": bool(spikes_equal),
-        "passed": bool(diff <= 1e-4 and spikes_equal),
-        "samples": int(x.shape[0]),
+        "samples": int(len(x)),
+        "exact": int(exact),
+        "threshold_ties": int(ties),
+        "failures": int(failures),
+        "max_logit_difference_exact_samples": float(np.abs(logits_o - logits_p)[matched].max(initial=0.0)),
+        "neurons": len(counts_o),
+        "passed": failures == 0,
     }
+
+
+def _first_divergence(counts_o: list, counts_p: list, sample: int) -> tuple[int, int] | None:
+    """(neuron, time step) where the two models' spike counts first differ, in graph order."""
+    for index, (a, b) in enumerate(zip(counts_o, counts_p, strict=True)):
+        steps = np.flatnonzero(a[:, sample] != b[:, sample])
+        if len(steps):
+            return index, int(steps[0])
+    return None
+
+
+def _is_tie(neuron, where: tuple[int, int], outputs: dict, sample: int, counts_o: list, counts_p: list) -> bool:  # noqa: ANN001
+    index, step = where
+    membrane = outputs[neuron.membranes[step]][sample]
+    near = int((np.abs(membrane - neuron.thresholds[step]) <= TIE * max(1.0, abs(neuron.thresholds[step]))).sum())
+    return near >= abs(int(counts_o[index][step, sample]) - int(counts_p[index][step, sample])) > 0
 
 
 def _spike_counts(model: onnx.ModelProto, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:

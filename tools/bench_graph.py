@@ -46,7 +46,8 @@ def main() -> None:
             f"| {path.stem} | {len(report['groups'])} ({prunable}) | {result.original_bytes:,} | "
             f"{result.pruned_bytes:,} | {result.expected_bytes:,} | "
             f"{1 - result.pruned_bytes / result.original_bytes:.1%} | {before.accuracy:.2f} | {after.accuracy:.2f} | "
-            f"{'pass' if check['passed'] else 'FAIL'} (max diff {check['max_logit_difference']:.1e}) | "
+            f"{'pass' if check['passed'] else 'FAIL'}: {check['exact']} exact, {check['threshold_ties']} ties, "
+            f"{check['failures']} fail of {check['samples']} | "
             f"{speed[0]:.2f} / {speed[2]:.2f} | {speed[1]:.0f} / {speed[3]:.0f} |"
         )
 
