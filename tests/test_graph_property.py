@@ -19,6 +19,7 @@ from tests.model_builders import spiking_model, torchscript_model
 from tests.oracle import assert_matches_oracle, random_plan
 
 COUNT = int(os.environ.get("SVTPRUNE_PROPERTY_N", "3"))
+FIRST = int(os.environ.get("SVTPRUNE_PROPERTY_FIRST", "0"))  # resume a long sweep
 
 
 def random_config(rng: np.random.Generator) -> ArchConfig:
@@ -43,7 +44,7 @@ def random_config(rng: np.random.Generator) -> ArchConfig:
             continue
 
 
-@pytest.mark.parametrize("index", range(COUNT))
+@pytest.mark.parametrize("index", range(FIRST, COUNT))
 def test_random_svit_matches_oracle(index: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(1000 + index)
     config = random_config(rng)
