@@ -1,0 +1,1 @@
+"""Hardware accounting: SNN energy from measured spike rates, and a fitted CPU latency model."""
