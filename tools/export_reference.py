@@ -59,7 +59,8 @@ def main() -> None:
         ],
         "config": config.to_dict(),
         "source": "spikingjelly 2.0.0 activation_based.model zoo, LIF neurons (tau 2, hard reset)",
-        "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist), 60,000 training images",
+        "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist) training images; how many: --train-images in "
+        "train_command (default 60,000)",
         "normalisation": {"mean": FASHION_MNIST_MEAN, "std": FASHION_MNIST_STD, "input": "x / 255, 1x28x28"},
         "train_command": f"python {checkpoint.get('command', '')}",
         "epochs": checkpoint.get("epochs_done"),
