@@ -99,21 +99,13 @@ def unlabelled(files: dict[str, Path]) -> Path:
     return path
 
 
+def compress_uniform(files: dict[str, Path], data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return svtprune("compress", str(files["model"]), "--data", str(data), "-o", str(out), "--method", "uniform", *extra)
+
+
 def test_compress_writes_model_plan_and_reports(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
     out = tmp_path / "small.onnx"
-    result = svtprune(
-        "compress",
-        str(files["model"]),
-        "--data",
-        str(unlabelled),
-        "-o",
-        str(out),
-        "--method",
-        "uniform",
-        "--max-accuracy-drop",
-        "30",
-        "--json",
-    )
+    result = compress_uniform(files, unlabelled, out, "--max-accuracy-drop", "30", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     for key in ("param_bytes", "file_bytes", "accuracy"):
@@ -130,20 +122,8 @@ def test_unreachable_constraint_exits_1_and_writes_nothing(
     files: dict[str, Path], unlabelled: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "never.onnx"
-    result = svtprune(
-        "compress",
-        str(files["model"]),
-        "--data",
-        str(unlabelled),
-        "-o",
-        str(out),
-        "--method",
-        "uniform",
-        "--max-accuracy-drop",
-        "0",
-        "--min-memory-saving",
-        "0.95",
-        "--json",
+    result = compress_uniform(
+        files, unlabelled, out, "--max-accuracy-drop", "0", "--min-memory-saving", "0.95", "--json"
     )
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
@@ -159,21 +139,7 @@ def test_html_report_renders_in_a_browser(files: dict[str, Path], unlabelled: Pa
     if browser is None:
         pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
     out = tmp_path / "small.onnx"
-    assert (
-        svtprune(
-            "compress",
-            str(files["model"]),
-            "--data",
-            str(unlabelled),
-            "-o",
-            str(out),
-            "--method",
-            "uniform",
-            "--max-accuracy-drop",
-            "30",
-        ).returncode
-        == 0
-    )
+    assert compress_uniform(files, unlabelled, out, "--max-accuracy-drop", "30").returncode == 0
     page = out.with_suffix(".report.html")
     flags = [
         "--headless",
