@@ -42,9 +42,24 @@ def l1_scores(analysis: Analysis, group: Group, weights: dict[str, np.ndarray]) 
 CRITERIA: dict[str, Criterion] = {"l2": l2_scores, "l1": l1_scores}
 
 
-def group_scores(analysis: Analysis, criterion: str = "l2") -> dict[str, np.ndarray]:
-    """Scores for every group (refused ones too, for reports)."""
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown importance {criterion!r}; choose one of {sorted(CRITERIA)}")
+DATA_DRIVEN = ("taylor", "hessian")  # need calibration images (svtprune.importance_data)
+
+
+def group_scores(
+    analysis: Analysis, criterion: str = "l2", calibration: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """Scores for every group (refused ones too, for reports).
+
+    ``calibration`` (images) is needed by the data-driven criteria and ignored by the others."""
+    if criterion not in CRITERIA and criterion not in DATA_DRIVEN:
+        raise ValueError(f"unknown importance {criterion!r}; choose one of {sorted([*CRITERIA, *DATA_DRIVEN])}")
     weights = constants_of(analysis.model)
+    if criterion in DATA_DRIVEN:
+        from svtprune import importance_data
+
+        if calibration is None:
+            raise ValueError(f"importance {criterion!r} needs calibration images")
+        stats = importance_data.calibrate(analysis, calibration)
+        fn = importance_data.DATA_CRITERIA[criterion]
+        return {g.name: fn(analysis, g, weights, stats) for g in analysis.groups}
     return {g.name: CRITERIA[criterion](analysis, g, weights) for g in analysis.groups}
