@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from svtprune import cli_prune
+from svtprune import cli_energy, cli_prune
 from svtprune.errors import ConstraintError, UserError
 from svtprune.finetune import command as finetune_command
 
@@ -26,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 cli_prune.register(app)
+cli_energy.register(app)
 finetune_command.register(app)
 
 REPO = Path(__file__).resolve().parents[1]
