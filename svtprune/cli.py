@@ -129,7 +129,7 @@ def compress(
     method: Annotated[str, typer.Option(help="primesvt (largest group first), psvit or uniform.")] = "primesvt",
     calib: Annotated[int | None, typer.Option(help="Images in the search split (default: half).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search/held-out split.")] = 0,
-    importance: Annotated[str, typer.Option(help="Channel ranking: l2 or l1.")] = "l2",
+    importance: Annotated[str, typer.Option(help="Channel ranking: l2, l1, taylor or hessian (data-driven).")] = "l2",
     reconstruct: Annotated[
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
     ] = True,

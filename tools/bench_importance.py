@@ -25,6 +25,6 @@ for ratio in [float(r) for r in sys.argv[1:]]:
         p = prune(a, uniform_plan(a, ratio, s))
         acc = top1(logits_of(make_session(p, threads=1), xe), ye)
         print(
-            f"ratio={ratio} {crit}: saving={1 - param_bytes(p) / param_bytes(m):.3f} acc={acc * 100 if acc <= 1 else acc:.1f} ({time.time() - t:.0f}s)",
+            f"ratio={ratio} {crit}: saving={1 - param_bytes(p) / param_bytes(m):.3f} acc={acc:.1f}",
             flush=True,
         )

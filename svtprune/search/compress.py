@@ -18,7 +18,7 @@ from svtprune.errors import ConstraintError, UserError
 from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
-from svtprune.importance import group_scores
+from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
 from svtprune.search.executor import Executor
 from svtprune.search.policies import POLICIES, Budget
 
@@ -56,6 +56,8 @@ def compress(
     out = Path(out)
     if method not in POLICIES:
         raise UserError(f"unknown --method {method!r}; choose one of {', '.join(POLICIES)}")
+    if importance not in (*CRITERIA, *DATA_DRIVEN):
+        raise UserError(f"unknown --importance {importance!r}; choose one of {', '.join([*CRITERIA, *DATA_DRIVEN])}")
     if out.exists() and not force:
         raise UserError(f"{out} already exists; pass --force to overwrite it")
     if max_accuracy_drop < 0 or (min_memory_saving is not None and not 0 < min_memory_saving < 1):
@@ -79,7 +81,7 @@ def compress(
     calibration = search.x[:calibration_images] if reconstruct else None
     executor = Executor(
         analysis,
-        group_scores(analysis, importance),
+        group_scores(analysis, importance, calibration=search.x[:calibration_images]),
         search,
         targets["search"],
         param_bytes(original),
