@@ -139,3 +139,13 @@ def measure_energy(model: onnx.ModelProto, x: np.ndarray, batch: int = 64) -> En
         energy = float(ops * (E_AC_PJ if spike else E_MAC_PJ))
         layers.append(LayerEnergy(node.name, node.op_type, float(macs), spike, rate, float(ops), energy))
     return EnergyReport(layers, len(x))
+
+
+def energy_section(original: onnx.ModelProto, compressed: onnx.ModelProto, x: np.ndarray) -> dict:
+    """The report's ``energy`` entry: totals and per-layer firing rates, before and after."""
+    section: dict = {"constants": {"E_MAC_pJ": E_MAC_PJ, "E_AC_pJ": E_AC_PJ, "source": SOURCE}}
+    for name, model in (("original", original), ("compressed", compressed)):
+        report = measure_energy(model, x).to_dict()
+        report.pop("constants")
+        section[name] = report
+    return section

@@ -105,8 +105,11 @@ def compress(
         raise ConstraintError(report["reason"], report)
     save_model(final, out, force=True)
     write_text_atomic(out.with_suffix(".plan.json"), plan.to_json(analysis))
-    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    from svtprune.hardware.energy import energy_section
     from svtprune.report import write_reports
+
+    report["energy"] = energy_section(original, final, held.x[:64])  # SOPs from measured firing rates
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
 
     write_reports(report, out)
     return report
