@@ -19,6 +19,15 @@ from svtprune.spiking.export import export_module
 from svtprune.spiking.zoo import ArchConfig, build_model
 
 
+def parse_with_weights(text: str, weights: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """A graph written in ONNX text, with float32 initializers from ``weights``."""
+    from onnx import numpy_helper
+
+    model = onnx.parser.parse_model(text)
+    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in weights.items())
+    return model
+
+
 def make_active(model: nn.Module, seed: int) -> nn.Module:
     """BatchNorm scales/shifts drawn so pre-activations cross the thresholds often."""
     generator = torch.Generator().manual_seed(seed)

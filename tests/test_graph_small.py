@@ -11,6 +11,7 @@ from svtprune.errors import UserError
 from svtprune.graph.analysis import analyze
 from svtprune.graph.plan import uniform_plan
 from svtprune.importance import group_scores
+from tests.model_builders import parse_with_weights
 from tests.oracle import assert_matches_oracle
 
 
@@ -24,7 +25,6 @@ def conv_chain(middle: str, extra_inits: dict | None = None, domain: str = "") -
         {middle}
         y = Conv(m, w2)
     }}"""
-    model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
     inits = {
         "w1": rng.standard_normal((8, 4, 1, 1)),
@@ -32,7 +32,7 @@ def conv_chain(middle: str, extra_inits: dict | None = None, domain: str = "") -
         "w2": rng.standard_normal((6, 8, 1, 1)),
     }
     inits.update(extra_inits or {})
-    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    model = parse_with_weights(text, inits)
     return model
 
 
@@ -108,7 +108,6 @@ def test_shared_initializer_is_cut_per_use() -> None:
         s = Relu(c)
         y = Conv(s, w3)
     }"""
-    model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
     inits = {
         "w1": rng.standard_normal((8, 4, 1, 1)),
@@ -116,7 +115,7 @@ def test_shared_initializer_is_cut_per_use() -> None:
         "b": rng.standard_normal(8),
         "w3": rng.standard_normal((6, 8, 1, 1)),
     }
-    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    model = parse_with_weights(text, inits)
     analysis = analyze(model)
     first, second = analysis.groups[0], analysis.groups[1]
     plan = uniform_plan(analysis, 0.0, group_scores(analysis))
@@ -139,14 +138,13 @@ def test_sum_over_channels_is_followed() -> None:
         m = Mul(r, s)
         y = Conv(m, w2)
     }"""
-    model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(0)
     inits = {
         "w1": rng.standard_normal((8, 4, 1, 1)),
         "b1": rng.standard_normal(8),
         "w2": rng.standard_normal((6, 8, 1, 1)),
     }
-    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    model = parse_with_weights(text, inits)
     model.graph.initializer.append(numpy_helper.from_array(np.array([1], np.int64), "axes"))
     analysis = analyze(model)
     assert analysis.groups[0].prunable

@@ -12,6 +12,7 @@ from svtprune.graph.analysis import analyze
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune
 from svtprune.reconstruct import least_squares, reconstruct
+from tests.model_builders import parse_with_weights
 from tests.oracle import run
 
 
@@ -33,7 +34,6 @@ def two_convs(kernel: int) -> onnx.ModelProto:
         r = Relu(a)
         y = Conv <pads = [{pad}, {pad}, {pad}, {pad}]> (r, w2, b2)
     }}"""
-    model = onnx.parser.parse_model(text)
     rng = np.random.default_rng(1)
     inits = {
         "w1": rng.standard_normal((8, 3, 1, 1)),
@@ -41,7 +41,7 @@ def two_convs(kernel: int) -> onnx.ModelProto:
         "w2": rng.standard_normal((5, 8, kernel, kernel)),
         "b2": rng.standard_normal(5),
     }
-    model.graph.initializer.extend(numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items())
+    model = parse_with_weights(text, inits)
     return model
 
 
