@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from svtprune import cli_energy, cli_prune
+from svtprune import cli_energy, cli_prune, cli_quantize
 from svtprune.errors import ConstraintError, UserError
 from svtprune.finetune import command as finetune_command
 
@@ -27,6 +27,7 @@ app = typer.Typer(
 )
 cli_prune.register(app)
 cli_energy.register(app)
+cli_quantize.register(app)
 finetune_command.register(app)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -92,6 +92,33 @@ def _widths(report: dict):  # noqa: ANN202
     return draw
 
 
+def _bits(report: dict):  # noqa: ANN202
+    def draw(axes) -> None:  # noqa: ANN001
+        layers = report["quantization"]["layers"]
+        index = range(len(layers))
+        axes.barh(list(index), [row["bits"] for row in layers], color="tab:purple")
+        axes.set_yticks(list(index), [row["layer"][-34:] for row in layers], fontsize=6)
+        axes.set_xticks([2, 4, 8, 16, 32])
+        axes.set_xscale("log", base=2)
+        axes.set_xlabel("weight bits (32 = float, untouched)")
+
+    return draw
+
+
+def _bits_table(report: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(row['layer'])}</td><td>{row['params']}</td><td>{row['bits']}</td>"
+        f"<td>{row['weight_bytes']}</td></tr>"
+        for row in report["quantization"]["layers"]
+    )
+    q = report["quantization"]
+    return (
+        f"<h2>Bits per layer</h2><p>{q['full_evaluations']} full evaluations, {q['proxy_evaluations']} drift "
+        f"evaluations, {q['gated_out']} candidates kept from a full evaluation by the drift gate.</p>"
+        f"<table id='bits'><tr><th>layer</th><th>parameters</th><th>bits</th><th>weight bytes</th></tr>{rows}</table>"
+    )
+
+
 def render_html(report: dict) -> str:
     o, c = report["original"], report["compressed"]
     rows = "".join(
@@ -102,9 +129,13 @@ def render_html(report: dict) -> str:
     if report.get("sensitivity"):
         plots.append(("Sensitivity of each group", _figure_png(_sensitivity(report))))
     plots.append(("Search path: every candidate evaluated", _figure_png(_search_path(report))))
-    plots.append(("Channels kept per group", _figure_png(_widths(report))))
+    if report.get("groups"):
+        plots.append(("Channels kept per group", _figure_png(_widths(report))))
+    if report.get("quantization"):
+        plots.append(("Weight bits per layer", _figure_png(_bits(report))))
     images = "".join(f"<h2>{t}</h2><img alt='{t}' src='data:image/png;base64,{p}'/>" for t, p in plots)
     status = "met" if report["constraints_met"] else "NOT met"
+    bits = _bits_table(report) if report.get("quantization") else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>svtprune report</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:auto}}td,th{{padding:4px 12px}}</style></head><body>
 <h1>svtprune {html.escape(report["command"])}: {html.escape(report["method"])}</h1>
@@ -112,4 +143,4 @@ def render_html(report: dict) -> str:
 <b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
 ({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
 {len(report["evaluations"])} evaluations in {report["wall_seconds"]:.0f} s.</p>
-<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}</body></html>"""
+<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}{bits}</body></html>"""

@@ -13,7 +13,7 @@ import pytest
 
 from svtprune.data import Dataset, save_npz
 
-COMMANDS = ["demo", "export", "eval", "analyze", "prune", "verify", "compress"]
+COMMANDS = ["demo", "export", "eval", "analyze", "prune", "verify", "compress", "quantize", "finetune"]
 
 
 def svtprune(*args: str) -> subprocess.CompletedProcess:

@@ -1,0 +1,275 @@
+"""Weight-only quantization to standard ONNX: low-bit initializers feeding ``DequantizeLinear``.
+
+The weight tensor keeps its name as the output of the DequantizeLinear node, so every other
+tensor of the graph (membranes, spikes) keeps its name too: the drift probe can compare an
+original and a quantized model tensor by tensor. Stored types are the real low-bit ONNX types
+(int8, int4 at opset 21, int2 at opset 25), so the saved file shrinks by the bit width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import ml_dtypes
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, version_converter
+
+from svtprune.errors import UserError
+
+BITS = (8, 4, 2)
+FP32 = 32  # "not quantized" in a bit-width setting
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+_STORAGE = {  # bits -> (signed numpy type, unsigned numpy type, lowest opset that runs it)
+    8: (np.int8, np.uint8, 21),
+    4: (ml_dtypes.int4, ml_dtypes.uint4, 21),
+    2: (ml_dtypes.int2, ml_dtypes.uint2, 25),
+}
+CLIP_GRID = np.linspace(0.30, 1.0, 36)  # fractions of the full range tried by the MSE clipping search
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """How a weight is turned into integers (the bit width is chosen per layer by the search)."""
+
+    symmetric: bool = True
+    block_size: int = 0  # 0: one scale per output channel; n: blocks of n along the input axis
+    rounding: str = "mse"  # "nearest" (full range) or "mse" (per-channel clipping that minimises error)
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ("nearest", "mse"):
+            raise UserError(f"unknown rounding {self.rounding!r}; choose nearest or mse")
+        if self.block_size < 0 or (self.block_size and self.block_size < 2):
+            raise UserError("--block-size must be 0 (per channel) or >= 2")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One quantizable weight: an initializer read as the weight of Conv/Gemm/MatMul nodes."""
+
+    name: str  # the initializer's name
+    shape: tuple[int, ...]
+    out_axis: int  # the axis of output channels (one scale each)
+    in_axis: int  # the axis blocks run along
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class QuantizedWeight:
+    values: np.ndarray  # integers (int8 container) in the storage range
+    scale: np.ndarray  # float32, broadcastable to the weight after block expansion
+    zero_point: np.ndarray | None  # same shape as scale, or None when symmetric
+    axis: int
+    block_size: int
+
+
+def quantizable_layers(model: onnx.ModelProto) -> list[Layer]:
+    """Weights worth quantizing, in graph order; biases and normalisation stay float."""
+    inits = {t.name: t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    layers: dict[str, Layer] = {}
+    for node in model.graph.node:
+        if node.op_type not in WEIGHTED_OPS or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        tensor = inits[node.input[1]]
+        shape = tuple(tensor.dims)
+        if len(shape) < 2 or node.input[1] in layers:
+            continue
+        if node.op_type == "MatMul":
+            out_axis, in_axis = len(shape) - 1, len(shape) - 2
+        elif node.op_type == "Gemm":
+            trans_b = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "transB"), 0)
+            out_axis, in_axis = (0, 1) if trans_b else (1, 0)
+        elif node.op_type == "ConvTranspose":
+            out_axis, in_axis = 1, 0
+        else:
+            out_axis, in_axis = 0, 1
+        layers[node.input[1]] = Layer(node.input[1], shape, out_axis, in_axis)
+    return list(layers.values())
+
+
+def _levels(bits: int, symmetric: bool) -> tuple[int, int]:
+    return (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
+
+
+def _grouped(weight: np.ndarray, layer: Layer, block_size: int) -> np.ndarray:
+    """Rows = one scale each (an output channel, or a block of one), columns = the values it covers."""
+    moved = np.moveaxis(weight, layer.out_axis, 0)
+    if not block_size:
+        return moved.reshape(moved.shape[0], -1)
+    # blocks along the input axis: (out, in, rest) -> (out, block, rest, in-block) -> one row each
+    moved = np.moveaxis(weight, (layer.out_axis, layer.in_axis), (0, 1))
+    channels = moved.shape[1]
+    padded = -(-channels // block_size) * block_size
+    pad = [(0, 0)] * moved.ndim
+    pad[1] = (0, padded - channels)
+    blocks = np.pad(moved, pad, constant_values=np.nan).reshape(moved.shape[0], padded // block_size, block_size, -1)
+    return np.moveaxis(blocks, 2, -1).reshape(-1, block_size)
+
+
+def _fit_rows(rows: np.ndarray, bits: int, scheme: QuantScheme) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scale, zero point and integers per row; with "mse", the clipping fraction with least squared error."""
+    low, high = _levels(bits, scheme.symmetric)
+    valid = ~np.isnan(rows)
+    safe = np.where(valid, rows, 0.0)
+    fractions = CLIP_GRID if scheme.rounding == "mse" else np.array([1.0])
+    best_err = np.full(rows.shape[0], np.inf)
+    best = (np.ones(rows.shape[0]), np.zeros(rows.shape[0]), np.zeros_like(safe))
+    for fraction in fractions:
+        if scheme.symmetric:
+            reach = np.abs(safe).max(axis=1) * fraction
+            scale = np.where(reach > 0, reach / high, 1.0)
+            zero = np.zeros_like(scale)
+        else:
+            lo = np.minimum(np.where(valid, rows, np.inf).min(axis=1), 0.0) * fraction
+            hi = np.maximum(np.where(valid, rows, -np.inf).max(axis=1), 0.0) * fraction
+            scale = np.where(hi > lo, (hi - lo) / (high - low), 1.0)
+            zero = np.clip(np.round(low - lo / scale), low, high)
+        scale = scale.astype(np.float32)
+        q = np.clip(np.round(safe / scale[:, None]) + zero[:, None], low, high)
+        err = (((q - zero[:, None]) * scale[:, None] - safe) ** 2 * valid).sum(axis=1)
+        better = err < best_err
+        best_err = np.where(better, err, best_err)
+        pick = (better, better, better[:, None])
+        best = tuple(np.where(p, new, old) for p, new, old in zip(pick, (scale, zero, q), best, strict=True))
+    return best[0].astype(np.float32), best[1], best[2]
+
+
+def quantize_weight(weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme) -> QuantizedWeight:
+    """Integers + scales for one weight tensor, laid out the way DequantizeLinear reads them."""
+    rows = _grouped(weight.astype(np.float32), layer, scheme.block_size)
+    scale, zero, q = _fit_rows(rows, bits, scheme)
+    if not scheme.block_size:
+        values = np.moveaxis(q.reshape(np.moveaxis(weight, layer.out_axis, 0).shape), 0, layer.out_axis)
+        return QuantizedWeight(values.astype(np.int8), scale, None if scheme.symmetric else zero, layer.out_axis, 0)
+    # undo _grouped's block layout; scales become (out, blocks, rest) moved back to the weight's axes
+    moved_shape = np.moveaxis(weight, (layer.out_axis, layer.in_axis), (0, 1)).shape
+    blocks = -(-moved_shape[1] // scheme.block_size)
+    rest = moved_shape[2:]
+    q = q.reshape(moved_shape[0], blocks, int(np.prod(rest)), scheme.block_size)
+    q = np.moveaxis(q, -1, 2).reshape(moved_shape[0], blocks * scheme.block_size, *rest)[:, : moved_shape[1]]
+    values = np.moveaxis(q, (0, 1), (layer.out_axis, layer.in_axis))
+
+    def per_block(a: np.ndarray) -> np.ndarray:
+        return np.moveaxis(a.reshape(moved_shape[0], blocks, *rest), (0, 1), (layer.out_axis, layer.in_axis))
+
+    zero_point = None if scheme.symmetric else per_block(zero)
+    return QuantizedWeight(
+        values.astype(np.int8), per_block(scale).astype(np.float32), zero_point, layer.in_axis, scheme.block_size
+    )
+
+
+def dequantize(q: QuantizedWeight) -> np.ndarray:
+    """What DequantizeLinear computes, for reports and the drift of a single layer."""
+    scale, zero = q.scale, q.zero_point if q.zero_point is not None else np.zeros_like(q.scale)
+    if q.block_size:
+        scale = np.repeat(scale, q.block_size, axis=q.axis)[_crop(q)]
+        zero = np.repeat(zero, q.block_size, axis=q.axis)[_crop(q)]
+    else:
+        shape = [1] * q.values.ndim
+        shape[q.axis] = -1
+        scale, zero = scale.reshape(shape), zero.reshape(shape)
+    return ((q.values.astype(np.float32) - zero.astype(np.float32)) * scale).astype(np.float32)
+
+
+def _crop(q: QuantizedWeight) -> tuple[slice, ...]:
+    index = [slice(None)] * q.values.ndim
+    index[q.axis] = slice(0, q.values.shape[q.axis])
+    return tuple(index)
+
+
+def required_opset(bits: dict[str, int]) -> int:
+    used = [b for b in bits.values() if b != FP32]
+    return max((_STORAGE[b][2] for b in used), default=0)
+
+
+def with_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Raise the default-domain opset so DequantizeLinear accepts the low-bit types."""
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if current >= opset:
+        return model
+    try:
+        return version_converter.convert_version(model, opset)
+    except Exception as exc:  # the converter lacks adapters for some graphs: say which
+        reason = str(exc).splitlines()[0]
+        raise UserError(f"cannot raise the model's opset from {current} to {opset}: {reason}") from exc
+
+
+class Quantizer:
+    """Applies per-layer bit widths to one model; quantized tensors are cached per (layer, bits)."""
+
+    def __init__(self, model: onnx.ModelProto, scheme: QuantScheme | None = None) -> None:
+        self.model = model
+        self.scheme = scheme or QuantScheme()
+        self.layers = quantizable_layers(model)
+        if not self.layers:
+            raise UserError("the model has no Conv/Gemm/MatMul weight stored as a float initializer to quantize")
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self._weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in self.by_name}
+        self._cache: dict[tuple[str, int], QuantizedWeight] = {}
+        self._at_opset: dict[int, onnx.ModelProto] = {}
+
+    def quantized(self, name: str, bits: int) -> QuantizedWeight:
+        key = (name, bits)
+        if key not in self._cache:
+            self._cache[key] = quantize_weight(self._weights[name], self.by_name[name], bits, self.scheme)
+        return self._cache[key]
+
+    def apply(self, bits: dict[str, int]) -> onnx.ModelProto:
+        """A copy of the model with each named weight stored at its bit width (32 = unchanged)."""
+        unknown = set(bits) - set(self.by_name)
+        if unknown:
+            raise UserError(f"not a quantizable weight: {', '.join(sorted(unknown))}")
+        chosen = {name: b for name, b in bits.items() if b != FP32}
+        bad = {b for b in chosen.values() if b not in _STORAGE}
+        if bad:
+            raise UserError(f"unsupported bit width {sorted(bad)}; choose from {', '.join(map(str, BITS))} (or 32)")
+        opset = required_opset(chosen)
+        if opset not in self._at_opset:
+            self._at_opset[opset] = with_opset(self.model, opset)
+        model = onnx.ModelProto()
+        model.CopyFrom(self._at_opset[opset])
+        kept = [t for t in model.graph.initializer if t.name not in chosen]
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
+        nodes = []
+        for name, width in chosen.items():
+            nodes.append(self._dequantize_node(model, name, width))
+        old = list(model.graph.node)
+        del model.graph.node[:]
+        model.graph.node.extend(nodes + old)  # DequantizeLinear reads only initializers: first is topological
+        return model
+
+    def _dequantize_node(self, model: onnx.ModelProto, name: str, bits: int) -> onnx.NodeProto:
+        q = self.quantized(name, bits)
+        signed, unsigned, _ = _STORAGE[bits]
+        storage = signed if q.zero_point is None else unsigned
+        inputs = [f"{name}_quantized", f"{name}_scale"]
+        model.graph.initializer.append(numpy_helper.from_array(q.values.astype(storage), inputs[0]))
+        model.graph.initializer.append(numpy_helper.from_array(q.scale, inputs[1]))
+        if q.zero_point is not None:
+            inputs.append(f"{name}_zero_point")
+            model.graph.initializer.append(numpy_helper.from_array(q.zero_point.astype(storage), inputs[2]))
+        attributes = {"axis": q.axis}
+        if q.block_size:
+            attributes["block_size"] = q.block_size
+        return helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", **attributes)
+
+
+def bits_table(quantizer: Quantizer, bits: dict[str, int]) -> list[dict]:
+    """Per layer: parameters, bit width, stored bytes (for reports)."""
+    rows = []
+    for layer in quantizer.layers:
+        width = bits.get(layer.name, FP32)
+        rows.append(
+            {
+                "layer": layer.name,
+                "shape": list(layer.shape),
+                "params": layer.size,
+                "bits": width,
+                "weight_bytes": (layer.size * width + 7) // 8,
+            }
+        )
+    return rows

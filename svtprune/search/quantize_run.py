@@ -1,0 +1,181 @@
+"""``quantize``: choose each layer's weight bits under an accuracy budget, and write the result.
+
+Like ``compress``, the data is split once (seeded) into a search split that every candidate
+is scored on and a held-out split that only the final model sees. ``run_search`` is shared
+with ``compress --quantize``, which quantizes the pruned model under what is left of the budget.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from svtprune.data import Dataset, load_npz
+from svtprune.errors import ConstraintError, UserError
+from svtprune.evaluate import latency_ms, logits_of, make_session, top1
+from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table
+from svtprune.search.drift import DriftProbe
+from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, QuantResult
+
+SEARCH_SHARE_OF_BUDGET = 0.8  # as in compress: a fifth of the budget absorbs held-out noise
+DRIFT_IMAGES = 64
+
+
+def parse_bits(text: str | tuple[int, ...]) -> tuple[int, ...]:
+    """'8,4,2' -> (8, 4, 2); rejects widths the exporter cannot store."""
+    try:
+        widths = tuple(int(b) for b in text.split(",")) if isinstance(text, str) else tuple(text)
+    except ValueError:
+        raise UserError(f"--bits must be a comma-separated list such as 8,4,2, not {text!r}") from None
+    if not widths or any(b not in BITS for b in widths):
+        raise UserError(f"--bits must be chosen from {', '.join(map(str, BITS))}; got {text}")
+    return tuple(sorted(set(widths), reverse=True))
+
+
+def run_search(
+    model: onnx.ModelProto,
+    search: Dataset,
+    target: np.ndarray,
+    budget: QuantBudget,
+    method: str,
+    widths: tuple[int, ...],
+    scheme: QuantScheme,
+    beam_width: int,
+    progress: Callable[[str], None],
+) -> tuple[QuantResult, QuantExecutor]:
+    """The bit-width search on ``model``; the budget's baseline may belong to an earlier model."""
+    if method not in SEARCHES:
+        raise UserError(f"unknown --search {method!r}; choose one of {', '.join(SEARCHES)}")
+    if beam_width < 1:
+        raise UserError("--beam-width must be >= 1")
+    quantizer = Quantizer(model, scheme)
+    probe = None if method == "exhaustive" else DriftProbe(model, search.x[:DRIFT_IMAGES])
+    executor = QuantExecutor(quantizer, search, target, probe)
+    if method == "beam":
+        result = SEARCHES[method](executor, budget, widths, progress, width=beam_width)
+    else:
+        result = SEARCHES[method](executor, budget, widths, progress)
+    return result, executor
+
+
+def quantization_section(result: QuantResult, executor: QuantExecutor, method: str, started: float) -> dict:
+    """What the search chose and what it cost, for the report (also used by compress)."""
+    return {
+        "search": method,
+        "scheme": vars(executor.quantizer.scheme),
+        "layers": bits_table(executor.quantizer, result.bits),
+        "full_evaluations": len(executor.records),
+        "proxy_evaluations": len(executor._drifts),
+        "gated_out": executor.gated,
+        "proxy_seconds": round(executor.drift_seconds, 2),
+        "search_seconds": round(time.perf_counter() - started, 2),
+        "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
+        "evaluations": [r.to_dict() for r in executor.records],
+    }
+
+
+def quantize(
+    model_path: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    max_accuracy_drop: float = 1.5,
+    search: str = "greedy",
+    bits: str | tuple[int, ...] = (8, 4, 2),
+    beam_width: int = 4,
+    calib: int | None = None,
+    seed: int = 0,
+    symmetric: bool = True,
+    block_size: int = 0,
+    rounding: str = "mse",
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    """Quantize ``model_path``'s weights layer by layer as far as the budget allows; returns the report.
+
+    Raises ConstraintError (carrying the report) when even the best setting breaks the budget.
+    """
+    from svtprune.search.compress import split
+
+    started = time.perf_counter()
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists; pass --force to overwrite it")
+    if max_accuracy_drop < 0:
+        raise UserError("--max-accuracy-drop must be >= 0")
+    widths = parse_bits(bits)
+    scheme = QuantScheme(symmetric=symmetric, block_size=block_size, rounding=rounding)
+    say = progress or (lambda _message: None)
+    original = load_model(model_path)
+    search_part, held = split(load_npz(data_path), calib, seed)
+    session = make_session(original)
+    targets, baseline = {}, {}
+    for name, part in (("search", search_part), ("held", held)):
+        logits = logits_of(session, part.x)
+        targets[name] = part.y if part.y is not None else logits.argmax(axis=1)
+        baseline[name] = top1(logits, targets[name])
+    budget = QuantBudget(baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop)
+    result, executor = run_search(
+        original, search_part, targets["search"], budget, search, widths, scheme, beam_width, say
+    )
+    say("measuring the chosen model on the held-out split")
+    final = executor.quantizer.apply(result.bits)
+    final_session = make_session(final)
+    held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
+    original_bytes, final_bytes = param_bytes(original), param_bytes(final)
+    drop = baseline["held"] - held_accuracy
+    met = drop <= max_accuracy_drop
+    report = {
+        "command": "quantize",
+        "method": f"aq4svit-{search}",
+        "model": str(model_path),
+        "data": {
+            "path": str(data_path),
+            "labels": search_part.y is not None,
+            "seed": seed,
+            "search_images": len(search_part),
+            "held_out_images": len(held),
+        },
+        "constraints": {"max_accuracy_drop": max_accuracy_drop, "search_budget_points": budget.max_drop},
+        "metric": "top1 accuracy" if search_part.y is not None else "top1 agreement with the original",
+        "runtime": "ONNX Runtime CPU, default session options (as a user runs the file)",
+        "original": {
+            "param_bytes": original_bytes,
+            "file_bytes": Path(model_path).stat().st_size,
+            "accuracy": round(baseline["held"], 3),
+            "accuracy_search": round(baseline["search"], 3),
+            "latency_ms_b1": round(latency_ms(session, 1), 3),
+            "latency_ms_b64": round(latency_ms(session, 64, repeats=5), 2),
+        },
+        "compressed": {
+            "param_bytes": final_bytes,
+            "file_bytes": len(final.SerializeToString()),
+            "accuracy": round(held_accuracy, 3),
+            "accuracy_search": round(result.best.accuracy, 3) if result.best else round(baseline["search"], 3),
+            "latency_ms_b1": round(latency_ms(final_session, 1), 3),
+            "latency_ms_b64": round(latency_ms(final_session, 64, repeats=5), 2),
+        },
+        "memory_saving": round(1 - final_bytes / original_bytes, 5),
+        "accuracy_drop": round(drop, 3),
+        "constraints_met": met,
+        "reason": "constraints met"
+        if met
+        else f"accuracy drop {drop:.2f} points on held-out data exceeds {max_accuracy_drop}",
+        "quantization": quantization_section(result, executor, search, started),
+        "evaluations": [r.to_dict() for r in executor.records],
+    }
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    if not met:
+        raise ConstraintError(report["reason"], report)
+    from svtprune.report import write_reports
+
+    save_model(final, out, force=True)
+    plan = {"format": "svtprune-quant-plan/1", "source": str(model_path), "scheme": vars(scheme), "bits": result.bits}
+    write_text_atomic(out.with_suffix(".plan.json"), json.dumps(plan, indent=1) + "\n")
+    write_reports(report, out)
+    return report

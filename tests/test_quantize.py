@@ -1,0 +1,252 @@
+"""Weight-only quantization and the AQ4SViT search.
+
+Oracles: a numpy quantizer written here from the textbook formulas (round-to-nearest, full
+range), ONNX Runtime's own DequantizeLinear output, the bytes the file actually stores, and
+stub executors whose accuracy and drift are known functions of the setting.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from svtprune.data import Dataset, save_npz
+from svtprune.evaluate import logits_of, make_session, predict, top1
+from svtprune.graph.io import param_bytes
+from svtprune.quantization import FP32, Quantizer, QuantScheme, dequantize, quantizable_layers
+from svtprune.search.drift import DriftProbe
+from svtprune.search.quant_search import QuantBudget, QuantExecutor, QuantMeasurement, beam, exhaustive, greedy
+
+
+def reference_quantize(w: np.ndarray, out_axis: int, bits: int, symmetric: bool) -> np.ndarray:
+    """Textbook per-output-channel round-to-nearest over the full range, dequantized."""
+    moved = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1).astype(np.float32)
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        scale = (np.abs(moved).max(axis=1) / qmax).astype(np.float32)[:, None]
+        q = np.clip(np.round(moved / scale), -(2 ** (bits - 1)), qmax)
+        result = q * scale
+    else:
+        low, high = np.minimum(moved.min(axis=1), 0), np.maximum(moved.max(axis=1), 0)
+        scale = ((high - low) / (2**bits - 1)).astype(np.float32)[:, None]
+        zero = np.clip(np.round(-low[:, None] / scale), 0, 2**bits - 1)
+        q = np.clip(np.round(moved / scale) + zero, 0, 2**bits - 1)
+        result = (q - zero) * scale
+    return np.moveaxis(result.reshape(np.moveaxis(w, out_axis, 0).shape), 0, out_axis).astype(np.float32)
+
+
+def ort_weights(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarray]:
+    """The weights as ONNX Runtime computes them from the stored integers (DequantizeLinear outputs)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = make_session(probe)
+    feed = np.zeros([1 if not isinstance(d, int) else d for d in session.get_inputs()[0].shape], np.float32)
+    return dict(zip(names, session.run(names, {session.get_inputs()[0].name: feed}), strict=True))
+
+
+@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_dequantized_weights_equal_the_numpy_reference(small_models: dict, bits: int, symmetric: bool) -> None:
+    model = small_models["spikformer"]
+    quantizer = Quantizer(model, QuantScheme(symmetric=symmetric, rounding="nearest"))
+    names = [layer.name for layer in quantizer.layers]
+    quantized = quantizer.apply({name: bits for name in names})
+    seen = ort_weights(quantized, names)
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for layer in quantizer.layers:
+        expected = reference_quantize(originals[layer.name], layer.out_axis, bits, symmetric)
+        np.testing.assert_allclose(seen[layer.name], expected, rtol=1e-6, atol=1e-7, err_msg=layer.name)
+
+
+def test_block_scales_cover_blocks_of_inputs() -> None:
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((6, 10, 3)).astype(np.float32)  # Conv1d weight, 10 inputs: blocks 4, 4, 2
+    from svtprune.quantization import Layer, quantize_weight
+
+    layer = Layer("w", weight.shape, 0, 1)
+    q = quantize_weight(weight, layer, 4, QuantScheme(block_size=4, rounding="nearest"))
+    assert q.scale.shape == (6, 3, 3)
+    restored = dequantize(q)
+    for block, columns in enumerate((slice(0, 4), slice(4, 8), slice(8, 10))):
+        part = weight[:, columns, :]
+        scale = np.abs(part).max(axis=1) / 7
+        np.testing.assert_allclose(
+            restored[:, columns, :], np.clip(np.round(part / scale[:, None]), -8, 7) * scale[:, None]
+        )
+        np.testing.assert_allclose(q.scale[:, block, :], scale, rtol=1e-6)
+
+
+@pytest.mark.parametrize("bits", [4, 2])
+def test_mse_clipping_never_loses_to_full_range(small_models: dict, bits: int) -> None:
+    model = small_models["spikformer"]
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nearest = Quantizer(model, QuantScheme(rounding="nearest"))
+    mse = Quantizer(model, QuantScheme(rounding="mse"))
+    improved = 0
+    for layer in nearest.layers:
+        w = np.moveaxis(originals[layer.name], layer.out_axis, 0).reshape(layer.shape[layer.out_axis], -1)
+        errors = []
+        for quantizer in (nearest, mse):
+            restored = dequantize(quantizer.quantized(layer.name, bits))
+            errors.append(((np.moveaxis(restored, layer.out_axis, 0).reshape(w.shape) - w) ** 2).sum(axis=1))
+        assert np.all(errors[1] <= errors[0] * (1 + 1e-6))
+        improved += int(np.any(errors[1] < errors[0] * 0.99))
+        levels = np.unique(dequantize(mse.quantized(layer.name, bits)).round(7)).size
+        assert levels <= 2**bits * layer.shape[layer.out_axis]
+    assert improved > 0
+
+
+def test_file_bytes_follow_the_bit_width(small_models: dict, tmp_path: Path) -> None:
+    model = small_models["sdt"]
+    quantizer = Quantizer(model)
+    sizes = {}
+    for bits in (8, 4, 2):
+        quantized = quantizer.apply({layer.name: bits for layer in quantizer.layers})
+        stored = {t.name: t for t in quantized.graph.initializer}
+        for layer in quantizer.layers:  # packed, as on disk
+            assert len(stored[f"{layer.name}_quantized"].raw_data) == (layer.size * bits + 7) // 8, layer.name
+        scales = sum(stored[f"{layer.name}_scale"].dims[0] for layer in quantizer.layers)
+        expected = param_bytes(model) - sum(4 * layer.size - (layer.size * bits + 7) // 8 for layer in quantizer.layers)
+        assert param_bytes(quantized) == expected + 4 * scales
+        onnx.save(quantized, tmp_path / f"q{bits}.onnx")
+        sizes[bits] = os.path.getsize(tmp_path / f"q{bits}.onnx")
+    # the files differ by the packed weights alone (the fp32 original also carries exporter metadata)
+    for bits in (4, 2):
+        packed = sum((layer.size * 8 + 7) // 8 - (layer.size * bits + 7) // 8 for layer in quantizer.layers)
+        assert abs((sizes[8] - sizes[bits]) - packed) < 50 * len(quantizer.layers)
+
+
+@pytest.mark.parametrize("name", ["spikformer", "sdt", "qkformer", "vit"])
+def test_ort_runs_mixed_precision_models_at_batch_1_and_256(small_models: dict, name: str) -> None:
+    model = small_models[name]
+    quantizer = Quantizer(model)
+    widths = (8, 4, 2, FP32)
+    setting = {layer.name: widths[i % 4] for i, layer in enumerate(quantizer.layers)}
+    quantized = quantizer.apply(setting)
+    onnx.checker.check_model(quantized, full_check=True)
+    session = make_session(quantized)
+    x = np.random.default_rng(1).standard_normal((256, 1, 28, 28)).astype(np.float32)
+    big = logits_of(session, x, batch=256)
+    one = np.concatenate([logits_of(session, x[i : i + 1], batch=1) for i in range(4)])
+    assert big.shape[0] == 256 and np.isfinite(big).all()
+    np.testing.assert_allclose(one, big[:4], rtol=1e-4, atol=1e-4)
+
+
+def test_drift_is_zero_for_the_same_model_and_grows_with_fewer_bits(small_models: dict) -> None:
+    model = small_models["spikformer"]
+    x = np.random.default_rng(2).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    probe = DriftProbe(model, x)
+    quantizer = Quantizer(model)
+    assert probe.drift(model) == 0.0
+    everything = [layer.name for layer in quantizer.layers]
+    drifts = [probe.drift(quantizer.apply(dict.fromkeys(everything, b))) for b in (8, 4, 2)]
+    assert 0 < drifts[0] < drifts[1] < drifts[2]
+    # the readout counts: quantizing only the classifier moves no spiking membrane but does move the proxy
+    head = quantizer.layers[-1].name
+    assert probe.drift(quantizer.apply({head: 2})) > 0
+
+
+class StubQuantExecutor(QuantExecutor):
+    """Each (layer, bits) costs known accuracy points; the proxy is exactly that cost."""
+
+    def __init__(self, quantizer: Quantizer, costs: dict[str, float]) -> None:
+        super().__init__(quantizer, None, None, None)  # type: ignore[arg-type]
+        self.costs = costs
+
+    def loss(self, setting: dict[str, int]) -> float:
+        return sum(self.costs[n] * {8: 0.1, 4: 1.0, 2: 4.0, FP32: 0.0}[b] for n, b in setting.items())
+
+    def drift(self, setting: dict[str, int]) -> float:
+        self._drifts[tuple(sorted(setting.items()))] = None
+        return self.loss(setting)
+
+    def measure(self, setting: dict[str, int], label: str, drift: float | None = None) -> QuantMeasurement:
+        record = QuantMeasurement(label, dict(setting), 90.0 - self.loss(setting), self.bytes_of(setting), drift, 0.0)
+        self.records.append(record)
+        return record
+
+
+@pytest.fixture(scope="module")
+def quantizer(small_models: dict) -> Quantizer:
+    return Quantizer(small_models["spikformer"])
+
+
+def costs_for(quantizer: Quantizer) -> dict[str, float]:
+    return {layer.name: (2.0 if i % 3 == 0 else 0.02) for i, layer in enumerate(quantizer.layers)}
+
+
+@pytest.mark.parametrize("search", [greedy, beam])
+def test_searches_honour_the_budget_and_the_gate_skips_candidates(quantizer: Quantizer, search) -> None:  # noqa: ANN001
+    costs = costs_for(quantizer)
+    executor = StubQuantExecutor(quantizer, costs)
+    result = search(executor, QuantBudget(90.0, 3.0), (8, 4, 2), lambda _m: None)
+    assert 90.0 - result.best.accuracy <= 3.0
+    assert executor.loss(result.bits) <= 3.0
+    assert executor.gated > 0  # candidates kept from a full evaluation
+    measured = {tuple(sorted(r.bits.items())) for r in executor.records}
+    assert len(measured) == len(executor.records)
+    # robust layers end at 2 bits, sensitive ones never reach 2 bits (4.0 x 2.0 = 8 points)
+    robust = [n for n, c in costs.items() if c < 1]
+    assert all(result.bits.get(n) == 2 for n in robust)
+    assert all(result.bits.get(n, FP32) != 2 for n, c in costs.items() if c > 1)
+
+
+def test_gated_greedy_matches_the_ungated_baseline_with_fewer_evaluations(quantizer: Quantizer) -> None:
+    costs = costs_for(quantizer)
+    gated, ungated = StubQuantExecutor(quantizer, costs), StubQuantExecutor(quantizer, costs)
+    budget = QuantBudget(90.0, 3.0)
+    fast = greedy(gated, budget, (8, 4, 2), lambda _m: None)
+    slow = exhaustive(ungated, budget, (8, 4, 2), lambda _m: None)
+    assert fast.best.param_bytes <= slow.best.param_bytes * 1.02
+    assert len(gated.records) * 3 < len(ungated.records)
+
+
+def test_real_greedy_on_a_small_model_keeps_agreement(small_models: dict) -> None:
+    model = small_models["spikformer"]
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    logits = logits_of(make_session(model), x)
+    target = logits.argmax(axis=1)
+    executor = QuantExecutor(Quantizer(model), Dataset(x, None), target, DriftProbe(model, x[:16]))
+    result = greedy(executor, QuantBudget(100.0, 5.0), (8, 4, 2), lambda _m: None)
+    chosen = executor.quantizer.apply(result.bits)
+    assert top1(predict(make_session(chosen), x)[model.graph.output[0].name], target) >= 95.0
+    assert param_bytes(chosen) < param_bytes(model)  # random weights flip spikes easily: only some layers go
+    assert len(executor.records) < 3 * len(quantizable_layers(model))
+
+
+def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict, tmp_path: Path) -> None:
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    rng = np.random.default_rng(4)
+    save_npz(tmp_path / "val.npz", Dataset(rng.standard_normal((120, 1, 28, 28)).astype(np.float32), None))
+    out = tmp_path / "q.onnx"
+    cmd = [
+        sys.executable,
+        "-m",
+        "svtprune.cli",
+        "quantize",
+        str(tmp_path / "m.onnx"),
+        "--data",
+        str(tmp_path / "val.npz"),
+    ]
+    run = subprocess.run([*cmd, "-o", str(out), "--max-accuracy-drop", "5", "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    for key in ("memory_saving", "accuracy_drop", "wall_seconds", "evaluations"):
+        assert key in report
+    assert report["compressed"]["param_bytes"] == param_bytes(onnx.load(out))
+    assert report["memory_saving"] > 0.1 and report["accuracy_drop"] <= 5
+    assert out.with_suffix(".report.html").read_text().count("<img") >= 2
+    assert json.loads(out.with_suffix(".plan.json").read_text())["bits"]
+    bad = subprocess.run([*cmd, "-o", str(tmp_path / "b.onnx"), "--bits", "8,3"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--bits" in bad.stderr
