@@ -112,6 +112,8 @@ def measure_energy(model: onnx.ModelProto, x: np.ndarray, batch: int = 64) -> En
     """Per-layer dense MACs, firing rates, SOPs and energy per image, averaged over ``x``."""
     nodes = _weighted_nodes(model)
     consts = set(constants_of(model))
+    # weights stored low-bit are DequantizeLinear outputs of constants: weights all the same, never spikes
+    stored = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in consts}
     wanted = [name for n in nodes for name in list(n.input[:2]) + [n.output[0]] if name not in consts]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -125,7 +127,7 @@ def measure_energy(model: onnx.ModelProto, x: np.ndarray, batch: int = 64) -> En
         run = dict(zip(wanted, session.run(wanted, {input_name: x[start : start + batch]}), strict=True))
         for node in nodes:
             inputs = [run.get(name, values.get(name)) for name in node.input[:2]]
-            side = _spike_side(node, inputs, consts | {input_name})
+            side = _spike_side(node, inputs, consts | stored | {input_name})
             spiking[node.name] &= side is not None
             probe = side if side is not None else inputs[0]
             sums[node.name] += (_macs(node, inputs, run[node.output[0]]), np.count_nonzero(probe), probe.size)
