@@ -134,6 +134,16 @@ def compress(
     reconstruct: Annotated[
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
     ] = True,
+    finetune_data: Annotated[
+        Path | None,
+        typer.Option(help="Training .npz (never the --data images): fine-tune the result from the original model."),
+    ] = None,
+    finetune_epochs: Annotated[int, typer.Option(help="Passes over --finetune-data.")] = 1,
+    finetune_lr: Annotated[float, typer.Option(help="AdamW peak learning rate of the fine-tuning.")] = 3e-4,
+    finetune_search_drop: Annotated[
+        float | None,
+        typer.Option(help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop)."),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -161,6 +171,10 @@ def compress(
                 force,
                 progress=lambda m: status.update(m),
                 reconstruct=reconstruct,
+                finetune_data=finetune_data,
+                finetune_epochs=finetune_epochs,
+                finetune_search_drop=finetune_search_drop,
+                finetune_lr=finetune_lr,
             )
         except ConstraintError as exc:
             if as_json and exc.report:
@@ -215,7 +229,13 @@ def _print_compress(report: dict, out: Path) -> None:
         f"{report['compressed']['param_bytes']:,}), accuracy {report['original']['accuracy']:.2f}% -> "
         f"{report['compressed']['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
         f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
-        f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
+        + (
+            f"fine-tuned on {report['finetune']['images']} images: held-out accuracy "
+            f"{report['finetune']['accuracy_before']:.2f}% -> {report['finetune']['accuracy_after']:.2f}%\n"
+            if "finetune" in report
+            else ""
+        )
+        + f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
     )
 
 

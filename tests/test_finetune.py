@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from svtprune.data import Dataset, save_npz
+from svtprune.data import Dataset, load_npz, save_npz
 from svtprune.finetune.convert import convert
 from svtprune.finetune.export import torch_logits, write_back
 from svtprune.finetune.train import TrainConfig, distill_loss, train
@@ -168,3 +168,122 @@ def test_cli_finetune(tuned: dict, small_models: dict, tmp_path: Path) -> None:
     )
     assert missing.returncode == 2 and "not found" in " ".join(missing.stderr.split())
     assert "Traceback" not in missing.stderr
+
+
+def run_ort(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def with_sharp_head(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The random model with its classifier bias zeroed and weight scaled by 10.
+
+    A random SViT's head bias dominates its logits (nearly the same for every input), which leaves
+    nothing to distil; this makes the teacher's logits depend on the input.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name for t in out.graph.initializer}
+    head = [n for n in out.graph.node if n.op_type == "MatMul" and n.input[1] in inits][-1]
+    bias = next(n for n in out.graph.node if n.op_type == "Add" and head.output[0] in n.input)
+    for tensor in out.graph.initializer:
+        value = onnx.numpy_helper.to_array(tensor)
+        if tensor.name == head.input[1]:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(value * 10, tensor.name))
+        elif tensor.name in bias.input:
+            tensor.CopyFrom(onnx.numpy_helper.from_array(np.zeros_like(value), tensor.name))
+    return out
+
+
+@pytest.fixture(scope="module")
+def compressed_pair(small_models: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """compress with the same search budget, without fine-tuning and with --finetune-data."""
+    from svtprune.search.compress import compress
+
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("compress_ft")
+    onnx.save(with_sharp_head(small_models["spikformer"]), folder / "model.onnx")
+    rng = np.random.default_rng(11)
+    save_npz(folder / "val.npz", Dataset(rng.standard_normal((120, 1, 28, 28)).astype(np.float32), None))
+    save_npz(folder / "train.npz", Dataset(rng.standard_normal((128, 1, 28, 28)).astype(np.float32), None))
+    common = {"method": "uniform", "calib": 60, "seed": 2}
+    plain = compress(folder / "model.onnx", folder / "val.npz", folder / "plain.onnx", 30.0, **common)
+    # default budget with fine-tuning: the search may lose FINETUNE_SEARCH_FACTOR (3) x 10 points, as plain's 30
+    tuned = compress(
+        folder / "model.onnx", folder / "val.npz", folder / "tuned.onnx", 10.0, **common,
+        finetune_data=folder / "train.npz", finetune_epochs=2, finetune_lr=3e-3,
+    )  # fmt: skip
+    return {"folder": folder, "plain": plain, "tuned": tuned}
+
+
+def test_compress_finetune_recovers_and_reports_before_and_after(compressed_pair: dict) -> None:
+    from svtprune.search.compress import split
+
+    folder, plain, tuned = compressed_pair["folder"], compressed_pair["plain"], compressed_pair["tuned"]
+    assert "finetune" not in plain and plain["memory_saving"] > 0
+    section = tuned["finetune"]
+    assert section["best_epoch"] > 0, section["history"]  # the teacher's signal was learnable here
+    # the same search budget gives the same plan; fine-tuning changes weights, never the graph
+    assert tuned["groups"] == plain["groups"] and tuned["memory_saving"] == plain["memory_saving"]
+    before, after = onnx.load(folder / "plain.onnx"), onnx.load(folder / "tuned.onnx")
+    assert [n.op_type for n in after.graph.node] == [n.op_type for n in before.graph.node]
+    old = {t.name: onnx.numpy_helper.to_array(t) for t in before.graph.initializer}
+    new = {t.name: onnx.numpy_helper.to_array(t) for t in after.graph.initializer}
+    assert {k: v.shape for k, v in old.items()} == {k: v.shape for k, v in new.items()}
+    assert any(not np.array_equal(old[k], new[k]) for k in old), "fine-tuning changed no weight"
+    assert section["accuracy_before"] == plain["compressed"]["accuracy"]  # the un-tuned model, same split
+    assert section["accuracy_after"] == tuned["compressed"]["accuracy"]
+    assert json.loads((folder / "tuned.report.json").read_text())["finetune"] == section
+    # independent oracle: ORT on the written files, against the original's decisions on the held-out split
+    sessions = {
+        name: ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        for name in ("model", "plain", "tuned")
+    }
+    held = split(load_npz(folder / "val.npz"), 60, 2)[1]
+    logits = {name: run_ort(session, held.x) for name, session in sessions.items()}
+    target = logits["model"].argmax(axis=1)
+    for name, report in (("plain", plain), ("tuned", tuned)):
+        agreement = 100.0 * float((logits[name].argmax(axis=1) == target).mean())
+        assert agreement == pytest.approx(report["compressed"]["accuracy"], abs=1e-3), name
+    # distillation lowered the training loss (measured with ORT on the training file, not by the trainer)
+    train_x = load_npz(folder / "train.npz").x
+    train_logits = {name: torch.from_numpy(run_ort(session, train_x)) for name, session in sessions.items()}
+    loss = {name: float(distill_loss(train_logits[name], train_logits["model"], 2.0)) for name in ("plain", "tuned")}
+    assert loss["tuned"] < loss["plain"], loss
+
+
+def test_compress_finetune_widens_the_search_budget(compressed_pair: dict) -> None:
+    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
+
+    plain, tuned = compressed_pair["plain"], compressed_pair["tuned"]
+    budget = SEARCH_SHARE_OF_BUDGET * 10.0 * FINETUNE_SEARCH_FACTOR
+    assert tuned["constraints"]["search_budget_points"] == pytest.approx(budget)
+    assert tuned["finetune"]["search_budget_points"] == pytest.approx(budget)
+    assert plain["constraints"]["search_budget_points"] == pytest.approx(budget)  # 0.8 x 30: the same search
+    assert tuned["constraints"]["max_accuracy_drop"] == 10.0 and tuned["accuracy_drop"] <= 10.0
+
+
+def test_compress_finetune_bad_input(compressed_pair: dict, tmp_path: Path) -> None:
+    from svtprune.errors import UserError
+    from svtprune.search.compress import compress
+
+    folder = compressed_pair["folder"]
+    save_npz(tmp_path / "wrong.npz", Dataset(np.zeros((4, 3, 32, 32), np.float32), None))
+    save_npz(tmp_path / "labels.npz", Dataset(np.zeros((4, 1, 28, 28), np.float32), np.array([0, 1, 2, 10])))
+    train = folder / "train.npz"
+    cases = [
+        ({"finetune_data": tmp_path / "wrong.npz"}, "3x32x32"),
+        ({"finetune_data": tmp_path / "labels.npz"}, "labels must lie in 0..9"),
+        ({"finetune_data": train, "finetune_epochs": 0}, "--finetune-epochs"),
+        ({"finetune_data": train, "finetune_lr": 0.0}, "--finetune-lr"),
+        ({"finetune_search_drop": 3.0}, "needs --finetune-data"),
+    ]
+    for extra, words in cases:
+        with pytest.raises(UserError, match=words.replace(".", r"\.")):
+            compress(folder / "model.onnx", folder / "val.npz", tmp_path / "x.onnx", **extra)
+    # through the command line: exit 2, one line, no traceback, nothing written
+    out = tmp_path / "x.onnx"
+    result = svtprune("compress", str(folder / "model.onnx"), "--data", str(folder / "val.npz"), "-o", str(out),
+                      "--finetune-data", str(tmp_path / "missing.npz"))  # fmt: skip
+    assert result.returncode == 2 and "not found" in " ".join(result.stderr.split()), result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) <= 3
+    assert not list(tmp_path.glob("x.*")), "nothing may be written on bad input"

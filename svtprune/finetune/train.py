@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -71,8 +72,14 @@ def train(
     config: TrainConfig,
     teacher_val: np.ndarray | None = None,
     progress: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Fine-tune ``module`` in place; on return it holds the best epoch's weights."""
+    """Fine-tune ``module`` in place; on return it holds the best epoch's weights.
+
+    ``log`` receives one-line status texts (every 10 steps and per epoch) for callers that
+    already own the terminal (``compress`` runs inside a status spinner, where a second live
+    progress bar is not allowed).
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -101,11 +108,17 @@ def train(
                 sums["loss"] += loss
                 sums["distill"] += distill
                 advance(f"loss {sums['loss'] / (step + 1):.4f}")
+                if log is not None and (step % 10 == 0 or step == steps - 1):
+                    log(f"fine-tuning epoch {epoch}/{config.epochs}: step {step + 1}/{steps}, "
+                        f"loss {sums['loss'] / (step + 1):.4f}")  # fmt: skip
         score = held_out(module, val, teacher_val, config.temperature)
         row = {key: value / steps for key, value in sums.items()}
         row.update(epoch=epoch, accuracy=score[0], val_distill=score[1], seconds=time.perf_counter() - epoch_start)
         result.history.append(row)
-        _say(progress, f"epoch {epoch}: loss {row['loss']:.4f} distill {row['distill']:.4f} held-out {score[0]:.2f}%")
+        summary = f"epoch {epoch}: loss {row['loss']:.4f} distill {row['distill']:.4f} held-out {score[0]:.2f}%"
+        _say(progress, summary)
+        if log is not None:
+            log(f"fine-tuning {summary}")
         if (score[0], -score[1]) > (best[0], -best[1]):  # accuracy first, ties go to the lower loss
             best, result.best_accuracy, result.best_epoch, best_state, stale = (
                 score,
