@@ -6,9 +6,16 @@ the *original* layer's output: min ||[X, 1] [W; b] - Y||² + ridge·||W||². Lay
 fitted in graph order, so each one sees inputs its re-fitted predecessors produce. Needs no
 labels and no gradients. Stride-1 convolutions (any kernel, via im2col), Gemm and 2-D MatMul
 weights are re-fitted.
+
+Searches build hundreds of candidates from one model, so the caller may pass caches: the
+original layers' outputs (computed once), and finished re-fits keyed by everything upstream of
+a layer (a layer whose inputs and kept outputs did not change gets the same weights back).
+Taps run only the part of the graph a tensor depends on.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 import numpy as np
 import onnx
@@ -18,25 +25,34 @@ from svtprune.evaluate import make_session, predict
 from svtprune.graph.analysis import constants_of
 
 
-def least_squares(x: np.ndarray, y: np.ndarray, ridge: float, bias: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Weights (out x in) and bias minimising ||x W^T + b - y||² + ridge·n·||W||² (ridge scaled by rows)."""
-    design = np.hstack([x, np.ones((len(x), 1))]) if bias else x
-    gram = design.T @ design
+def least_squares(
+    x: np.ndarray, y: np.ndarray, ridge: float, bias: bool, dtype: type = np.float64
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Weights (out x in) and bias minimising ||x W^T + b - y||² + ridge·n·||W||² (ridge scaled by rows).
+
+    ``dtype`` is the precision of the two big products (float32 halves their cost and is exact
+    for spike inputs, whose sums are small integers); the solve is always float64.
+    """
+    design = x.astype(dtype, copy=False)
+    if bias:
+        design = np.hstack([design, np.ones((len(design), 1), dtype)])
+    gram = (design.T @ design).astype(np.float64)
+    rhs = (design.T @ y.astype(dtype, copy=False)).astype(np.float64)
     penalty = ridge * np.trace(gram) / max(len(gram), 1) * np.eye(len(gram))
     if bias:
         penalty[-1, -1] = 0.0
     try:
-        solution = np.linalg.solve(gram + penalty, design.T @ y)
+        solution = np.linalg.solve(gram + penalty, rhs)
     except np.linalg.LinAlgError:  # dead inputs without a ridge: the minimum-norm solution
-        solution = np.linalg.lstsq(gram + penalty, design.T @ y, rcond=None)[0]
+        solution = np.linalg.lstsq(gram + penalty, rhs, rcond=None)[0]
     return (solution[:-1].T, solution[-1]) if bias else (solution.T, None)
 
 
 def _rows(value: np.ndarray, op: str) -> np.ndarray:
     """Features last, one row per (sample, position)."""
     if op == "Conv":
-        return np.moveaxis(value, 1, -1).reshape(-1, value.shape[1]).astype(np.float64)
-    return value.reshape(-1, value.shape[-1]).astype(np.float64)
+        return np.moveaxis(value, 1, -1).reshape(-1, value.shape[1])
+    return value.reshape(-1, value.shape[-1])
 
 
 def _patches(value: np.ndarray, kernel: tuple[int, ...], pads: list[int]) -> np.ndarray:
@@ -47,7 +63,7 @@ def _patches(value: np.ndarray, kernel: tuple[int, ...], pads: list[int]) -> np.
     windows = np.lib.stride_tricks.sliding_window_view(padded, kernel, axis=tuple(range(2, 2 + spatial)))
     # [N, C, *out, *kernel] -> [N, *out, C, *kernel]
     windows = np.moveaxis(windows, 1, 1 + spatial)
-    return windows.reshape(-1, value.shape[1] * int(np.prod(kernel))).astype(np.float64)
+    return windows.reshape(-1, value.shape[1] * int(np.prod(kernel)))
 
 
 def _conv_geometry(node: onnx.NodeProto, weight: np.ndarray) -> tuple[tuple[int, ...], list[int]] | None:
@@ -80,11 +96,20 @@ def reconstruct(
     layers: dict[str, np.ndarray | None],
     x: np.ndarray,
     ridge: float = 1e-3,
+    *,
+    targets: dict[str, np.ndarray] | None = None,
+    cache: dict[Hashable, tuple[np.ndarray, np.ndarray | None]] | None = None,
+    keys: dict[str, Hashable] | None = None,
+    max_rows: int | None = None,
+    gram_dtype: type = np.float64,
 ) -> onnx.ModelProto:
     """A copy of ``pruned`` whose layers are re-fitted to the original's outputs on ``x``.
 
     ``layers`` maps each layer to re-fit to the flags of its output channels that survived
     (None: all did), so targets are the original outputs of the channels still there.
+    ``targets`` (original outputs on ``x`` by tensor name) is filled in place as a cache;
+    ``cache``/``keys`` reuse a fit when ``keys[layer]`` was fitted before; ``max_rows``
+    fits on a seeded random subset of rows when a layer has more; ``gram_dtype`` see least_squares.
     """
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
@@ -93,38 +118,71 @@ def reconstruct(
     todo = [n.name for n in model.graph.node if n.name in layers and refittable(n, weights)]
     if not todo:
         return model
-    targets = _tap(original, [nodes[name].output[0] for name in todo], x)
+    targets = {} if targets is None else targets
+    missing = [nodes[name].output[0] for name in todo if nodes[name].output[0] not in targets]
+    if missing:
+        targets.update(_tap(original, missing, x))
     for name in todo:
         node = nodes[name]
-        inputs = _tap(model, [node.input[0]], x)[node.input[0]]
-        target = _rows(targets[node.output[0]], node.op_type)
-        if layers[name] is not None:
-            target = target[:, layers[name]]
-        if node.op_type == "Conv":
-            features = _patches(inputs, *_conv_geometry(node, weights[node.input[1]]))  # type: ignore[misc]
-        else:
-            features = _rows(inputs, node.op_type)
-        _refit(model, node, weights, features, target, ridge)
+        key = keys.get(name) if cache is not None and keys is not None else None
+        fit = cache.get(key) if cache is not None and key is not None else None
+        if fit is None:
+            inputs = _tap(model, [node.input[0]], x)[node.input[0]]
+            target = _rows(targets[node.output[0]], node.op_type)
+            if layers[name] is not None:
+                target = target[:, layers[name]]
+            if node.op_type == "Conv":
+                features = _patches(inputs, *_conv_geometry(node, weights[node.input[1]]))  # type: ignore[misc]
+            else:
+                features = _rows(inputs, node.op_type)
+            features, target = _subsample(features, target, max_rows)
+            fit = least_squares(features, target, ridge, node.op_type in ("Conv", "Gemm"), gram_dtype)
+            if cache is not None and key is not None:
+                cache[key] = fit
+        _install(model, node, weights, *fit)
         weights = constants_of(model)
     return model
 
 
+def _subsample(x: np.ndarray, y: np.ndarray, max_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """At most ``max_rows`` rows, the same ones from both (seeded, so a search stays repeatable)."""
+    if max_rows is None or len(x) <= max_rows:
+        return x, y
+    rows = np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))
+    return x[rows], y[rows]
+
+
 def _tap(model: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Values of ``names`` on ``x``, running only the nodes they depend on."""
+    feed = model.graph.input[0].name
+    wanted = [n for n in names if n != feed]
+    values = {n: x for n in names if n == feed}
+    if not wanted:
+        return values
+    producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
+    needed: set[int] = set()
+    stack = list(wanted)
+    while stack:
+        index = producer.get(stack.pop())
+        if index is None or index in needed:
+            continue
+        needed.add(index)
+        stack.extend(i for i in model.graph.node[index].input if i)
     tapped = onnx.ModelProto()
     tapped.CopyFrom(model)
-    existing = {o.name for o in tapped.graph.output}
-    for name in names:
-        if name not in existing:
-            tapped.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    return predict(make_session(tapped), x, outputs=names)
+    kept = [node for i, node in enumerate(model.graph.node) if i in needed]
+    del tapped.graph.node[:]
+    tapped.graph.node.extend(kept)
+    del tapped.graph.output[:]
+    for name in wanted:
+        tapped.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    values.update(predict(make_session(tapped), x, outputs=wanted))
+    return values
 
 
-def _refit(
-    model: onnx.ModelProto, node: onnx.NodeProto, weights: dict, x: np.ndarray, y: np.ndarray, ridge: float
-) -> None:
+def _install(model: onnx.ModelProto, node: onnx.NodeProto, weights: dict, w: np.ndarray, b: np.ndarray | None) -> None:
+    """Put a fitted (out x in) matrix and bias back in the layer's own layout and dtype."""
     weight = weights[node.input[1]]
-    has_bias = node.op_type in ("Conv", "Gemm")
-    w, b = least_squares(x, y, ridge, bias=has_bias)
     new_weight = w.reshape(weight.shape) if node.op_type == "Conv" else w.T
     _replace(model, node, 1, new_weight.astype(weight.dtype), f"{node.name}_refit_w")
     if b is not None:

@@ -18,7 +18,7 @@ class StubExecutor(Executor):
         super().__init__(analysis, group_scores(analysis), None, None, 1_000_000)  # type: ignore[arg-type]
         self.costs = costs
 
-    def measure(self, ratios: dict[str, float], label: str) -> Measurement:
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
         accuracy = 90.0 - sum(self.costs[name] * rate for name, rate in ratios.items())
         kept_bytes = self.original_bytes * (1 - 0.1 * sum(ratios.values()))
         record = Measurement(label, dict(ratios), accuracy, int(kept_bytes), 0.0)
@@ -82,3 +82,82 @@ def test_real_executor_measures_pruned_models(analysis, images: np.ndarray) -> N
     full = executor.measure({}, "none")
     half = executor.measure({g.name: 0.5 for g in analysis.prunable_groups}, "half")
     assert half.param_bytes < full.param_bytes
+
+
+def test_fit_keys_follow_the_graph_upstream() -> None:
+    """A layer's cached fit depends on the groups at or above it, never on groups below it."""
+    from svtprune.search.executor import upstream_groups
+    from tests.model_builders import parse_with_weights
+
+    text = """
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[N, 3, 4, 4] x) => (float[N, 2, 4, 4] y) {
+        a = Conv(x, w1)
+        b = Conv(a, w2)
+        y = Conv(b, w3)
+    }"""
+    rng = np.random.default_rng(0)
+    model = parse_with_weights(
+        text,
+        {
+            "w1": rng.standard_normal((4, 3, 1, 1)),
+            "w2": rng.standard_normal((5, 4, 1, 1)),
+            "w3": rng.standard_normal((2, 5, 1, 1)),
+        },
+    )
+    chain = analyze(model)
+    first, second = (g.name for g in chain.prunable_groups)  # channels of a, channels of b
+    conv1, conv2, conv3 = (n.name for n in chain.model.graph.node if n.op_type == "Conv")
+    upstream = upstream_groups(chain)
+    assert upstream[conv1] == [first]  # its own output channels
+    assert sorted(upstream[conv2]) == sorted([first, second])
+    assert sorted(upstream[conv3]) == sorted([first, second])
+
+
+def test_screen_is_the_paired_estimate_of_the_full_split(analysis, images: np.ndarray) -> None:  # noqa: ANN001
+    """Screened accuracy = full-split accuracy of the original + (candidate - original) on the subset."""
+    from svtprune.data import Dataset
+    from svtprune.evaluate import logits_of, make_session
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([images] * 4) + 0.3 * rng.standard_normal((20, *images.shape[1:])).astype(np.float32)
+    labels = rng.integers(0, 10, len(x))
+    executor = Executor(analysis, group_scores(analysis), Dataset(x, labels), labels, 10**6, screen_images=8)
+    ratios = {g.name: 0.5 for g in analysis.prunable_groups}
+    builds = []
+    build = executor.build
+    executor.build = lambda r: builds.append(r) or build(r)  # type: ignore[method-assign]
+    record = executor.measure(ratios, "half", screen=True)
+    rows = executor.screen_index()
+    assert record.images == 8 and len(rows) == 8
+    original = logits_of(make_session(analysis.model), x).argmax(axis=1) == labels
+    candidate = logits_of(make_session(build(ratios)), x[rows]).argmax(axis=1) == labels[rows]
+    expected = 100 * (original.mean() + candidate.mean() - original[rows].mean())
+    assert record.accuracy == pytest.approx(expected)
+    full = executor.measure(ratios, "half")
+    assert len(builds) == 1  # the full measurement reused the screened model
+    assert full.images == len(x) and full.accuracy == pytest.approx(
+        100 * (logits_of(make_session(build(ratios)), x).argmax(axis=1) == labels).mean()
+    )
+
+
+def test_primesvt_screens_before_it_confirms(analysis) -> None:  # noqa: ANN001
+    """A step whose screen is hopeless is never measured on the whole split; kept steps always are."""
+    names = sorted(sizes(analysis), key=lambda n: -sizes(analysis)[n])
+    executor = StubExecutor(analysis, {name: 1.0 for name in names})
+    primesvt(executor, Budget(90.0, 2.05), lambda _m: None)
+    screened = [r.label.removesuffix(" (screen)") for r in executor.records if r.label.endswith("(screen)")]
+    full = [r.label for r in executor.records if r.label.startswith("prioritized") and "(screen)" not in r.label]
+    assert all(label in screened for label in full)  # nothing confirmed without a screen first
+    # the stub's screen is exact, so only the steps inside the budget were confirmed
+    assert all(90.0 - r.accuracy <= 2.05 for r in executor.records if r.label in full)
+
+
+def test_primesvt_bisects_each_groups_rate(analysis) -> None:  # noqa: ANN001
+    """Third group: 0.8 fails, then bisection 0.4 (pass), 0.6, 0.5 (fail): 4 tries, not 5; only 0.4 is confirmed."""
+    names = sorted(sizes(analysis), key=lambda n: -sizes(analysis)[n])
+    executor = StubExecutor(analysis, {name: 1.0 for name in names})
+    primesvt(executor, Budget(90.0, 2.05), lambda _m: None)
+    third = [r for r in executor.records if r.label.startswith(f"prioritized {names[2]}")]
+    assert [r.ratios[names[2]] for r in third if "(screen)" in r.label] == pytest.approx([0.8, 0.4, 0.6, 0.5])
+    assert [r.ratios[names[2]] for r in third if "(screen)" not in r.label] == pytest.approx([0.4])

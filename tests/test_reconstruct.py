@@ -25,6 +25,17 @@ def test_least_squares_equals_numpy_lstsq() -> None:
     np.testing.assert_allclose(b, reference[-1], atol=1e-9)
 
 
+def test_float32_products_match_float64_on_spike_inputs() -> None:
+    """Spike features (0/1): float32 sums of up to 2^24 rows are exact, so the fit is the float64 one."""
+    rng = np.random.default_rng(1)
+    x = (rng.random((20000, 40)) < 0.2).astype(np.float32)
+    y = x @ rng.standard_normal((40, 5)) + 0.1 * rng.standard_normal((20000, 5))
+    w64, b64 = least_squares(x, y, ridge=1e-3, bias=True)
+    w32, b32 = least_squares(x, y, ridge=1e-3, bias=True, dtype=np.float32)
+    np.testing.assert_allclose(w32, w64, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b32, b64, rtol=1e-4, atol=1e-5)
+
+
 def two_convs(kernel: int) -> onnx.ModelProto:
     pad = kernel // 2
     text = f"""
@@ -74,3 +85,46 @@ def test_refit_matches_lstsq_on_the_pruned_inputs(kernel: int) -> None:
     # and the re-fitted model is closer to the original than plain surgery
     original = run(analysis.model, x)["y"]
     assert np.abs(run(fitted, x)["y"] - original).mean() < np.abs(run(pruned, x)["y"] - original).mean()
+
+
+def test_subsampled_fit_recovers_exact_weights_when_pruned_inputs_were_dead() -> None:
+    """Removed channels that fed the consumer with zero weights: the pruned model can be exact, so a fit
+    on any subset of rows must reproduce the original outputs on every row (it would not if features
+    and targets were drawn from different rows). Outputs, not weights: a ReLU channel may be dead."""
+    model = two_convs(3)
+    analysis = analyze(model)
+    kept = [0, 2, 3, 6]
+    dead = [c for c in range(8) if c not in kept]
+    w2 = next(t for t in analysis.model.graph.initializer if t.name == "w2")
+    weights = numpy_helper.to_array(w2).copy()
+    weights[:, dead] = 0.0
+    w2.CopyFrom(numpy_helper.from_array(weights, "w2"))
+    pruned = prune(analysis, Plan({analysis.groups[0].name: kept}))
+    x = np.random.default_rng(3).standard_normal((16, 3, 6, 6)).astype(np.float32)
+    consumer = analysis.model.graph.node[-1].name
+    fitted = reconstruct(analysis.model, pruned, {consumer: None}, x, ridge=0.0, max_rows=100)  # of 576 rows
+    original = run(analysis.model, x)["y"]
+    np.testing.assert_allclose(run(fitted, x)["y"], original, atol=1e-3)
+    assert np.abs(original).mean() > 0.1
+
+
+def test_cached_fit_is_reused_only_under_its_key() -> None:
+    model = two_convs(1)
+    analysis = analyze(model)
+    pruned = prune(analysis, Plan({analysis.groups[0].name: [0, 2, 3, 6]}))
+    consumer = analysis.model.graph.node[-1].name
+    rng = np.random.default_rng(4)
+    x1, x2 = (rng.standard_normal((8, 3, 6, 6)).astype(np.float32) for _ in range(2))
+
+    def weight(m: onnx.ModelProto) -> np.ndarray:
+        return next(numpy_helper.to_array(t) for t in m.graph.initializer if t.name.endswith("refit_w"))
+
+    cache: dict = {}
+    first = weight(reconstruct(analysis.model, pruned, {consumer: None}, x1, cache=cache, keys={consumer: "a"}))
+    fresh_on_x2 = weight(reconstruct(analysis.model, pruned, {consumer: None}, x2))
+    assert not np.allclose(first, fresh_on_x2)
+    # same key: the fit made on x1 comes back, whatever the images; another key: fitted anew on x2
+    same_key = weight(reconstruct(analysis.model, pruned, {consumer: None}, x2, cache=cache, keys={consumer: "a"}))
+    other_key = weight(reconstruct(analysis.model, pruned, {consumer: None}, x2, cache=cache, keys={consumer: "b"}))
+    np.testing.assert_array_equal(same_key, first)
+    np.testing.assert_array_equal(other_key, fresh_on_x2)

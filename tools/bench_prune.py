@@ -2,14 +2,18 @@
 
     python tools/bench_prune.py models/reference/spikformer_fmnist.onnx --drops 1.0 3.0
 Prints one markdown row per (method, budget) and saves every report under --keep (optional).
+Evaluations are counted as full (whole search split) + screens (the screening subset); CPU
+seconds (all threads) are printed beside wall seconds because the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,30 +31,44 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["uniform", "psvit", "primesvt"])
     parser.add_argument("--no-reconstruct", action="store_true")
     parser.add_argument("--keep", type=Path, default=None, help="folder to keep the reports in")
+    parser.add_argument("--data", type=Path, default=VAL)
     args = parser.parse_args()
     print(
-        "| method | max drop | memory saved | accuracy (held-out) | without recovery | drop | evaluations | "
-        "wall s | ORT b1 ms | ORT b64 ms |"
+        "| model | method | max drop | memory saved | accuracy (held-out) | without recovery | drop | "
+        "evaluations (full + screen) | wall s | CPU s | load avg | ORT b1 ms | ORT b64 ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for drop in args.drops:
         for method in args.methods:
+            load = os.getloadavg()[0]
+            cpu = time.process_time()
             with tempfile.TemporaryDirectory() as folder:
                 out = Path(folder) / f"{method}_{drop}.onnx"
                 try:
                     report = compress(
-                        args.model, VAL, out, max_accuracy_drop=drop, method=method, reconstruct=not args.no_reconstruct
+                        args.model,
+                        args.data,
+                        out,
+                        max_accuracy_drop=drop,
+                        method=method,
+                        reconstruct=not args.no_reconstruct,
                     )
                 except ConstraintError as exc:
                     report = exc.report or {}
-                if args.keep:
-                    args.keep.mkdir(parents=True, exist_ok=True)
-                    (args.keep / f"{method}_{drop}.report.json").write_text(json.dumps(report, indent=1))
+            cpu = time.process_time() - cpu
+            if args.keep:
+                args.keep.mkdir(parents=True, exist_ok=True)
+                name = f"{args.model.stem}_{method}_{drop}.report.json"
+                (args.keep / name).write_text(json.dumps(report, indent=1))
             o, c = report["original"], report["compressed"]
+            full_size = report["data"]["search_images"]
+            screens = sum(1 for e in report["evaluations"] if e.get("images", full_size) < full_size)
             print(
-                f"| {method} | {drop} | {report['memory_saving']:.1%} | {o['accuracy']:.2f} -> {c['accuracy']:.2f} | "
+                f"| {args.model.stem} | {method} | {drop} | {report['memory_saving']:.1%} | "
+                f"{o['accuracy']:.2f} -> {c['accuracy']:.2f} | "
                 f"{c.get('accuracy_without_reconstruction', c['accuracy']):.2f} | {report['accuracy_drop']:.2f} | "
-                f"{len(report['evaluations'])} | {report['wall_seconds']:.0f} | "
+                f"{len(report['evaluations']) - screens} + {screens} | {report['wall_seconds']:.0f} | {cpu:.0f} | "
+                f"{load:.1f} | "
                 f"{o['latency_ms_b1']:.2f} -> {c['latency_ms_b1']:.2f} | "
                 f"{o['latency_ms_b64']:.1f} -> {c['latency_ms_b64']:.1f} |",
                 flush=True,

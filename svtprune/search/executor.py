@@ -2,18 +2,24 @@
 
 Policies never edit graphs themselves; they hand plans to ``Executor.measure`` and read
 back accuracy and bytes. Every measurement is recorded for the report.
+
+Speed: a policy may ask for a *screen* (a fixed, seeded subset of the search split, scored as
+the paired difference to the original model on the same images, so the estimate is of the
+full-split accuracy) before paying for a full measurement. Re-fits are cached: the original
+layers' outputs once per search, and each layer's fit under the plan of everything upstream.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.evaluate import logits_of, make_session, top1
+from svtprune.evaluate import logits_of, make_session
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
@@ -28,6 +34,8 @@ class Measurement:
     accuracy: float
     param_bytes: int
     seconds: float
+    images: int = 0  # how many images scored it (a screen uses fewer than the search split)
+    stderr: float = 0.0  # points: standard error of a screen's estimate (0 for a full measurement)
 
     def to_dict(self) -> dict:
         return {
@@ -36,6 +44,8 @@ class Measurement:
             "accuracy": round(self.accuracy, 3),
             "param_bytes": self.param_bytes,
             "seconds": round(self.seconds, 3),
+            "images": self.images,
+            "stderr": round(self.stderr, 3),
         }
 
 
@@ -50,6 +60,15 @@ class Executor:
     original_bytes: int
     records: list[Measurement] = field(default_factory=list)
     calibration: np.ndarray | None = None  # images for least-squares recovery; None turns it off
+    screen_images: int = 500  # size of the screening subset (used when the split has twice as many)
+    max_rows: int | None = 32768  # rows per fit: all 25,088 of a block layer, 1/12 of a stem conv
+    original_logits: np.ndarray | None = None  # the unpruned model on ``data``, if the caller has it already
+    _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _fits: dict[Hashable, tuple] = field(default_factory=dict, repr=False)
+    _upstream: dict[str, list[str]] | None = field(default=None, repr=False)
+    _reference: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cached_for: np.ndarray | None = field(default=None, repr=False)
+    _last: tuple | None = field(default=None, repr=False)  # (plan key, model, image -> correct, calibration)
 
     def plan_for(self, ratios: dict[str, float]) -> Plan:
         plan = Plan(meta={"ratios": {k: v for k, v in ratios.items() if v > 0}})
@@ -71,15 +90,95 @@ class Executor:
         for member in self.analysis.members:
             if member.role == "source" and member.node in layers:
                 layers[member.node] = atom_keep[member.ids]
-        return reconstruct(self.analysis.model, model, layers, self.calibration)
+        if self._cached_for is not self.calibration:  # another calibration set: the caches do not apply
+            self._targets.clear()
+            self._fits.clear()
+            self._cached_for = self.calibration
+        keys = {name: self._fit_key(name, plan) for name in layers}
+        return reconstruct(
+            self.analysis.model,
+            model,
+            layers,
+            self.calibration,
+            targets=self._targets,
+            cache=self._fits,
+            keys=keys,
+            max_rows=self.max_rows,
+            gram_dtype=np.float32,
+        )
 
-    def measure(self, ratios: dict[str, float], label: str) -> Measurement:
+    def _fit_key(self, layer: str, plan: Plan) -> Hashable:
+        """Everything a layer's fit depends on: the kept channels of every group at or above it."""
+        if self._upstream is None:
+            self._upstream = upstream_groups(self.analysis)
+        return (layer, tuple((g, tuple(int(k) for k in plan.kept[g])) for g in self._upstream.get(layer, [])))
+
+    def screen_index(self) -> np.ndarray | None:
+        """The screening subset (seeded, sorted), or None when the split is too small to bother."""
+        if len(self.data) < 2 * self.screen_images:
+            return None
+        chosen = np.random.default_rng(0).choice(len(self.data), self.screen_images, replace=False)
+        return np.sort(chosen)
+
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+        """Accuracy on the search split, or with ``screen`` its paired estimate from the subset.
+
+        A full measurement right after a screen of the same plan reuses the built model and the
+        screened images' predictions, so screening first costs nothing when the step survives.
+        """
         started = time.perf_counter()
-        model = self.build(ratios)
-        accuracy = top1(logits_of(make_session(model), self.data.x), self.target)
-        record = Measurement(label, dict(ratios), accuracy, param_bytes(model), time.perf_counter() - started)
+        key = tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
+        if self._last is not None and self._last[0] == key and self._last[3] is self.calibration:
+            model, known = self._last[1], self._last[2]
+        else:
+            model, known = self.build(ratios), {}
+        rows = self.screen_index() if screen else None
+        wanted = np.arange(len(self.data)) if rows is None else rows
+        missing = np.setdiff1d(wanted, np.fromiter(known, dtype=np.int64, count=len(known)))
+        if len(missing):
+            session = make_session(model)
+            hits = logits_of(session, self.data.x[missing]).argmax(axis=1) == self.target[missing]
+            known.update(zip(missing.tolist(), hits.tolist(), strict=True))
+        self._last = (key, model, known, self.calibration)
+        correct = np.array([known[i] for i in wanted.tolist()], dtype=np.float64)
+        accuracy, stderr = 100.0 * float(correct.mean()), 0.0
+        if rows is not None:  # paired with the original on the same images: far less noise than two samples
+            reference = self._original_correct()
+            change = correct - reference[rows]
+            accuracy = 100.0 * float(reference.mean() + change.mean())
+            stderr = 100.0 * float(change.std() / np.sqrt(len(rows)))
+        record = Measurement(
+            label, dict(ratios), accuracy, param_bytes(model), time.perf_counter() - started, len(wanted), stderr
+        )
         self.records.append(record)
         return record
 
+    def _original_correct(self) -> np.ndarray:
+        if "correct" not in self._reference:
+            logits = self.original_logits
+            if logits is None:
+                logits = logits_of(make_session(self.analysis.model), self.data.x)
+            self._reference["correct"] = (logits.argmax(axis=1) == self.target).astype(np.float64)
+        return self._reference["correct"]
+
     def saving(self, record: Measurement) -> float:
         return 1.0 - record.param_bytes / self.original_bytes
+
+
+def upstream_groups(analysis: Analysis) -> dict[str, list[str]]:
+    """For each node, the groups with a member at that node or any node it depends on."""
+    nodes = analysis.model.graph.node
+    producer = {out: node.name for node in nodes for out in node.output}
+    at_node: dict[str, set[str]] = {}
+    for group in analysis.groups:
+        for member in group.members:
+            at_node.setdefault(member.node, set()).add(group.name)
+    above: dict[str, set[str]] = {}
+    for node in nodes:  # topological order: every producer is done before its consumers
+        groups = set(at_node.get(node.name, ()))
+        for name in node.input:
+            if name in producer:
+                groups |= above[producer[name]]
+        above[node.name] = groups
+    prunable = {g.name for g in analysis.prunable_groups}
+    return {name: sorted(groups & prunable) for name, groups in above.items()}

@@ -3,6 +3,12 @@
 Every policy returns the per-group pruning ratios it settled on and the sensitivity curves
 it measured (for the report). The accuracy budget is checked on the search split only; the
 final number comes from a held-out split in ``compress``.
+
+Cost control: sensitivity scans run on the executor's screening subset over a coarse rate grid
+(``SCAN_RATES``, plus 0.1 when 0.2 already fails), and every step a policy would keep is first
+screened and then confirmed on the whole search split (on the same built model); a screen only
+rejects a step when its estimate misses the budget by more than one standard error. PrimeSVT's
+per-group step takes the top rate or bisects the fine grid below the scan's first failure.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass, field
 from svtprune.search.executor import Executor, Measurement
 
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+SCAN_RATES = (0.2, 0.4, 0.6, 0.8)  # the scan's grid; the fine grid is tried only where it matters
 Progress = Callable[[str], None]
 
 
@@ -25,6 +32,10 @@ class Budget:
     def accepts(self, record: Measurement) -> bool:
         return self.baseline - record.accuracy <= self.max_drop
 
+    def plausible(self, record: Measurement) -> bool:
+        """A screen's estimate could still be within budget (one standard error of slack)."""
+        return self.baseline - record.accuracy - record.stderr <= self.max_drop
+
     def memory_met(self, executor: Executor, record: Measurement | None) -> bool:
         return self.min_saving is not None and record is not None and executor.saving(record) >= self.min_saving
 
@@ -36,6 +47,14 @@ class SearchResult:
     sensitivity: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)  # rate, acc, bytes
 
 
+def confirmed(executor: Executor, budget: Budget, ratios: dict[str, float], label: str) -> Measurement | None:
+    """Screen a step, then measure it on the whole search split; the full record if it is within budget."""
+    if not budget.plausible(executor.measure(ratios, f"{label} (screen)", screen=True)):
+        return None
+    record = executor.measure(ratios, label)
+    return record if budget.accepts(record) else None
+
+
 def uniform(executor: Executor, budget: Budget, progress: Progress) -> SearchResult:
     """The largest single ratio every group can take (binary search over the rate grid)."""
     names = [g.name for g in executor.analysis.prunable_groups]
@@ -43,8 +62,8 @@ def uniform(executor: Executor, budget: Budget, progress: Progress) -> SearchRes
     while low <= high:
         middle = (low + high) // 2
         progress(f"uniform ratio {RATES[middle]:.1f}")
-        record = executor.measure({n: RATES[middle] for n in names}, f"uniform {RATES[middle]:.1f}")
-        if budget.accepts(record):
+        record = confirmed(executor, budget, {n: RATES[middle] for n in names}, f"uniform {RATES[middle]:.1f}")
+        if record is not None:
             best, low = record, middle + 1
         else:
             high = middle - 1
@@ -60,33 +79,73 @@ def _group_order(executor: Executor) -> list[str]:
 
 def _robustness(
     executor: Executor, budget: Budget, progress: Progress, base: dict[str, float], rates: tuple[float, ...]
-) -> dict[str, list[tuple[float, float, int]]]:
-    """Each group alone (on top of ``base``) at rising rates, until the budget breaks."""
+) -> tuple[dict[str, list[tuple[float, float, int]]], dict[str, float]]:
+    """Each group alone (on top of ``base``) at rising rates, screened, until the budget breaks.
+
+    Returns the curves and, per group, the first rate whose screen failed (inf if none did).
+    When the first rate already fails, the next finer rate below it is tried too, so that a
+    fragile but large group (the residual stream) still gets a small step.
+    """
     curves: dict[str, list[tuple[float, float, int]]] = {}
-    for name in _group_order(executor):
-        curves[name] = []
+    ceilings: dict[str, float] = {}
+    for name in _group_order(executor) if rates else []:
+        curves[name], ceilings[name] = [], float("inf")
         for rate in rates:
             progress(f"sensitivity {name} @ {rate:.1f}")
-            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}")
+            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True)
             curves[name].append((rate, record.accuracy, record.param_bytes))
-            if not budget.accepts(record):
+            if not budget.plausible(record):
+                ceilings[name] = rate
                 break
-    return curves
+        finer = [r for r in RATES if base.get(name, 0.0) < r < rates[0]]
+        if ceilings[name] == rates[0] and finer:
+            rate = finer[-1]
+            progress(f"sensitivity {name} @ {rate:.1f}")
+            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True)
+            curves[name].insert(0, (rate, record.accuracy, record.param_bytes))
+            if not budget.plausible(record):
+                ceilings[name] = rate
+    return curves, ceilings
+
+
+def _highest_passing(
+    executor: Executor, budget: Budget, progress: Progress, current: dict[str, float], name: str, rates: list[float]
+) -> Measurement | None:
+    """The highest of ``rates`` (ascending) that keeps the budget on top of ``current``.
+
+    The top rate first (robust groups take it in one step), then bisection, trusting that
+    accuracy falls with the rate: about log2(len(rates)) + 1 measurements instead of len(rates).
+    """
+
+    def attempt(index: int) -> Measurement | None:
+        progress(f"prioritized {name} @ {rates[index]:.1f}")
+        return confirmed(executor, budget, {**current, name: rates[index]}, f"prioritized {name} {rates[index]:.1f}")
+
+    if not rates:
+        return None
+    best = attempt(len(rates) - 1)
+    if best is not None:
+        return best
+    low, high = -1, len(rates) - 1  # rates[high] fails; rates[low] passes (-1: none known)
+    while high - low > 1:
+        middle = (low + high) // 2
+        record = attempt(middle)
+        if record is not None:
+            best, low = record, middle
+        else:
+            high = middle
+    return best
 
 
 def primesvt(executor: Executor, budget: Budget, progress: Progress) -> SearchResult:
     """PrimeSVT: robustness per group, then compress largest group first while accuracy holds."""
-    curves = _robustness(executor, budget, progress, {}, RATES)
+    curves, ceilings = _robustness(executor, budget, progress, {}, SCAN_RATES)
     current: dict[str, float] = {}
     best: Measurement | None = None
     for name in _group_order(executor):
-        passing = [rate for rate, acc, _ in curves[name] if budget.baseline - acc <= budget.max_drop]
-        for rate in sorted(passing, reverse=True):
-            progress(f"prioritized {name} @ {rate:.1f}")
-            record = executor.measure({**current, name: rate}, f"prioritized {name} {rate:.1f}")
-            if budget.accepts(record):
-                current, best = dict(record.ratios), record
-                break
+        record = _highest_passing(executor, budget, progress, current, name, [r for r in RATES if r < ceilings[name]])
+        if record is not None:
+            current, best = dict(record.ratios), record
         if budget.memory_met(executor, best):
             break
     return SearchResult(current, best, curves)
@@ -98,7 +157,8 @@ def psvit(executor: Executor, budget: Budget, progress: Progress) -> SearchResul
     start = uniform(executor, half, progress)
     base = dict(start.ratios)
     floor = max(base.values(), default=0.0)
-    curves = _robustness(executor, budget, progress, base, tuple(r for r in RATES if r > floor))
+    rates = tuple(r for r in SCAN_RATES if r > floor)
+    curves, _ceilings = _robustness(executor, budget, progress, base, rates)
     current, best = dict(base), start.best
 
     # most bytes per point of accuracy first, each group stepping up its measured rates
@@ -113,8 +173,8 @@ def psvit(executor: Executor, budget: Budget, progress: Progress) -> SearchResul
         if rate <= current.get(name, 0.0):
             continue
         progress(f"fine-grained {name} @ {rate:.1f}")
-        record = executor.measure({**current, name: rate}, f"fine-grained {name} {rate:.1f}")
-        if budget.accepts(record):
+        record = confirmed(executor, budget, {**current, name: rate}, f"fine-grained {name} {rate:.1f}")
+        if record is not None:
             current, best = dict(record.ratios), record
         if budget.memory_met(executor, best):
             break
