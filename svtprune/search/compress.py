@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import ConstraintError, UserError
@@ -23,6 +24,7 @@ from svtprune.search.executor import Executor
 from svtprune.search.policies import POLICIES, Budget
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
+FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
 
 
 def split(data: Dataset, calib: int | None, seed: int) -> tuple[Dataset, Dataset]:
@@ -47,9 +49,16 @@ def compress(
     progress: Callable[[str], None] | None = None,
     reconstruct: bool = True,
     calibration_images: int = 128,
+    finetune_data: str | Path | None = None,
+    finetune_epochs: int = 1,
+    finetune_search_drop: float | None = None,
+    finetune_lr: float = 3e-4,
 ) -> dict:
     """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
 
+    With ``finetune_data`` (training images, never the evaluation data), the search may lose
+    ``finetune_search_drop`` points (default FINETUNE_SEARCH_FACTOR x the budget); the chosen model is then
+    distilled from the original before the held-out check, which applies to the fine-tuned model.
     Raises ConstraintError (carrying the report) when the constraints cannot be met; then nothing is written.
     """
     started = time.perf_counter()
@@ -65,6 +74,7 @@ def compress(
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search, held = split(load_npz(data_path), calib, seed)
+    tune_data = _finetune_inputs(original, search, finetune_data, finetune_epochs, finetune_search_drop, finetune_lr)
     say("analysing the graph")
     analysis = analyze(original)
     if not analysis.prunable_groups:
@@ -86,7 +96,10 @@ def compress(
         calibration=calibration,
         original_logits=base_logits["search"],
     )
-    budget = Budget(baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop, min_memory_saving)
+    search_drop = max_accuracy_drop
+    if tune_data is not None:
+        search_drop = finetune_search_drop if finetune_search_drop is not None else FINETUNE_SEARCH_FACTOR * search_drop
+    budget = Budget(baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop, min_memory_saving)
     result = POLICIES[method](executor, budget, say)
     say("measuring the chosen model on the held-out split")
     plan = executor.plan_for(result.ratios)
@@ -99,7 +112,23 @@ def compress(
         executor.calibration = None
         without = top1(logits_of(make_session(executor.build(result.ratios)), held.x), targets["held"])
         executor.calibration = calibration
+    finetune = None
+    if tune_data is not None:  # the search split picks the best epoch; the held-out split stays unseen
+        from svtprune.finetune.recover import finetune_model
+
+        final, finetune = finetune_model(
+            final, base_session, tune_data, search, finetune_epochs, seed, finetune_lr, log=say
+        )
+        final_session = make_session(final)
+        finetune["data"] = str(finetune_data)
+        finetune["search_budget_points"] = budget.max_drop
+        finetune["accuracy_before"] = round(held_accuracy, 3)
+        held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
+        finetune["accuracy_after"] = round(held_accuracy, 3)
+        plan.meta["finetuned"] = {"data": str(finetune_data), "epochs": finetune_epochs}
     report = _report(locals())
+    if finetune is not None:
+        report["finetune"] = finetune
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     save_model(final, out, force=True)
@@ -112,6 +141,25 @@ def compress(
 
     write_reports(report, out)
     return report
+
+
+def _finetune_inputs(
+    model: onnx.ModelProto, search: Dataset, path: str | Path | None, epochs: int, search_drop: float | None, lr: float
+) -> Dataset | None:
+    """The fine-tuning data, checked before the search so a bad file fails in seconds, not after it."""
+    if path is None:
+        if search_drop is not None:
+            raise UserError("--finetune-search-drop needs --finetune-data")
+        return None
+    if search_drop is not None and search_drop < 0:
+        raise UserError("--finetune-search-drop must be >= 0")
+    if not lr > 0:
+        raise UserError(f"--finetune-lr must be > 0, got {lr}")
+    from svtprune.finetune.recover import load_training_data
+
+    shape = model.graph.output[0].type.tensor_type.shape.dim
+    classes = shape[-1].dim_value if shape and shape[-1].dim_value > 0 else 2**31
+    return load_training_data(path, search, classes, epochs)
 
 
 def _report(ctx: dict) -> dict:
