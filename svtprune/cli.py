@@ -144,6 +144,14 @@ def compress(
         float | None,
         typer.Option(help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop)."),
     ] = None,
+    quantize: Annotated[
+        str, typer.Option(help="After pruning, choose weight bits per layer (AQ4SViT): none, greedy or beam.")
+    ] = "none",
+    bits: Annotated[str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.")] = "8,4,2",
+    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --quantize beam.")] = 4,
+    prune_share: Annotated[
+        float, typer.Option(help="With --quantize: share of the accuracy budget pruning may use first.")
+    ] = 0.5,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -175,6 +183,10 @@ def compress(
                 finetune_epochs=finetune_epochs,
                 finetune_search_drop=finetune_search_drop,
                 finetune_lr=finetune_lr,
+                quantize=quantize,
+                quantize_bits=bits,
+                beam_width=beam_width,
+                prune_share=prune_share,
             )
         except ConstraintError as exc:
             if as_json and exc.report:

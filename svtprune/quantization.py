@@ -35,6 +35,9 @@ class QuantScheme:
     symmetric: bool = True
     block_size: int = 0  # 0: one scale per output channel; n: blocks of n along the input axis
     rounding: str = "mse"  # "nearest" (full range) or "mse" (per-channel clipping that minimises error)
+    # scales and the other float vectors (biases, normalisation) stored as float16 + Cast: once weights
+    # take 2-4 bits, these fp32 vectors are a tenth of what is left of the file
+    half_side: bool = True
 
     def __post_init__(self) -> None:
         if self.rounding not in ("nearest", "mse"):
@@ -127,7 +130,7 @@ def _fit_rows(rows: np.ndarray, bits: int, scheme: QuantScheme) -> tuple[np.ndar
             hi = np.maximum(np.where(valid, rows, -np.inf).max(axis=1), 0.0) * fraction
             scale = np.where(hi > lo, (hi - lo) / (high - low), 1.0)
             zero = np.clip(np.round(low - lo / scale), low, high)
-        scale = scale.astype(np.float32)
+        scale = scale.astype(np.float16 if scheme.half_side else np.float32).astype(np.float32)
         q = np.clip(np.round(safe / scale[:, None]) + zero[:, None], low, high)
         err = (((q - zero[:, None]) * scale[:, None] - safe) ** 2 * valid).sum(axis=1)
         better = err < best_err
@@ -236,26 +239,52 @@ class Quantizer:
         model.graph.initializer.extend(kept)
         nodes = []
         for name, width in chosen.items():
-            nodes.append(self._dequantize_node(model, name, width))
+            nodes.extend(self._dequantize_nodes(model, name, width))
+        if chosen and self.scheme.half_side:
+            for tensor in kept:
+                if _is_side_vector(tensor, self.by_name):
+                    nodes.append(_stored_half(model, tensor.name, numpy_helper.to_array(tensor)))
         old = list(model.graph.node)
         del model.graph.node[:]
         model.graph.node.extend(nodes + old)  # DequantizeLinear reads only initializers: first is topological
         return model
 
-    def _dequantize_node(self, model: onnx.ModelProto, name: str, bits: int) -> onnx.NodeProto:
+    def _dequantize_nodes(self, model: onnx.ModelProto, name: str, bits: int) -> list[onnx.NodeProto]:
         q = self.quantized(name, bits)
         signed, unsigned, _ = _STORAGE[bits]
         storage = signed if q.zero_point is None else unsigned
         inputs = [f"{name}_quantized", f"{name}_scale"]
         model.graph.initializer.append(numpy_helper.from_array(q.values.astype(storage), inputs[0]))
-        model.graph.initializer.append(numpy_helper.from_array(q.scale, inputs[1]))
+        nodes = []
+        if self.scheme.half_side:
+            nodes.append(_stored_half(model, inputs[1], q.scale))
+        else:
+            model.graph.initializer.append(numpy_helper.from_array(q.scale, inputs[1]))
         if q.zero_point is not None:
             inputs.append(f"{name}_zero_point")
             model.graph.initializer.append(numpy_helper.from_array(q.zero_point.astype(storage), inputs[2]))
         attributes = {"axis": q.axis}
         if q.block_size:
             attributes["block_size"] = q.block_size
-        return helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", **attributes)
+        nodes.append(helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", **attributes))
+        return nodes
+
+
+SIDE_VECTOR_MIN_SIZE = 16  # scalars (thresholds, decay constants) stay float32: neurons are found by them
+
+
+def _is_side_vector(tensor: onnx.TensorProto, weights: dict) -> bool:
+    count = int(np.prod(tensor.dims)) if tensor.dims else 1
+    return tensor.data_type == onnx.TensorProto.FLOAT and tensor.name not in weights and count >= SIDE_VECTOR_MIN_SIZE
+
+
+def _stored_half(model: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.NodeProto:
+    """Replace float32 ``name`` by a float16 initializer and a Cast back (values round to float16)."""
+    kept = [t for t in model.graph.initializer if t.name != name]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float16), f"{name}_float16"))
+    return helper.make_node("Cast", [f"{name}_float16"], [name], name=f"{name}_cast", to=onnx.TensorProto.FLOAT)
 
 
 def bits_table(quantizer: Quantizer, bits: dict[str, int]) -> list[dict]:

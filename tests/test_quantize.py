@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,17 +27,18 @@ from svtprune.search.drift import DriftProbe
 from svtprune.search.quant_search import QuantBudget, QuantExecutor, QuantMeasurement, beam, exhaustive, greedy
 
 
-def reference_quantize(w: np.ndarray, out_axis: int, bits: int, symmetric: bool) -> np.ndarray:
-    """Textbook per-output-channel round-to-nearest over the full range, dequantized."""
+def reference_quantize(w: np.ndarray, out_axis: int, bits: int, symmetric: bool, half: bool = False) -> np.ndarray:
+    """Textbook per-output-channel round-to-nearest over the full range, dequantized (scales float16 if half)."""
+    scale_type = np.float16 if half else np.float32
     moved = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1).astype(np.float32)
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
-        scale = (np.abs(moved).max(axis=1) / qmax).astype(np.float32)[:, None]
+        scale = (np.abs(moved).max(axis=1) / qmax).astype(scale_type).astype(np.float32)[:, None]
         q = np.clip(np.round(moved / scale), -(2 ** (bits - 1)), qmax)
         result = q * scale
     else:
         low, high = np.minimum(moved.min(axis=1), 0), np.maximum(moved.max(axis=1), 0)
-        scale = ((high - low) / (2**bits - 1)).astype(np.float32)[:, None]
+        scale = ((high - low) / (2**bits - 1)).astype(scale_type).astype(np.float32)[:, None]
         zero = np.clip(np.round(-low[:, None] / scale), 0, 2**bits - 1)
         q = np.clip(np.round(moved / scale) + zero, 0, 2**bits - 1)
         result = (q - zero) * scale
@@ -58,7 +60,7 @@ def ort_weights(model: onnx.ModelProto, names: list[str]) -> dict[str, np.ndarra
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_dequantized_weights_equal_the_numpy_reference(small_models: dict, bits: int, symmetric: bool) -> None:
     model = small_models["spikformer"]
-    quantizer = Quantizer(model, QuantScheme(symmetric=symmetric, rounding="nearest"))
+    quantizer = Quantizer(model, QuantScheme(symmetric=symmetric, rounding="nearest", half_side=False))
     names = [layer.name for layer in quantizer.layers]
     quantized = quantizer.apply({name: bits for name in names})
     seen = ort_weights(quantized, names)
@@ -68,13 +70,32 @@ def test_dequantized_weights_equal_the_numpy_reference(small_models: dict, bits:
         np.testing.assert_allclose(seen[layer.name], expected, rtol=1e-6, atol=1e-7, err_msg=layer.name)
 
 
+def test_side_vectors_and_scales_are_stored_as_float16(small_models: dict) -> None:
+    model = small_models["spikformer"]
+    names = [layer.name for layer in quantizable_layers(model)]
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    side = [n for n, v in originals.items() if v.dtype == np.float32 and n not in names and v.size >= 16]
+    assert side  # normalisation vectors and biases
+    half = Quantizer(model, QuantScheme(rounding="nearest")).apply(dict.fromkeys(names, 4))
+    seen = ort_weights(half, names + side)
+    for name in side:
+        np.testing.assert_array_equal(seen[name], originals[name].astype(np.float16).astype(np.float32))
+    for layer in quantizable_layers(model):
+        expected = reference_quantize(originals[layer.name], layer.out_axis, 4, True, half=True)
+        np.testing.assert_allclose(seen[layer.name], expected, rtol=1e-6, atol=1e-7, err_msg=layer.name)
+    full = Quantizer(model, QuantScheme(rounding="nearest", half_side=False)).apply(dict.fromkeys(names, 4))
+    assert param_bytes(full) - param_bytes(half) == 2 * sum(originals[n].size for n in side) + 2 * sum(
+        layer.shape[layer.out_axis] for layer in quantizable_layers(model)
+    )
+
+
 def test_block_scales_cover_blocks_of_inputs() -> None:
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((6, 10, 3)).astype(np.float32)  # Conv1d weight, 10 inputs: blocks 4, 4, 2
     from svtprune.quantization import Layer, quantize_weight
 
     layer = Layer("w", weight.shape, 0, 1)
-    q = quantize_weight(weight, layer, 4, QuantScheme(block_size=4, rounding="nearest"))
+    q = quantize_weight(weight, layer, 4, QuantScheme(block_size=4, rounding="nearest", half_side=False))
     assert q.scale.shape == (6, 3, 3)
     restored = dequantize(q)
     for block, columns in enumerate((slice(0, 4), slice(4, 8), slice(8, 10))):
@@ -108,7 +129,7 @@ def test_mse_clipping_never_loses_to_full_range(small_models: dict, bits: int) -
 
 def test_file_bytes_follow_the_bit_width(small_models: dict, tmp_path: Path) -> None:
     model = small_models["sdt"]
-    quantizer = Quantizer(model)
+    quantizer = Quantizer(model, QuantScheme(half_side=False))
     sizes = {}
     for bits in (8, 4, 2):
         quantized = quantizer.apply({layer.name: bits for layer in quantizer.layers})
@@ -247,6 +268,36 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
     assert report["compressed"]["param_bytes"] == param_bytes(onnx.load(out))
     assert report["memory_saving"] > 0.1 and report["accuracy_drop"] <= 5
     assert out.with_suffix(".report.html").read_text().count("<img") >= 2
+    browser = shutil.which("chromium")
+    if browser is not None:  # .ci/run installs Debian's chromium: the page must render with its bits table
+        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={tmp_path / 'u'}"]
+        page = out.with_suffix(".report.html").as_uri()
+        dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
+        assert 'id="bits"' in dom  # chromium serialises attributes with double quotes
+        assert dom.count("data:image/png;base64,") >= 2
     assert json.loads(out.with_suffix(".plan.json").read_text())["bits"]
     bad = subprocess.run([*cmd, "-o", str(tmp_path / "b.onnx"), "--bits", "8,3"], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "--bits" in bad.stderr
+
+
+def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: Path) -> None:
+    import svtprune
+
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    rng = np.random.default_rng(5)
+    save_npz(tmp_path / "val.npz", Dataset(rng.standard_normal((200, 1, 28, 28)).astype(np.float32), None))
+    out = tmp_path / "small.onnx"
+    report = svtprune.compress(
+        tmp_path / "m.onnx", tmp_path / "val.npz", out, 25.0, method="uniform", quantize="greedy", quantize_bits="4"
+    )
+    written = onnx.load(out)
+    assert report["compressed"]["param_bytes"] == param_bytes(written)
+    assert report["accuracy_drop"] <= 25.0  # random weights and inputs: agreement is fragile
+    q = report["quantization"]
+    assert "budget_split" in q and q["full_evaluations"] == len(q["evaluations"])
+    quantized = [row for row in q["layers"] if row["bits"] < FP32]
+    assert len([n for n in written.graph.node if n.op_type == "DequantizeLinear"]) == len(quantized)
+    # every quantized candidate was scored against the original's baseline, within the whole budget
+    chosen = {row["layer"]: row["bits"] for row in quantized}
+    measured = [e for e in q["evaluations"] if e["bits"] == chosen]
+    assert len(measured) == 1 and report["original"]["accuracy_search"] - measured[0]["accuracy"] <= 20.0 + 1e-9

@@ -24,6 +24,7 @@ from svtprune.search.executor import Executor
 from svtprune.search.policies import POLICIES, Budget
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
+PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when --quantize follows pruning
 FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
 
 
@@ -53,6 +54,10 @@ def compress(
     finetune_epochs: int = 1,
     finetune_search_drop: float | None = None,
     finetune_lr: float = 3e-4,
+    quantize: str = "none",
+    quantize_bits: str | tuple[int, ...] = (8, 4, 2),
+    beam_width: int = 4,
+    prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION,
 ) -> dict:
     """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
 
@@ -71,6 +76,10 @@ def compress(
         raise UserError(f"{out} already exists; pass --force to overwrite it")
     if max_accuracy_drop < 0 or (min_memory_saving is not None and not 0 < min_memory_saving < 1):
         raise UserError("--max-accuracy-drop must be >= 0 and --min-memory-saving in (0, 1)")
+    if quantize not in ("none", "greedy", "beam", "exhaustive"):
+        raise UserError(f"unknown --quantize {quantize!r}; choose none, greedy or beam")
+    if not 0 < prune_share <= 1:
+        raise UserError("--prune-share must be in (0, 1]")
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search, held = split(load_npz(data_path), calib, seed)
@@ -100,6 +109,8 @@ def compress(
     if tune_data is not None:
         search_drop = finetune_search_drop if finetune_search_drop is not None else FINETUNE_SEARCH_FACTOR * search_drop
     budget = Budget(baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop, min_memory_saving)
+    if quantize != "none":  # pruning searches on its share; quantization then gets what pruning left
+        budget.max_drop *= prune_share
     result = POLICIES[method](executor, budget, say)
     say("measuring the chosen model on the held-out split")
     plan = executor.plan_for(result.ratios)
@@ -126,7 +137,27 @@ def compress(
         held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
         finetune["accuracy_after"] = round(held_accuracy, 3)
         plan.meta["finetuned"] = {"data": str(finetune_data), "epochs": finetune_epochs}
+    quantization = None
+    if quantize != "none":
+        from svtprune.search.quantize_run import quantize_after_pruning
+
+        say("choosing weight bits for the pruned model")
+        final, quantization = quantize_after_pruning(
+            final, search, targets["search"], baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop,
+            quantize, quantize_bits, beam_width, say,
+        )  # fmt: skip
+        final_session = make_session(final)
+        held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
+        quantization["budget_split"] = (
+            f"pruning searched within {prune_share:.0%} of the search budget ({budget.max_drop:.2f} points); "
+            f"quantization then had the whole {SEARCH_SHARE_OF_BUDGET * max_accuracy_drop:.2f} points, measured from "
+            "the original, i.e. whatever pruning left. Pruning goes first because its savings compound with "
+            "quantization's (fewer weights, each in fewer bits) and its search is the costlier one."
+        )
     report = _report(locals())
+    if quantization is not None:
+        report["quantization"] = quantization
+        report["method"] = f"{method}+aq4svit-{quantize}"
     if finetune is not None:
         report["finetune"] = finetune
     if not report["constraints_met"]:

@@ -179,3 +179,26 @@ def quantize(
     write_text_atomic(out.with_suffix(".plan.json"), json.dumps(plan, indent=1) + "\n")
     write_reports(report, out)
     return report
+
+
+def quantize_after_pruning(
+    pruned: onnx.ModelProto,
+    search: Dataset,
+    target: np.ndarray,
+    baseline: float,
+    budget_points: float,
+    method: str,
+    bits: str | tuple[int, ...],
+    beam_width: int,
+    progress: Callable[[str], None],
+) -> tuple[onnx.ModelProto, dict]:
+    """``compress --quantize``: bit widths for the pruned model, measured against the *original* baseline.
+
+    The budget is the whole search budget, so quantization gets exactly what pruning left of it.
+    """
+    started = time.perf_counter()
+    budget = QuantBudget(baseline, budget_points)
+    result, executor = run_search(
+        pruned, search, target, budget, method, parse_bits(bits), QuantScheme(), beam_width, progress
+    )
+    return executor.quantizer.apply(result.bits), quantization_section(result, executor, method, started)
