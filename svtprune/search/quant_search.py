@@ -188,7 +188,11 @@ def greedy(
 def beam(
     executor: QuantExecutor, budget: QuantBudget, widths: tuple[int, ...], progress: Progress, width: int = 4
 ) -> QuantResult:
-    """Keep the ``width`` smallest passing settings; expand each, rank by proxy, measure what the gate passes."""
+    """Greedy's ranking over the moves of ``width`` settings at once; the ``width`` first that pass go on.
+
+    With width 1 this is greedy. Wider beams keep alternatives alive when the best-ranked path
+    runs into a sensitive layer, at the cost of more full evaluations.
+    """
     table = _sensitivity(executor, widths, progress)
     alone = {(name, w): d for name, points in table.items() for w, d in points}
     frontier: list[Setting] = [{}]
@@ -196,21 +200,19 @@ def beam(
     gatekeeper = _Gate(executor, True)
     failed: set = set()
     while frontier:
-        candidates: dict = {}
+        pool: dict = {}
         for setting in frontier:
             for name, new, saved in _expansions(executor, setting, widths, set()):
                 candidate = {**setting, name: new}
                 key = _key(candidate)
-                if key not in candidates and key not in failed:
-                    candidates[key] = (candidate, saved / (alone[(name, new)] + 1e-4))
-        # proxy-rank: the 2*width most promising by the single-layer table, then by their real drift
-        shortlist = sorted(candidates.values(), key=lambda c: -c[1])[: 2 * width]
-        scored = sorted(((executor.drift(c), c) for c, _ in shortlist), key=lambda item: item[0])
+                if key not in pool and key not in failed:
+                    pool[key] = (candidate, saved / (alone[(name, new)] + 1e-4))
         frontier = []
-        for drift, candidate in scored:
+        for candidate, _ in sorted(pool.values(), key=lambda c: -c[1]):
             if len(frontier) == width:
                 break
-            if not gatekeeper.passes(drift):  # also re-checked after a failure within this step
+            drift = executor.drift(candidate)
+            if not gatekeeper.passes(drift):
                 failed.add(_key(candidate))
                 continue
             progress(f"beam: {len(candidate)} layers quantized, drift {drift:.3f}")
