@@ -152,6 +152,15 @@ def compress(
     prune_share: Annotated[
         float, typer.Option(help="With --quantize: share of the accuracy budget pruning may use first.")
     ] = 0.5,
+    objective: Annotated[
+        str, typer.Option(help="memory (largest groups first) or latency (groups ordered by measured ORT time).")
+    ] = "memory",
+    min_speedup: Annotated[
+        float | None, typer.Option(help="With --objective latency: required speedup at batch 1 and 64, e.g. 1.5.")
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option(help="With --objective latency: required batch-1 latency in ms.")
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -187,6 +196,9 @@ def compress(
                 quantize_bits=bits,
                 beam_width=beam_width,
                 prune_share=prune_share,
+                objective=objective,
+                min_speedup=min_speedup,
+                max_latency_ms=max_latency_ms,
             )
         except ConstraintError as exc:
             if as_json and exc.report:
@@ -241,6 +253,9 @@ def _print_compress(report: dict, out: Path) -> None:
         f"{report['compressed']['param_bytes']:,}), accuracy {report['original']['accuracy']:.2f}% -> "
         f"{report['compressed']['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
         f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
+        f"ORT CPU latency {report['original']['latency_ms_b1']:.2f} -> {report['compressed']['latency_ms_b1']:.2f} ms "
+        f"(batch 1, {report['speedup']['b1']:.2f}x), {report['original']['latency_ms_b64']:.1f} -> "
+        f"{report['compressed']['latency_ms_b64']:.1f} ms (batch 64, {report['speedup']['b64']:.2f}x)\n"
         + (
             f"fine-tuned on {report['finetune']['images']} images: held-out accuracy "
             f"{report['finetune']['accuracy_before']:.2f}% -> {report['finetune']['accuracy_after']:.2f}%\n"
@@ -263,13 +278,25 @@ def main() -> None:
         sys.exit(1)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except Exception as exc:  # usage errors arrive here with standalone_mode=False
+        if _is_usage_error(exc):
             exc.show()
             sys.exit(2)
         raise
+
+
+def _is_usage_error(exc: Exception) -> bool:
+    """Click's exceptions, whether typer uses the click package or (typer >= 0.26) its own copy."""
+    import click
+
+    kinds: list[type] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        kinds.append(TyperClickException)
+    except ImportError:
+        pass
+    return isinstance(exc, tuple(kinds))
 
 
 if __name__ == "__main__":

@@ -21,9 +21,14 @@ from svtprune.graph.io import param_bytes
 
 
 def make_session(model: onnx.ModelProto | str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session as a user would make one (default graph optimisations), quiet."""
+    """A CPU session as a user would make one (default graph optimisations), quiet.
+
+    SVTPRUNE_THREADS caps ORT's threads when the caller gives none, so that jobs sharing a
+    machine (benchmarks side by side, CI) do not oversubscribe its cores.
+    """
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    threads = threads or int(os.environ.get("SVTPRUNE_THREADS", "0") or 0)
     if threads:
         options.intra_op_num_threads = threads
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)

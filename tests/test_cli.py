@@ -56,6 +56,13 @@ def test_user_mistakes_are_one_line_and_exit_2(files: dict[str, Path], tmp_path:
     assert_user_error(svtprune("analyze", str(files["garbage"])), "not a readable ONNX")
 
 
+def test_usage_mistakes_exit_2_without_a_traceback(files: dict[str, Path]) -> None:
+    for args, words in ((["evaluate"], "No such command"), (["eval", str(files["model"]), "--bogus"], "--bogus")):
+        result = svtprune(*args)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert words in result.stderr
+
+
 def test_existing_output_is_not_overwritten(files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "exists.onnx"
     out.write_bytes(b"keep me")

@@ -161,3 +161,62 @@ def test_primesvt_bisects_each_groups_rate(analysis) -> None:  # noqa: ANN001
     third = [r for r in executor.records if r.label.startswith(f"prioritized {names[2]}")]
     assert [r.ratios[names[2]] for r in third if "(screen)" in r.label] == pytest.approx([0.8, 0.4, 0.6, 0.5])
     assert [r.ratios[names[2]] for r in third if "(screen)" not in r.label] == pytest.approx([0.4])
+
+
+class StubTimedExecutor(StubExecutor):
+    """As StubExecutor, plus a synthetic clock: each group costs ``times[g] * (1 - rate)`` ms at batch 1 and 64."""
+
+    def __init__(self, analysis, costs: dict[str, float], times: dict[str, float]) -> None:  # noqa: ANN001
+        super().__init__(analysis, costs)
+        self.times, self.time_candidates = times, True
+
+    def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
+        total = 1.0 + sum(t * (1 - ratios.get(n, 0.0)) for n, t in self.times.items())
+        return total, 64 * total
+
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+        record = super().measure(ratios, label, screen)
+        record.latency_ms = None if screen else self.latency_of(ratios)
+        return record
+
+
+def test_objective_latency_orders_groups_by_measured_time_and_stops_at_the_speedup(analysis) -> None:  # noqa: ANN001
+    names = sorted(sizes(analysis), key=lambda n: sizes(analysis)[n])  # smallest group is the slowest here
+    times = {name: 10.0 / (i + 1) for i, name in enumerate(names)}
+    executor = StubTimedExecutor(analysis, {name: 0.1 for name in names}, times)
+    original = executor.latency_of({})
+    budget = Budget(90.0, 5.0, objective="latency", original_latency=original, min_speedup=1.5)
+    result = primesvt(executor, budget, lambda _m: None)
+    prioritized = [r.label.split()[1] for r in executor.records if r.label.startswith("prioritized")]
+    assert prioritized[0] == names[0]  # time, not parameter count, decides who goes first
+    assert budget.speedup(result.best.latency_ms) >= 1.5
+    # the slowest group alone at 0.8 gives 1 + 10 * 0.2 + the rest untouched: not yet 1.5x, the second finishes it
+    assert [n for n, r in result.ratios.items() if r > 0] == names[:2]
+
+
+def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
+    small_models: dict,
+    tmp_path,
+    images: np.ndarray,  # noqa: ANN001
+) -> None:
+    import onnx
+
+    from svtprune.data import Dataset, save_npz
+    from svtprune.errors import ConstraintError, UserError
+    from svtprune.search.compress import compress
+
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    x = np.concatenate([images] * 24) + np.random.default_rng(1).standard_normal((120, 1, 28, 28)).astype(np.float32)
+    save_npz(tmp_path / "val.npz", Dataset(x.astype(np.float32), None))
+    args = (tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "s.onnx", 20.0)
+    with pytest.raises(UserError, match="--objective latency"):
+        compress(*args, min_speedup=1.5)
+    with pytest.raises(UserError, match="primesvt"):
+        compress(*args, method="psvit", objective="latency")
+    with pytest.raises(ConstraintError, match="speedup") as failed:
+        compress(*args, objective="latency", min_speedup=50.0)
+    report = failed.value.report
+    assert not (tmp_path / "s.onnx").exists()
+    assert set(report["latency_order"]) == {g.name for g in analyze(small_models["spikformer"]).prunable_groups}
+    timed = [e for e in report["evaluations"] if "latency_ms_b1" in e]
+    assert timed and all(e["images"] > 8 for e in timed)  # every full measurement was timed, no screen was

@@ -244,6 +244,17 @@ def test_real_greedy_on_a_small_model_keeps_agreement(small_models: dict) -> Non
     assert top1(predict(make_session(chosen), x)[model.graph.output[0].name], target) >= 95.0
     assert param_bytes(chosen) < param_bytes(model)  # random weights flip spikes easily: only some layers go
     assert len(executor.records) < 3 * len(quantizable_layers(model))
+    # the acceptance margin is the paired standard error of the change, per image, from the start
+    hits = predict(make_session(chosen), x)[model.graph.output[0].name].argmax(axis=1) == target
+    change = hits.astype(float) - 1.0  # the starting model agrees with itself everywhere
+    assert result.best.stderr == pytest.approx(100 * change.std() / np.sqrt(len(x)))
+    assert 100.0 - result.best.accuracy + result.best.stderr <= 5.0
+
+
+def test_the_budget_charges_each_candidate_its_measurement_noise() -> None:
+    budget = QuantBudget(90.0, 1.0)
+    assert budget.accepts(QuantMeasurement("a", {}, 89.5, 0, None, 0.0, stderr=0.4))
+    assert not budget.accepts(QuantMeasurement("b", {}, 89.5, 0, None, 0.0, stderr=0.6))
 
 
 def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
-from svtprune.search.executor import Executor
+from svtprune.search.executor import Executor, measured_latency
 from svtprune.search.policies import POLICIES, Budget
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
@@ -58,6 +58,9 @@ def compress(
     quantize_bits: str | tuple[int, ...] = (8, 4, 2),
     beam_width: int = 4,
     prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION,
+    objective: str = "memory",
+    min_speedup: float | None = None,
+    max_latency_ms: float | None = None,
 ) -> dict:
     """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
 
@@ -80,6 +83,7 @@ def compress(
         raise UserError(f"unknown --quantize {quantize!r}; choose none, greedy or beam")
     if not 0 < prune_share <= 1:
         raise UserError("--prune-share must be in (0, 1]")
+    _check_objective(objective, method, min_speedup, max_latency_ms)
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search, held = split(load_npz(data_path), calib, seed)
@@ -105,10 +109,15 @@ def compress(
         calibration=calibration,
         original_logits=base_logits["search"],
     )
+    executor.time_candidates = objective == "latency"
     search_drop = max_accuracy_drop
     if tune_data is not None:
         search_drop = finetune_search_drop if finetune_search_drop is not None else FINETUNE_SEARCH_FACTOR * search_drop
-    budget = Budget(baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop, min_memory_saving)
+    budget = Budget(baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop, min_memory_saving, objective)
+    if objective == "latency":
+        say("timing the original model")
+        budget.original_latency = measured_latency(original)
+        budget.min_speedup, budget.max_latency_ms = min_speedup, max_latency_ms
     if quantize != "none":  # pruning searches on its share; quantization then gets what pruning left
         budget.max_drop *= prune_share
     result = POLICIES[method](executor, budget, say)
@@ -174,6 +183,19 @@ def compress(
     return report
 
 
+def _check_objective(objective: str, method: str, min_speedup: float | None, max_latency_ms: float | None) -> None:
+    if objective not in ("memory", "latency"):
+        raise UserError(f"unknown --objective {objective!r}; choose memory or latency")
+    if objective == "latency" and method != "primesvt":
+        raise UserError("--objective latency orders the prioritized policy: use --method primesvt")
+    if objective != "latency" and (min_speedup is not None or max_latency_ms is not None):
+        raise UserError("--min-speedup and --max-latency-ms need --objective latency")
+    if min_speedup is not None and not min_speedup > 1:
+        raise UserError(f"--min-speedup must be > 1, got {min_speedup}")
+    if max_latency_ms is not None and not max_latency_ms > 0:
+        raise UserError(f"--max-latency-ms must be > 0, got {max_latency_ms}")
+
+
 def _finetune_inputs(
     model: onnx.ModelProto, search: Dataset, path: str | Path | None, epochs: int, search_drop: float | None, lr: float
 ) -> Dataset | None:
@@ -204,14 +226,19 @@ def _report(ctx: dict) -> dict:
         reasons.append(f"accuracy drop {drop:.2f} points on held-out data exceeds {ctx['max_accuracy_drop']}")
     if ctx["min_memory_saving"] is not None and saving < ctx["min_memory_saving"]:
         reasons.append(f"memory saving {saving:.1%} is below {ctx['min_memory_saving']:.1%} within the accuracy budget")
+    b1, b64 = (latency_ms(ctx["base_session"], 1, repeats=20), latency_ms(ctx["base_session"], 64, repeats=5))
+    c1, c64 = (latency_ms(ctx["final_session"], 1, repeats=20), latency_ms(ctx["final_session"], 64, repeats=5))
+    speedup = min(b1 / c1, b64 / c64)
+    if ctx["min_speedup"] is not None and speedup < ctx["min_speedup"]:
+        reasons.append(f"speedup {speedup:.2f}x (the slower of batch 1 and 64) is below {ctx['min_speedup']}x")
+    if ctx["max_latency_ms"] is not None and c1 > ctx["max_latency_ms"]:
+        reasons.append(f"batch-1 latency {c1:.2f} ms is above {ctx['max_latency_ms']} ms")
     widths = []
     for group in analysis.prunable_groups:
         kept = ctx["plan"].kept[group.name]
         widths.append(
             {"group": group.name, "before": group.size, "after": len(kept), "ratio": result.ratios.get(group.name, 0.0)}
         )
-    b1, b64 = (latency_ms(ctx["base_session"], 1), latency_ms(ctx["base_session"], 64, repeats=5))
-    c1, c64 = (latency_ms(ctx["final_session"], 1), latency_ms(ctx["final_session"], 64, repeats=5))
     return {
         "command": "compress",
         "method": ctx["method"],
@@ -231,6 +258,9 @@ def _report(ctx: dict) -> dict:
             "max_accuracy_drop": ctx["max_accuracy_drop"],
             "min_memory_saving": ctx["min_memory_saving"],
             "search_budget_points": ctx["budget"].max_drop,
+            "objective": ctx["objective"],
+            "min_speedup": ctx["min_speedup"],
+            "max_latency_ms": ctx["max_latency_ms"],
         },
         "metric": "top1 accuracy" if ctx["search"].y is not None else "top1 agreement with the original",
         "original": {
@@ -252,6 +282,8 @@ def _report(ctx: dict) -> dict:
         },
         "memory_saving": round(saving, 5),
         "accuracy_drop": round(drop, 3),
+        "speedup": {"b1": round(b1 / c1, 3), "b64": round(b64 / c64, 3)},
+        "latency_order": {k: round(v, 3) for k, v in (executor.latency_rank or {}).items()},
         "constraints_met": not reasons,
         "reason": "; ".join(reasons) or "constraints met",
         "groups": widths,

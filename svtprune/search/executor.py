@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.evaluate import logits_of, make_session
+from svtprune.evaluate import latency_ms, logits_of, make_session
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
@@ -36,6 +36,7 @@ class Measurement:
     seconds: float
     images: int = 0  # how many images scored it (a screen uses fewer than the search split)
     stderr: float = 0.0  # points: standard error of a screen's estimate (0 for a full measurement)
+    latency_ms: tuple[float, float] | None = None  # ORT CPU, batch 1 and 64 (objective latency only)
 
     def to_dict(self) -> dict:
         return {
@@ -46,6 +47,11 @@ class Measurement:
             "seconds": round(self.seconds, 3),
             "images": self.images,
             "stderr": round(self.stderr, 3),
+            **(
+                {"latency_ms_b1": round(self.latency_ms[0], 3), "latency_ms_b64": round(self.latency_ms[1], 2)}
+                if self.latency_ms
+                else {}
+            ),
         }
 
 
@@ -63,6 +69,8 @@ class Executor:
     screen_images: int = 500  # size of the screening subset (used when the split has twice as many)
     max_rows: int | None = 32768  # rows per fit: all 25,088 of a block layer, 1/12 of a stem conv
     original_logits: np.ndarray | None = None  # the unpruned model on ``data``, if the caller has it already
+    time_candidates: bool = False  # objective latency: time every fully measured candidate on ORT
+    latency_rank: dict[str, float] | None = None  # group -> speedup of pruning it alone (objective latency)
     _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _fits: dict[Hashable, tuple] = field(default_factory=dict, repr=False)
     _upstream: dict[str, list[str]] | None = field(default=None, repr=False)
@@ -147,11 +155,17 @@ class Executor:
             change = correct - reference[rows]
             accuracy = 100.0 * float(reference.mean() + change.mean())
             stderr = 100.0 * float(change.std() / np.sqrt(len(rows)))
+        latency = measured_latency(model) if self.time_candidates and rows is None else None
         record = Measurement(
-            label, dict(ratios), accuracy, param_bytes(model), time.perf_counter() - started, len(wanted), stderr
-        )
+            label, dict(ratios), accuracy, param_bytes(model), time.perf_counter() - started, len(wanted), stderr,
+            latency,
+        )  # fmt: skip
         self.records.append(record)
         return record
+
+    def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
+        """Latency of the plan's structure alone (no re-fit: weights do not change the time)."""
+        return measured_latency(prune(self.analysis, self.plan_for(ratios), check=False))
 
     def _original_correct(self) -> np.ndarray:
         if "correct" not in self._reference:
@@ -163,6 +177,16 @@ class Executor:
 
     def saving(self, record: Measurement) -> float:
         return 1.0 - record.param_bytes / self.original_bytes
+
+
+def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
+    """ORT CPU latency in ms at batch 1 and 64, medians, as the user's session runs it.
+
+    Measured rather than predicted: the fitted per-op model (hardware/latency.py) misses whole
+    pruned models by a median 23% here, more than the steps a search has to tell apart.
+    """
+    session = make_session(model)
+    return latency_ms(session, 1, repeats=20), latency_ms(session, 64, repeats=3)
 
 
 def upstream_groups(analysis: Analysis) -> dict[str, list[str]]:

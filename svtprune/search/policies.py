@@ -28,6 +28,10 @@ class Budget:
     baseline: float  # accuracy of the unpruned model on the search split
     max_drop: float  # points the search may lose on the search split
     min_saving: float | None = None  # stop once this fraction of parameter bytes is saved
+    objective: str = "memory"  # what the prioritized order and the stopping goal are about: memory|latency
+    original_latency: tuple[float, float] | None = None  # ms at batch 1 and 64 (objective latency)
+    min_speedup: float | None = None  # stop once both batch sizes run this much faster
+    max_latency_ms: float | None = None  # or once batch 1 runs within this many ms
 
     def accepts(self, record: Measurement) -> bool:
         return self.baseline - record.accuracy <= self.max_drop
@@ -38,6 +42,21 @@ class Budget:
 
     def memory_met(self, executor: Executor, record: Measurement | None) -> bool:
         return self.min_saving is not None and record is not None and executor.saving(record) >= self.min_saving
+
+    def speedup(self, latency: tuple[float, float]) -> float:
+        """The smaller of the batch-1 and batch-64 speedups: a goal must hold for both."""
+        return min(o / n for o, n in zip(self.original_latency, latency, strict=True))
+
+    def goal_met(self, executor: Executor, record: Measurement | None) -> bool:
+        """The user's goal for the objective is reached (no goal: keep compressing while accuracy holds)."""
+        if self.objective != "latency":
+            return self.memory_met(executor, record)
+        if record is None or record.latency_ms is None:
+            return False
+        fast = self.min_speedup is None or self.speedup(record.latency_ms) >= self.min_speedup
+        quick = self.max_latency_ms is None or record.latency_ms[0] <= self.max_latency_ms
+        has_goal = self.min_speedup is not None or self.max_latency_ms is not None
+        return has_goal and fast and quick
 
 
 @dataclass
@@ -70,11 +89,24 @@ def uniform(executor: Executor, budget: Budget, progress: Progress) -> SearchRes
     return SearchResult(best.ratios if best else {}, best)
 
 
-def _group_order(executor: Executor) -> list[str]:
+LATENCY_PROBE_RATE = 0.5  # each group alone at this rate, timed, to rank groups by the time they cost
+
+
+def _group_order(executor: Executor, budget: Budget | None = None) -> list[str]:
+    """Largest first: by parameters, or with objective latency by the time each group's pruning saves.
+
+    The latency order is measured on the machine that runs the search (one build and one timing
+    per group, structure only), so it reflects the kernels ORT really runs, not parameter counts.
+    """
     from svtprune.pruning import group_table
 
-    params = {row["group"]: row["params"] for row in group_table(executor.analysis)}
-    return sorted((g.name for g in executor.analysis.prunable_groups), key=lambda n: -params[n])
+    names = [g.name for g in executor.analysis.prunable_groups]
+    if budget is None or budget.objective != "latency":
+        params = {row["group"]: row["params"] for row in group_table(executor.analysis)}
+        return sorted(names, key=lambda n: -params[n])
+    if executor.latency_rank is None:
+        executor.latency_rank = {n: budget.speedup(executor.latency_of({n: LATENCY_PROBE_RATE})) for n in names}
+    return sorted(names, key=lambda n: -executor.latency_rank[n])
 
 
 def _robustness(
@@ -88,7 +120,7 @@ def _robustness(
     """
     curves: dict[str, list[tuple[float, float, int]]] = {}
     ceilings: dict[str, float] = {}
-    for name in _group_order(executor) if rates else []:
+    for name in _group_order(executor, budget) if rates else []:
         curves[name], ceilings[name] = [], float("inf")
         for rate in rates:
             progress(f"sensitivity {name} @ {rate:.1f}")
@@ -142,11 +174,11 @@ def primesvt(executor: Executor, budget: Budget, progress: Progress) -> SearchRe
     curves, ceilings = _robustness(executor, budget, progress, {}, SCAN_RATES)
     current: dict[str, float] = {}
     best: Measurement | None = None
-    for name in _group_order(executor):
+    for name in _group_order(executor, budget):
         record = _highest_passing(executor, budget, progress, current, name, [r for r in RATES if r < ceilings[name]])
         if record is not None:
             current, best = dict(record.ratios), record
-        if budget.memory_met(executor, best):
+        if budget.goal_met(executor, best):
             break
     return SearchResult(current, best, curves)
 
@@ -176,7 +208,7 @@ def psvit(executor: Executor, budget: Budget, progress: Progress) -> SearchResul
         record = confirmed(executor, budget, {**current, name: rate}, f"fine-grained {name} {rate:.1f}")
         if record is not None:
             current, best = dict(record.ratios), record
-        if budget.memory_met(executor, best):
+        if budget.goal_met(executor, best):
             break
     return SearchResult(current, best, curves)
 
