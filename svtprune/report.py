@@ -119,6 +119,68 @@ def _bits_table(report: dict) -> str:
     )
 
 
+def _firing_rates(report: dict):  # noqa: ANN202
+    def draw(axes) -> None:  # noqa: ANN001
+        names = []
+        for name, marker in (("original", "o"), ("compressed", "x")):
+            layers = [layer for layer in report["energy"][name]["layers"] if layer["spike_input"]]
+            axes.plot(range(len(layers)), [layer["firing_rate"] for layer in layers], marker=marker, linestyle="",
+                      label=name)  # fmt: skip
+            names = names or [layer["node"][-18:] for layer in layers]
+        axes.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
+        axes.set_ylabel("input firing rate")
+        axes.legend(fontsize=8)
+
+    return draw
+
+
+def _energy_table(report: dict) -> str:
+    e = report["energy"]
+    rows = "".join(
+        f"<tr><td>{label}</td><td>{e['original'][key]:,.1f}</td><td>{e['compressed'][key]:,.1f}</td></tr>"
+        for label, key in (
+            ("energy per image (uJ)", "energy_uJ_per_image"),
+            ("synaptic ops, spike inputs (AC)", "total_sops"),
+            ("MACs, real-valued inputs", "total_macs_real_input"),
+        )
+    )
+    constants = e["constants"]
+    return (
+        f"<h2>Energy (45 nm estimate)</h2><table id='energy'><tr><th></th><th>original</th><th>compressed</th></tr>"
+        f"{rows}</table><p>E_MAC {constants['E_MAC_pJ']} pJ, E_AC {constants['E_AC_pJ']} pJ "
+        f"({html.escape(constants['source'])}); firing rates measured on {e['original']['images']} held-out images.</p>"
+    )
+
+
+def _extras(report: dict) -> str:
+    """Speed-up, fine-tuning and held-out step-backs, each only when the run had them."""
+    parts = []
+    if "speedup" in report:
+        objective = report["constraints"].get("objective", "memory")
+        parts.append(
+            f"<p id='speed'>Objective: {html.escape(objective)}. ORT CPU speed-up {report['speedup']['b1']:.2f}x at "
+            f"batch 1, {report['speedup']['b64']:.2f}x at batch 64.</p>"
+        )
+    if "finetune" in report:
+        f = report["finetune"]
+        parts.append(
+            f"<h2>Fine-tuning</h2><p id='finetune'>{f['images']} training images, {f['epochs']} epoch(s): held-out "
+            f"accuracy {f['accuracy_before']:.2f}% before, {f['accuracy_after']:.2f}% after.</p>"
+        )
+    checks = report.get("held_out_checks", [])
+    if len(checks) > 1:
+        rows = "".join(
+            f"<tr><td>{html.escape(c['label'])}</td><td>{c['param_bytes']}</td><td>{c['accuracy']}</td></tr>"
+            for c in checks
+        )
+        parts.append(
+            "<h2>Held-out checks</h2><p>The search's choice missed the budget on held-out data; these smaller plans "
+            f"it had accepted were checked in turn.</p><table id='held-out'><tr><th>plan</th><th>parameter bytes</th>"
+            f"<th>held-out accuracy</th></tr>{rows}</table>"
+        )
+    return "".join(parts)
+
+
 def render_html(report: dict) -> str:
     o, c = report["original"], report["compressed"]
     rows = "".join(
@@ -133,9 +195,12 @@ def render_html(report: dict) -> str:
         plots.append(("Channels kept per group", _figure_png(_widths(report))))
     if report.get("quantization"):
         plots.append(("Weight bits per layer", _figure_png(_bits(report))))
+    if report.get("energy"):
+        plots.append(("Firing rates of spike-input layers", _figure_png(_firing_rates(report))))
     images = "".join(f"<h2>{t}</h2><img alt='{t}' src='data:image/png;base64,{p}'/>" for t, p in plots)
     status = "met" if report["constraints_met"] else "NOT met"
     bits = _bits_table(report) if report.get("quantization") else ""
+    bits += _energy_table(report) if report.get("energy") else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>svtprune report</title>
 <style>body{{font-family:sans-serif;max-width:900px;margin:auto}}td,th{{padding:4px 12px}}</style></head><body>
 <h1>svtprune {html.escape(report["command"])}: {html.escape(report["method"])}</h1>
@@ -143,4 +208,5 @@ def render_html(report: dict) -> str:
 <b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
 ({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
 {len(report["evaluations"])} evaluations in {report["wall_seconds"]:.0f} s.</p>
-<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}{bits}</body></html>"""
+{_extras(report)}<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}{bits}
+</body></html>"""

@@ -163,6 +163,7 @@ def test_html_report_renders_in_a_browser(files: dict[str, Path], unlabelled: Pa
     ).stdout
     assert 'id="summary"' in dom and "Memory saved" in dom
     assert dom.count("data:image/png;base64,") >= 2
+    assert 'id="energy"' in dom and "speed-up" in dom  # energy table and measured speed-up on every compress
     shot = tmp_path / "shot.png"
     subprocess.run(
         [browser, *flags, f"--screenshot={shot}", "--window-size=900,1400", page.as_uri()],

@@ -220,3 +220,26 @@ def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
     assert set(report["latency_order"]) == {g.name for g in analyze(small_models["spikformer"]).prunable_groups}
     timed = [e for e in report["evaluations"] if "latency_ms_b1" in e]
     assert timed and all(e["images"] > 8 for e in timed)  # every full measurement was timed, no screen was
+
+
+def test_steps_back_are_accepted_full_measurements_most_compressed_first(analysis) -> None:  # noqa: ANN001
+    from svtprune.search.compress import _steps_back
+    from svtprune.search.held_out import MAX_STEPS_BACK
+
+    executor = StubExecutor(analysis, {})
+    executor.data = np.zeros((100, 1))  # type: ignore[assignment]  # only its length matters: the full split
+
+    def record(label: str, ratio: float, accuracy: float, size: int, images: int = 100) -> Measurement:
+        executor.records.append(Measurement(label, {"g": ratio}, accuracy, size, 0.0, images))
+        return executor.records[-1]
+
+    record("small step", 0.2, 89.5, 800)
+    record("screen only", 0.4, 89.5, 700, images=50)
+    record("over budget", 0.5, 80.0, 650)
+    record("middle step", 0.4, 89.0, 700)
+    record("another", 0.3, 89.2, 750)
+    record("the largest", 0.1, 89.9, 900)
+    chosen = record("chosen", 0.6, 88.5, 600)
+    steps = _steps_back(executor, Budget(90.0, 2.0), chosen)
+    assert [s.label for s in steps] == ["middle step", "another", "small step"][:MAX_STEPS_BACK]
+    assert _steps_back(executor, Budget(90.0, 2.0), None) == []

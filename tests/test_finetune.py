@@ -141,6 +141,17 @@ def test_exported_model_runs_in_ort_and_equals_module(tuned: dict) -> None:
     assert_same_as_ort(exported, tuned["x"][:5])  # spikes exact after training too
 
 
+def test_export_check_fails_a_wrong_write_back(tuned: dict) -> None:
+    from svtprune.finetune.export import assert_export_agrees, check_export
+
+    student, module, x = tuned["student"], tuned["module"], tuned["x"][:20]
+    exported = write_back(student, module)
+    worst, agreeing = check_export(exported, module, x)
+    assert agreeing == 1.0 and worst < 1e-4
+    with pytest.raises(RuntimeError, match="differs from the trained module"):
+        assert_export_agrees(student, module, x)  # the weights before training: every image moves
+
+
 def svtprune(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "svtprune.cli", *args], capture_output=True, text=True, timeout=300)
 

@@ -23,8 +23,6 @@ from svtprune.graph.io import load_model, param_bytes, save_model, write_text_at
 if TYPE_CHECKING:
     from svtprune.finetune.train import TrainConfig
 
-EXPORT_TOLERANCE = 1e-3  # ORT vs torch logits of the written file; measured ~1e-6
-
 
 def _accuracy(logits: np.ndarray, val: Dataset, teacher_val: np.ndarray) -> float:
     return top1(logits, val.y if val.y is not None else teacher_val.argmax(axis=1))
@@ -36,7 +34,7 @@ def finetune_file(
 ) -> dict:  # fmt: skip
     """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``."""
     from svtprune.finetune.convert import convert  # torch loads only when fine-tuning runs
-    from svtprune.finetune.export import check_export, write_back
+    from svtprune.finetune.export import assert_export_agrees, write_back
     from svtprune.finetune.train import train
 
     started = time.perf_counter()
@@ -56,9 +54,7 @@ def finetune_file(
     module = convert(student_model)
     result = train(module, train_data, teacher_train, val_data, config, teacher_val, progress)
     tuned = write_back(student_model, module)
-    drift = check_export(tuned, module, val_data.x[:64])
-    if drift > EXPORT_TOLERANCE:
-        raise RuntimeError(f"exported model differs from the trained module by {drift:.2e}")
+    drift = assert_export_agrees(tuned, module, val_data.x[:64])
     after = _accuracy(logits_of(make_session(tuned), val_data.x), val_data, teacher_val)
     save_model(tuned, out, force=True)
     original = _accuracy(teacher_val, val_data, teacher_val)

@@ -39,7 +39,28 @@ def torch_logits(module: OnnxModule, x: np.ndarray, batch: int = 256) -> np.ndar
     return np.concatenate(chunks)
 
 
-def check_export(model: onnx.ModelProto, module: OnnxModule, x: np.ndarray) -> float:
-    """Largest |ORT - torch| logit difference of the exported model over ``x`` (one batch each)."""
+EXPORT_TOLERANCE = 1e-3  # ORT vs torch logits per image; measured ~1e-6 where no spike flips
+EXPORT_AGREEMENT = 0.95  # share of images that must agree to the tolerance
+
+
+def check_export(model: onnx.ModelProto, module: OnnxModule, x: np.ndarray) -> tuple[float, float]:
+    """(largest |ORT - torch| logit difference, share of images within EXPORT_TOLERANCE) over ``x``.
+
+    A write-back bug moves every image; a membrane that sits on its threshold after training
+    flips one spike under a different float summation order and moves one image by ~1e-2
+    (seen in `compress --finetune-data` on the reference Spikformer: 1.5e-2). So the check counts
+    images, not the worst one.
+    """
     session = make_session(model)
-    return float(np.abs(logits_of(session, x) - torch_logits(module, x)).max())
+    per_image = np.abs(logits_of(session, x) - torch_logits(module, x)).reshape(len(x), -1).max(axis=1)
+    return float(per_image.max()), float((per_image <= EXPORT_TOLERANCE).mean())
+
+
+def assert_export_agrees(model: onnx.ModelProto, module: OnnxModule, x: np.ndarray) -> float:
+    """The largest difference, after failing loudly if the written ONNX is not the trained module."""
+    worst, agreeing = check_export(model, module, x)
+    if agreeing < EXPORT_AGREEMENT:
+        raise RuntimeError(
+            f"written model differs from the trained module on {1 - agreeing:.0%} of images (worst {worst:.2e})"
+        )
+    return worst

@@ -20,7 +20,8 @@ from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
-from svtprune.search.executor import Executor, measured_latency
+from svtprune.search.executor import Executor, Measurement, measured_latency
+from svtprune.search.held_out import check_entry, steps_back
 from svtprune.search.policies import POLICIES, Budget
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
@@ -122,11 +123,22 @@ def compress(
         budget.max_drop *= prune_share
     result = POLICIES[method](executor, budget, say)
     say("measuring the chosen model on the held-out split")
-    plan = executor.plan_for(result.ratios)
-    plan.meta.update({"method": method, "importance": importance, "source": str(model_path)})
     final = executor.build(result.ratios)
     final_session = make_session(final)
     held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
+    held_out_checks = [check_entry(result.best.label if result.best else "unpruned", param_bytes(final), held_accuracy)]
+    if baseline["held"] - held_accuracy > max_accuracy_drop and tune_data is None and quantize == "none":
+        for step in _steps_back(executor, budget, result.best):
+            say(f"held-out drop too large: stepping back to {step.label}")
+            model = executor.build(step.ratios)
+            accuracy = top1(logits_of(make_session(model), held.x), targets["held"])
+            held_out_checks.append(check_entry(step.label, step.param_bytes, accuracy))
+            if baseline["held"] - accuracy <= max_accuracy_drop:
+                result.ratios, result.best, final, held_accuracy = dict(step.ratios), step, model, accuracy
+                final_session = make_session(final)
+                break
+    plan = executor.plan_for(result.ratios)
+    plan.meta.update({"method": method, "importance": importance, "source": str(model_path)})
     without = held_accuracy
     if reconstruct:  # the same channels removed, no re-fit: what recovery is worth
         executor.calibration = None
@@ -181,6 +193,14 @@ def compress(
 
     write_reports(report, out)
     return report
+
+
+def _steps_back(executor: Executor, budget: Budget, chosen: Measurement | None) -> list[Measurement]:
+    """Plans the search accepted on its whole split (not screens), smaller than its choice."""
+    if chosen is None:
+        return []
+    full = [r for r in executor.records if r.images == len(executor.data) and any(r.ratios.values())]
+    return steps_back(full, budget.accepts, lambda r: tuple(sorted(r.ratios.items())), chosen.param_bytes)
 
 
 def _check_objective(objective: str, method: str, min_speedup: float | None, max_latency_ms: float | None) -> None:
@@ -289,5 +309,6 @@ def _report(ctx: dict) -> dict:
         "groups": widths,
         "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
         "evaluations": [r.to_dict() for r in executor.records],
+        "held_out_checks": ctx["held_out_checks"],
         "wall_seconds": round(time.perf_counter() - ctx["started"], 2),
     }

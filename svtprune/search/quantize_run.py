@@ -21,7 +21,8 @@ from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
 from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table
 from svtprune.search.drift import DriftProbe
-from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, QuantResult
+from svtprune.search.held_out import check_entry, steps_back
+from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, QuantMeasurement, QuantResult
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # as in compress: a fifth of the budget absorbs held-out noise
 DRIFT_IMAGES = 64
@@ -125,8 +126,18 @@ def quantize(
     )
     say("measuring the chosen model on the held-out split")
     final = executor.quantizer.apply(result.bits)
+    held_accuracy = top1(logits_of(make_session(final), held.x), targets["held"])
+    checks = [check_entry(result.best.label if result.best else "fp32", param_bytes(final), held_accuracy)]
+    if result.best is not None and baseline["held"] - held_accuracy > max_accuracy_drop:
+        for step in steps_back(executor.records, budget.accepts, _bits_key, result.best.param_bytes):
+            say(f"held-out drop too large: stepping back to {step.label}")
+            model = executor.quantizer.apply(step.bits)
+            accuracy = top1(logits_of(make_session(model), held.x), targets["held"])
+            checks.append(check_entry(step.label, step.param_bytes, accuracy))
+            if baseline["held"] - accuracy <= max_accuracy_drop:
+                result.bits, result.best, final, held_accuracy = dict(step.bits), step, model, accuracy
+                break
     final_session = make_session(final)
-    held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
     original_bytes, final_bytes = param_bytes(original), param_bytes(final)
     drop = baseline["held"] - held_accuracy
     met = drop <= max_accuracy_drop
@@ -168,6 +179,7 @@ def quantize(
         else f"accuracy drop {drop:.2f} points on held-out data exceeds {max_accuracy_drop}",
         "quantization": quantization_section(result, executor, search, started),
         "evaluations": [r.to_dict() for r in executor.records],
+        "held_out_checks": checks,
     }
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
     if not met:
@@ -179,6 +191,10 @@ def quantize(
     write_text_atomic(out.with_suffix(".plan.json"), json.dumps(plan, indent=1) + "\n")
     write_reports(report, out)
     return report
+
+
+def _bits_key(record: QuantMeasurement) -> tuple:
+    return tuple(sorted(record.bits.items()))
 
 
 def quantize_after_pruning(
