@@ -302,3 +302,68 @@ def bits_table(quantizer: Quantizer, bits: dict[str, int]) -> list[dict]:
             }
         )
     return rows
+
+
+@dataclass
+class Thawed:
+    """A quantized model with its constant DequantizeLinear/Cast chains folded back to float32."""
+
+    model: onnx.ModelProto
+    bits: dict[str, int]  # weight name -> stored bit width
+    scheme: QuantScheme
+
+
+def thaw(model: onnx.ModelProto) -> Thawed | None:
+    """Float weights of a model ``Quantizer.apply`` wrote (None if nothing is quantized).
+
+    Fine-tuning needs float weights; reading the bit widths back lets the result be quantized
+    again exactly as it was chosen. The folding runs the constant nodes on ONNX Runtime, which
+    already runs the quantized file, so no second dequantization rule is written here.
+    """
+    import onnxruntime as ort
+
+    constants = {t.name: t for t in model.graph.initializer}
+    dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    if not dequantize:
+        return None
+    folded, known = [], set(constants)  # what Quantizer.apply adds: DequantizeLinear of stored integers
+    for node in model.graph.node:  # and Cast of float16 side vectors and scales (a scale may feed a DequantizeLinear)
+        is_cast = node.op_type == "Cast" and node.attribute[0].i == onnx.TensorProto.FLOAT
+        if (node.op_type == "DequantizeLinear" or is_cast) and set(node.input) <= known:
+            folded.append(node)
+            known.add(node.output[0])
+    needed = {name for n in folded for name in n.input} & set(constants)
+    probe = helper.make_model(
+        helper.make_graph(
+            folded,
+            "fold",
+            [],
+            [helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n in folded],
+            [t for name, t in constants.items() if name in needed],
+        ),  # fmt: skip
+        opset_imports=model.opset_import,
+    )
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    values = dict(zip([n.output[0] for n in folded], session.run(None, {}), strict=True))
+    used = {name for n in model.graph.node if n not in folded for name in n.input}
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.node[:]
+    out.graph.node.extend(n for n in model.graph.node if n not in folded)
+    kept = [t for t in model.graph.initializer if t.name in used]
+    del out.graph.initializer[:]
+    outputs = {o.name for o in model.graph.output}
+    out.graph.initializer.extend(
+        kept + [numpy_helper.from_array(v.astype(np.float32), k) for k, v in values.items() if k in used | outputs]
+    )  # scales and zero points only fed the folded nodes: they go with them
+    widths = {v: k for k, (signed, unsigned, _) in _STORAGE.items() for v in (signed, unsigned)}
+    bits, symmetric, block = {}, True, 0
+    for node in dequantize:
+        stored = numpy_helper.to_array(constants[node.input[0]])
+        bits[node.output[0]] = widths[stored.dtype.type]
+        symmetric = symmetric and len(node.input) < 3
+        block = next((a.i for a in node.attribute if a.name == "block_size"), block)
+    half = any(n.op_type == "Cast" for n in folded)
+    return Thawed(out, bits, QuantScheme(symmetric=symmetric, block_size=block, half_side=half))

@@ -19,6 +19,7 @@ from svtprune.finetune.convert import convert
 from svtprune.finetune.export import torch_logits, write_back
 from svtprune.finetune.train import TrainConfig, distill_loss, train
 from svtprune.graph.analysis import analyze
+from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import uniform_plan
 from svtprune.graph.surgery import prune
 from svtprune.importance import group_scores
@@ -179,6 +180,26 @@ def test_cli_finetune(tuned: dict, small_models: dict, tmp_path: Path) -> None:
     )
     assert missing.returncode == 2 and "not found" in " ".join(missing.stderr.split())
     assert "Traceback" not in missing.stderr
+
+
+def test_finetune_a_quantized_model_keeps_its_bit_widths(tuned: dict, small_models: dict, tmp_path: Path) -> None:
+    from svtprune.finetune.command import finetune_file
+    from svtprune.quantization import Quantizer, thaw
+
+    quantizer = Quantizer(tuned["student"])
+    bits = {layer.name: (8, 4)[i % 2] for i, layer in enumerate(quantizer.layers)}
+    onnx.save(quantizer.apply(bits), tmp_path / "q.onnx")
+    onnx.save(small_models["spikformer"], tmp_path / "teacher.onnx")
+    save_npz(tmp_path / "train.npz", Dataset(tuned["x"][:32], None))
+    save_npz(tmp_path / "val.npz", Dataset(tuned["x"][64:], None))
+    config = TrainConfig(epochs=1, lr=3e-3, batch=16, seed=0)
+    report = finetune_file(tmp_path / "q.onnx", tmp_path / "teacher.onnx", tmp_path / "train.npz",
+                           tmp_path / "val.npz", tmp_path / "out.onnx", config, progress=False)  # fmt: skip
+    written = onnx.load(tmp_path / "out.onnx")
+    assert thaw(written).bits == bits and report["requantized"]["bits"] == bits
+    assert report["compressed"]["param_bytes"] == param_bytes(written) == report["pruned"]["param_bytes"]
+    before = {t.name: t.raw_data for t in onnx.load(tmp_path / "q.onnx").graph.initializer}
+    assert any(before.get(t.name) != t.raw_data for t in written.graph.initializer if t.name.endswith("_quantized"))
 
 
 def run_ort(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:

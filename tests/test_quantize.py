@@ -89,6 +89,32 @@ def test_side_vectors_and_scales_are_stored_as_float16(small_models: dict) -> No
     )
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_thaw_gives_back_float_weights_and_bit_widths(small_models: dict, symmetric: bool) -> None:
+    from svtprune.quantization import thaw
+
+    model = small_models["spikformer"]
+    quantizer = Quantizer(model, QuantScheme(symmetric=symmetric, rounding="nearest"))
+    names = [layer.name for layer in quantizer.layers]
+    bits = {name: (8, 4, 2)[i % 3] for i, name in enumerate(names)}
+    quantized = quantizer.apply(bits)
+    thawed = thaw(quantized)
+    assert thawed.bits == bits and thawed.scheme.symmetric == symmetric and thawed.scheme.half_side
+    assert not [n for n in thawed.model.graph.node if n.op_type in ("DequantizeLinear", "Cast")][:1] or all(
+        n.input[0] not in {t.name for t in thawed.model.graph.initializer}
+        for n in thawed.model.graph.node if n.op_type in ("DequantizeLinear", "Cast")
+    )  # fmt: skip
+    floats = {t.name: numpy_helper.to_array(t) for t in thawed.model.graph.initializer}
+    seen = ort_weights(quantized, names)
+    for name in names:
+        assert floats[name].dtype == np.float32
+        np.testing.assert_array_equal(floats[name], seen[name])  # what ORT computed from the stored integers
+    x = np.random.default_rng(2).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    # same weights; ORT may fuse DequantizeLinear into its kernels, so a spike can flip: compare decisions
+    assert (logits_of(make_session(thawed.model), x).argmax(1) == logits_of(make_session(quantized), x).argmax(1)).all()
+    assert thaw(model) is None
+
+
 def test_block_scales_cover_blocks_of_inputs() -> None:
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((6, 10, 3)).astype(np.float32)  # Conv1d weight, 10 inputs: blocks 4, 4, 2

@@ -36,6 +36,7 @@ def finetune_file(
     from svtprune.finetune.convert import convert  # torch loads only when fine-tuning runs
     from svtprune.finetune.export import assert_export_agrees, write_back
     from svtprune.finetune.train import train
+    from svtprune.quantization import Quantizer, thaw
 
     started = time.perf_counter()
     out = Path(out)
@@ -51,10 +52,21 @@ def finetune_file(
     teacher_train = logits_of(teacher_session, train_data.x)
     teacher_val = logits_of(teacher_session, val_data.x)
     before = _accuracy(logits_of(student_session, val_data.x), val_data, teacher_val)
-    module = convert(student_model)
+    thawed = thaw(student_model)  # a quantized student trains in float, then takes its bit widths again
+    student_float = thawed.model if thawed else student_model
+    module = convert(student_float)
     result = train(module, train_data, teacher_train, val_data, config, teacher_val, progress)
-    tuned = write_back(student_model, module)
+    tuned = write_back(student_float, module)
     drift = assert_export_agrees(tuned, module, val_data.x[:64])
+    requantized = None
+    if thawed is not None:
+        float_accuracy = _accuracy(logits_of(make_session(tuned), val_data.x), val_data, teacher_val)
+        tuned = Quantizer(tuned, thawed.scheme).apply(thawed.bits)
+        requantized = {
+            "bits": thawed.bits,
+            "scheme": vars(thawed.scheme),
+            "accuracy_before_requantizing": float_accuracy,
+        }
     after = _accuracy(logits_of(make_session(tuned), val_data.x), val_data, teacher_val)
     save_model(tuned, out, force=True)
     original = _accuracy(teacher_val, val_data, teacher_val)
@@ -72,6 +84,7 @@ def finetune_file(
         "memory_saving": 1 - param_bytes(tuned) / param_bytes(teacher_model),
         "accuracy_drop": original - after,
         "export_max_logit_diff": drift,
+        **({"requantized": requantized} if requantized else {}),
         "config": vars(config),
         "training": result.to_dict(),
         "wall_seconds": time.perf_counter() - started,
