@@ -81,8 +81,12 @@ def top1(logits: np.ndarray, target: np.ndarray) -> float:
     return 100.0 * float((logits.argmax(axis=1) == target).mean())
 
 
-def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10) -> float:
-    """Median wall time of one call at this batch size, after one warm-up call."""
+def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10, fastest: bool = False) -> float:
+    """Median (or with ``fastest`` the shortest) wall time of one call at this batch size, after a warm-up call.
+
+    The shortest run is the one other processes disturbed least: a search comparing candidates
+    on a shared machine ranks them by it; reports quote the median a user would see.
+    """
     shape = [batch if d is None else d for d in input_shape(session)]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     feed = {session.get_inputs()[0].name: x}
@@ -92,7 +96,7 @@ def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10) -> 
         start = time.perf_counter()
         session.run(None, feed)
         times.append(1000 * (time.perf_counter() - start))
-    return statistics.median(times)
+    return min(times) if fastest else statistics.median(times)
 
 
 @dataclass
