@@ -243,3 +243,25 @@ def test_steps_back_are_accepted_full_measurements_most_compressed_first(analysi
     steps = _steps_back(executor, Budget(90.0, 2.0), chosen)
     assert [s.label for s in steps] == ["middle step", "another", "small step"][:MAX_STEPS_BACK]
     assert _steps_back(executor, Budget(90.0, 2.0), None) == []
+
+
+def test_held_out_miss_takes_the_first_smaller_accepted_plan(analysis, images: np.ndarray) -> None:  # noqa: ANN001
+    from svtprune.data import Dataset
+    from svtprune.search.compress import _held_out_choice
+    from svtprune.search.policies import SearchResult
+
+    data = Dataset(images, None)
+    executor = Executor(analysis, group_scores(analysis), data, np.zeros(len(images), dtype=np.int64), 10**6)
+    group = analysis.prunable_groups[0].name
+    small, large = executor.measure({group: 0.2}, "small step"), executor.measure({group: 0.5}, "large step")
+    verdicts = iter([False, True])  # the chosen plan misses on held-out, the next one holds
+    result = SearchResult({group: 0.5}, large)
+    final, _accuracy, checks = _held_out_choice(
+        executor, Budget(100.0, 100.0), result, data, np.zeros(len(images), dtype=np.int64),
+        lambda _a: next(verdicts), True, lambda _m: None,
+    )  # fmt: skip
+    assert [c["label"] for c in checks] == ["large step", "small step"]
+    assert result.ratios == {group: 0.2} and result.best is small
+    from svtprune.graph.io import param_bytes
+
+    assert param_bytes(final) == small.param_bytes < large.param_bytes  # the step's model, not the first choice

@@ -22,7 +22,7 @@ from svtprune.graph.io import load_model, param_bytes, save_model, write_text_at
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
 from svtprune.search.executor import Executor, Measurement, measured_latency
 from svtprune.search.held_out import check_entry, steps_back
-from svtprune.search.policies import POLICIES, Budget
+from svtprune.search.policies import POLICIES, Budget, SearchResult
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
 PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when --quantize follows pruning
@@ -123,20 +123,12 @@ def compress(
         budget.max_drop *= prune_share
     result = POLICIES[method](executor, budget, say)
     say("measuring the chosen model on the held-out split")
-    final = executor.build(result.ratios)
+    may_step_back = tune_data is None and quantize == "none"  # later steps change accuracy again
+    final, held_accuracy, held_out_checks = _held_out_choice(
+        executor, budget, result, held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop,
+        may_step_back, say,
+    )  # fmt: skip
     final_session = make_session(final)
-    held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
-    held_out_checks = [check_entry(result.best.label if result.best else "unpruned", param_bytes(final), held_accuracy)]
-    if baseline["held"] - held_accuracy > max_accuracy_drop and tune_data is None and quantize == "none":
-        for step in _steps_back(executor, budget, result.best):
-            say(f"held-out drop too large: stepping back to {step.label}")
-            model = executor.build(step.ratios)
-            accuracy = top1(logits_of(make_session(model), held.x), targets["held"])
-            held_out_checks.append(check_entry(step.label, step.param_bytes, accuracy))
-            if baseline["held"] - accuracy <= max_accuracy_drop:
-                result.ratios, result.best, final, held_accuracy = dict(step.ratios), step, model, accuracy
-                final_session = make_session(final)
-                break
     plan = executor.plan_for(result.ratios)
     plan.meta.update({"method": method, "importance": importance, "source": str(model_path)})
     without = held_accuracy
@@ -193,6 +185,36 @@ def compress(
 
     write_reports(report, out)
     return report
+
+
+def _held_out_choice(
+    executor: Executor,
+    budget: Budget,
+    result: SearchResult,
+    held: Dataset,
+    target: np.ndarray,
+    holds: Callable[[float], bool],  # the user's accuracy constraint, exactly as the report checks it
+    may_step_back: bool,
+    say: Callable[[str], None],
+) -> tuple[onnx.ModelProto, float, list[dict]]:
+    """The chosen model and its held-out accuracy; on a miss, the first smaller accepted plan that holds.
+
+    ``result`` is updated in place when a step back is taken.
+    """
+    final = executor.build(result.ratios)
+    accuracy = top1(logits_of(make_session(final), held.x), target)
+    checks = [check_entry(result.best.label if result.best else "unpruned", param_bytes(final), accuracy)]
+    if holds(accuracy) or not may_step_back:
+        return final, accuracy, checks
+    for step in _steps_back(executor, budget, result.best):
+        say(f"held-out drop too large: stepping back to {step.label}")
+        model = executor.build(step.ratios)
+        step_accuracy = top1(logits_of(make_session(model), held.x), target)
+        checks.append(check_entry(step.label, step.param_bytes, step_accuracy))
+        if holds(step_accuracy):
+            result.ratios, result.best = dict(step.ratios), step
+            return model, step_accuracy, checks
+    return final, accuracy, checks
 
 
 def _steps_back(executor: Executor, budget: Budget, chosen: Measurement | None) -> list[Measurement]:
