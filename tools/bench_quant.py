@@ -102,9 +102,10 @@ def run_proxy(args: argparse.Namespace) -> dict:
     widths = np.array([FP32, 8, 4, 2])
     points = []
     for index in range(args.settings):
-        # a random share of layers at 2 bits so the settings spread over the interesting range
-        p2 = rng.uniform(0.0, 0.5)
-        probs = np.array([0.15, 0.3, 0.55 - p2, p2])
+        # half the settings without 2-bit layers, half with up to 30% of them: the losses then spread
+        # over the range a search decides in (0-10 points) instead of collapsing to chance
+        p2 = 0.0 if index % 2 == 0 else rng.uniform(0.0, 0.3)
+        probs = np.array([0.2, 0.35, 0.45 - p2, p2])
         setting = {layer.name: int(rng.choice(widths, p=probs / probs.sum())) for layer in quantizer.layers}
         candidate = quantizer.apply(setting)
         drift_started = time.perf_counter()
