@@ -338,3 +338,24 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     chosen = {row["layer"]: row["bits"] for row in quantized}
     measured = [e for e in q["evaluations"] if e["bits"] == chosen]
     assert len(measured) == 1 and report["original"]["accuracy_search"] - measured[0]["accuracy"] <= 20.0 + 1e-9
+
+
+def test_held_out_miss_steps_back_to_a_setting_the_search_accepted(quantizer: Quantizer) -> None:
+    from svtprune.search.quant_search import QuantResult
+    from svtprune.search.quantize_run import held_out_bits
+
+    executor = StubQuantExecutor(quantizer, costs_for(quantizer))
+    first, second = (layer.name for layer in quantizer.layers[:2])
+    one = executor.measure({first: 8}, "one layer")
+    two = executor.measure({first: 8, second: 8}, "two layers")
+    executor.measure({first: 2, second: 2}, "over budget")  # never a step back: the budget refused it
+    result = QuantResult({first: 8, second: 8}, two)
+    verdicts = iter([False, True])
+    x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    final, _accuracy, checks = held_out_bits(
+        executor, QuantBudget(90.0, 1.0), result, Dataset(x, None), np.zeros(4, dtype=np.int64),
+        lambda _a: next(verdicts), lambda _m: None,
+    )  # fmt: skip
+    assert [c["label"] for c in checks] == ["two layers", "one layer"]
+    assert result.bits == {first: 8} and result.best is one
+    assert param_bytes(final) == one.param_bytes

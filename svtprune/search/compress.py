@@ -21,7 +21,7 @@ from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
 from svtprune.search.executor import Executor, Measurement, measured_latency
-from svtprune.search.held_out import check_entry, steps_back
+from svtprune.search.held_out import held_out_choice, steps_back
 from svtprune.search.policies import POLICIES, Budget, SearchResult
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
@@ -155,12 +155,12 @@ def compress(
         from svtprune.search.quantize_run import quantize_after_pruning
 
         say("choosing weight bits for the pruned model")
-        final, quantization = quantize_after_pruning(
+        final, held_accuracy, quantization = quantize_after_pruning(
             final, search, targets["search"], baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop,
             quantize, quantize_bits, beam_width, say,
+            (held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop),
         )  # fmt: skip
         final_session = make_session(final)
-        held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
         quantization["budget_split"] = (
             f"pruning searched within {prune_share:.0%} of the search budget ({budget.max_drop:.2f} points); "
             f"quantization then had the whole {SEARCH_SHARE_OF_BUDGET * max_accuracy_drop:.2f} points, measured from "
@@ -201,19 +201,14 @@ def _held_out_choice(
 
     ``result`` is updated in place when a step back is taken.
     """
-    final = executor.build(result.ratios)
-    accuracy = top1(logits_of(make_session(final), held.x), target)
-    checks = [check_entry(result.best.label if result.best else "unpruned", param_bytes(final), accuracy)]
-    if holds(accuracy) or not may_step_back:
-        return final, accuracy, checks
-    for step in _steps_back(executor, budget, result.best):
-        say(f"held-out drop too large: stepping back to {step.label}")
-        model = executor.build(step.ratios)
-        step_accuracy = top1(logits_of(make_session(model), held.x), target)
-        checks.append(check_entry(step.label, step.param_bytes, step_accuracy))
-        if holds(step_accuracy):
-            result.ratios, result.best = dict(step.ratios), step
-            return model, step_accuracy, checks
+    label = result.best.label if result.best else "unpruned"
+    steps = _steps_back(executor, budget, result.best) if may_step_back else []
+    final, accuracy, step, checks = held_out_choice(
+        (label, executor.build(result.ratios)), steps, lambda s: executor.build(s.ratios),
+        lambda m: top1(logits_of(make_session(m), held.x), target), holds, say,
+    )  # fmt: skip
+    if step is not None:
+        result.ratios, result.best = dict(step.ratios), step
     return final, accuracy, checks
 
 

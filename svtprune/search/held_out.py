@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
+import onnx
+
+from svtprune.graph.io import param_bytes
+
 MAX_STEPS_BACK = 3
 
 
@@ -29,3 +33,30 @@ def steps_back(
 
 def check_entry(label: str, param_bytes: int | None, accuracy: float) -> dict:
     return {"label": label, "param_bytes": param_bytes, "accuracy": round(accuracy, 3)}
+
+
+def held_out_choice(
+    chosen: tuple[str, onnx.ModelProto],
+    steps: Iterable[Any],
+    build: Callable[[Any], onnx.ModelProto],
+    score: Callable[[onnx.ModelProto], float],
+    holds: Callable[[float], bool],
+    say: Callable[[str], None],
+) -> tuple[onnx.ModelProto, float, Any | None, list[dict]]:
+    """(model, held-out accuracy, the step taken or None, every check) for a search's choice.
+
+    ``steps`` are tried in order only when the choice misses; pass none to only measure it.
+    """
+    label, model = chosen
+    accuracy = score(model)
+    checks = [check_entry(label, param_bytes(model), accuracy)]
+    if holds(accuracy):
+        return model, accuracy, None, checks
+    for step in steps:
+        say(f"held-out drop too large: stepping back to {step.label}")
+        candidate = build(step)
+        step_accuracy = score(candidate)
+        checks.append(check_entry(step.label, step.param_bytes, step_accuracy))
+        if holds(step_accuracy):
+            return candidate, step_accuracy, step, checks
+    return model, accuracy, None, checks

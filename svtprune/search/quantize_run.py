@@ -21,7 +21,7 @@ from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
 from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table
 from svtprune.search.drift import DriftProbe
-from svtprune.search.held_out import check_entry, steps_back
+from svtprune.search.held_out import held_out_choice, steps_back
 from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, QuantMeasurement, QuantResult
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # as in compress: a fifth of the budget absorbs held-out noise
@@ -125,18 +125,9 @@ def quantize(
         original, search_part, targets["search"], budget, search, widths, scheme, beam_width, say
     )
     say("measuring the chosen model on the held-out split")
-    final = executor.quantizer.apply(result.bits)
-    held_accuracy = top1(logits_of(make_session(final), held.x), targets["held"])
-    checks = [check_entry(result.best.label if result.best else "fp32", param_bytes(final), held_accuracy)]
-    if result.best is not None and baseline["held"] - held_accuracy > max_accuracy_drop:
-        for step in steps_back(executor.records, budget.accepts, _bits_key, result.best.param_bytes):
-            say(f"held-out drop too large: stepping back to {step.label}")
-            model = executor.quantizer.apply(step.bits)
-            accuracy = top1(logits_of(make_session(model), held.x), targets["held"])
-            checks.append(check_entry(step.label, step.param_bytes, accuracy))
-            if baseline["held"] - accuracy <= max_accuracy_drop:
-                result.bits, result.best, final, held_accuracy = dict(step.bits), step, model, accuracy
-                break
+    final, held_accuracy, checks = held_out_bits(
+        executor, budget, result, held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop, say
+    )
     final_session = make_session(final)
     original_bytes, final_bytes = param_bytes(original), param_bytes(final)
     drop = baseline["held"] - held_accuracy
@@ -197,6 +188,30 @@ def _bits_key(record: QuantMeasurement) -> tuple:
     return tuple(sorted(record.bits.items()))
 
 
+def held_out_bits(
+    executor: QuantExecutor,
+    budget: QuantBudget,
+    result: QuantResult,
+    held: Dataset,
+    target: np.ndarray,
+    holds: Callable[[float], bool],
+    say: Callable[[str], None],
+) -> tuple[onnx.ModelProto, float, list[dict]]:
+    """The chosen bits' model and held-out accuracy; on a miss, the first fewer-bit-savings setting that holds.
+
+    ``result`` is updated in place when a step back is taken.
+    """
+    steps = steps_back(executor.records, budget.accepts, _bits_key, result.best.param_bytes) if result.best else []
+    final, accuracy, step, checks = held_out_choice(
+        (result.best.label if result.best else "fp32", executor.quantizer.apply(result.bits)), steps,
+        lambda s: executor.quantizer.apply(s.bits), lambda m: top1(logits_of(make_session(m), held.x), target),
+        holds, say,
+    )  # fmt: skip
+    if step is not None:
+        result.bits, result.best = dict(step.bits), step
+    return final, accuracy, checks
+
+
 def quantize_after_pruning(
     pruned: onnx.ModelProto,
     search: Dataset,
@@ -207,14 +222,20 @@ def quantize_after_pruning(
     bits: str | tuple[int, ...],
     beam_width: int,
     progress: Callable[[str], None],
-) -> tuple[onnx.ModelProto, dict]:
+    held: tuple[Dataset, np.ndarray, Callable[[float], bool]],
+) -> tuple[onnx.ModelProto, float, dict]:
     """``compress --quantize``: bit widths for the pruned model, measured against the *original* baseline.
 
     The budget is the whole search budget, so quantization gets exactly what pruning left of it.
+    ``held`` (data, target, the user's constraint) is the held-out check, with its step-back.
+    Returns the model, its held-out accuracy and the report section.
     """
     started = time.perf_counter()
     budget = QuantBudget(baseline, budget_points)
     result, executor = run_search(
         pruned, search, target, budget, method, parse_bits(bits), QuantScheme(), beam_width, progress
     )
-    return executor.quantizer.apply(result.bits), quantization_section(result, executor, method, started)
+    final, accuracy, checks = held_out_bits(executor, budget, result, *held, progress)
+    section = quantization_section(result, executor, method, started)
+    section["held_out_checks"] = checks
+    return final, accuracy, section
