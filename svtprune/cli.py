@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from svtprune import cli_energy, cli_prune, cli_quantize
+from svtprune.cli_report import run_search
 from svtprune.errors import ConstraintError, UserError
 from svtprune.finetune import command as finetune_command
 
@@ -172,40 +173,36 @@ def compress(
     """
     from svtprune.search.compress import compress as run_compress
 
-    console = Console(stderr=True)
-    with console.status("compressing") as status:
-        try:
-            report = run_compress(
-                model,
-                data,
-                out,
-                max_accuracy_drop,
-                min_memory_saving,
-                method,
-                calib,
-                seed,
-                importance,
-                force,
-                progress=lambda m: status.update(m),
-                reconstruct=reconstruct,
-                finetune_data=finetune_data,
-                finetune_epochs=finetune_epochs,
-                finetune_search_drop=finetune_search_drop,
-                finetune_lr=finetune_lr,
-                quantize=quantize,
-                quantize_bits=bits,
-                beam_width=beam_width,
-                prune_share=prune_share,
-                objective=objective,
-                min_speedup=min_speedup,
-                max_latency_ms=max_latency_ms,
-            )
-        except ConstraintError as exc:
-            if as_json and exc.report:
-                typer.echo(json.dumps(exc.report))
-            raise
-    if as_json:
-        typer.echo(json.dumps(report))
+    report = run_search(
+        "compressing",
+        lambda progress: run_compress(
+            model,
+            data,
+            out,
+            max_accuracy_drop,
+            min_memory_saving,
+            method,
+            calib,
+            seed,
+            importance,
+            force,
+            progress=progress,
+            reconstruct=reconstruct,
+            finetune_data=finetune_data,
+            finetune_epochs=finetune_epochs,
+            finetune_search_drop=finetune_search_drop,
+            finetune_lr=finetune_lr,
+            quantize=quantize,
+            quantize_bits=bits,
+            beam_width=beam_width,
+            prune_share=prune_share,
+            objective=objective,
+            min_speedup=min_speedup,
+            max_latency_ms=max_latency_ms,
+        ),
+        as_json,
+    )
+    if report is None:
         return
     _print_compress(report, out)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from svtprune.errors import ConstraintError
+from svtprune.cli_report import run_search
 
 
 def quantize(
@@ -41,31 +40,27 @@ def quantize(
     """
     from svtprune.search.quantize_run import quantize as run_quantize
 
-    console = Console(stderr=True)
-    with console.status("quantizing") as status:
-        try:
-            report = run_quantize(
-                model,
-                data,
-                out,
-                max_accuracy_drop,
-                search,
-                bits,
-                beam_width,
-                calib,
-                seed,
-                symmetric,
-                block_size,
-                rounding,
-                force,
-                progress=lambda m: status.update(m),
-            )
-        except ConstraintError as exc:
-            if as_json and exc.report:
-                typer.echo(json.dumps(exc.report))
-            raise
-    if as_json:
-        typer.echo(json.dumps(report))
+    report = run_search(
+        "quantizing",
+        lambda progress: run_quantize(
+            model,
+            data,
+            out,
+            max_accuracy_drop,
+            search,
+            bits,
+            beam_width,
+            calib,
+            seed,
+            symmetric,
+            block_size,
+            rounding,
+            force,
+            progress=progress,
+        ),
+        as_json,
+    )
+    if report is None:
         return
     q = report["quantization"]
     widths = {}

@@ -1,0 +1,29 @@
+"""The shared shell of the search commands: a status line while they run, the report on --json."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import typer
+from rich.console import Console
+
+from svtprune.errors import ConstraintError
+
+
+def run_search(label: str, run: Callable[[Callable[[str], None]], dict], as_json: bool) -> dict | None:
+    """``run(progress)`` under a status line; with ``as_json`` the report (a failed one too) goes to stdout.
+
+    Returns the report for the command to print, or None when it was already printed as JSON.
+    """
+    with Console(stderr=True).status(label) as status:
+        try:
+            report = run(status.update)
+        except ConstraintError as exc:
+            if as_json and exc.report:
+                typer.echo(json.dumps(exc.report))
+            raise
+    if as_json:
+        typer.echo(json.dumps(report))
+        return None
+    return report
