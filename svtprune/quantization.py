@@ -8,7 +8,7 @@ original and a quantized model tensor by tensor. Stored types are the real low-b
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import ml_dtypes
 import numpy as np
@@ -26,6 +26,11 @@ _STORAGE = {  # bits -> (signed numpy type, unsigned numpy type, lowest opset th
     2: (ml_dtypes.int2, ml_dtypes.uint2, 25),
 }
 CLIP_GRID = np.linspace(0.30, 1.0, 36)  # fractions of the full range tried by the MSE clipping search
+ROUNDINGS = ("nearest", "mse", "gptq")
+# gptq: damping added to H's diagonal, as a fraction of its mean (the GPTQ paper's 1%): keeps the inverse
+# finite when inputs are collinear or dead (spike inputs often are)
+GPTQ_DAMPING = 0.01
+GPTQ_CHUNK = 32  # calibration images tapped per pass: bounds the memory of im2col patches
 
 
 @dataclass(frozen=True)
@@ -34,14 +39,16 @@ class QuantScheme:
 
     symmetric: bool = True
     block_size: int = 0  # 0: one scale per output channel; n: blocks of n along the input axis
-    rounding: str = "mse"  # "nearest" (full range) or "mse" (per-channel clipping that minimises error)
+    # "nearest" (full range), "mse" (per-channel clipping that minimises weight error) or "gptq" (mse's
+    # scales, then error-feedback rounding that minimises the layer's output error on calibration inputs)
+    rounding: str = "mse"
     # scales and the other float vectors (biases, normalisation) stored as float16 + Cast: once weights
     # take 2-4 bits, these fp32 vectors are a tenth of what is left of the file
     half_side: bool = True
 
     def __post_init__(self) -> None:
-        if self.rounding not in ("nearest", "mse"):
-            raise UserError(f"unknown rounding {self.rounding!r}; choose nearest or mse")
+        if self.rounding not in ROUNDINGS:
+            raise UserError(f"unknown rounding {self.rounding!r}; choose {', '.join(ROUNDINGS)}")
         if self.block_size < 0 or (self.block_size and self.block_size < 2):
             raise UserError("--block-size must be 0 (per channel) or >= 2")
 
@@ -140,8 +147,18 @@ def _fit_rows(rows: np.ndarray, bits: int, scheme: QuantScheme) -> tuple[np.ndar
     return best[0].astype(np.float32), best[1], best[2]
 
 
-def quantize_weight(weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme) -> QuantizedWeight:
-    """Integers + scales for one weight tensor, laid out the way DequantizeLinear reads them."""
+def quantize_weight(
+    weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme, hessian: np.ndarray | None = None
+) -> QuantizedWeight:
+    """Integers + scales for one weight tensor, laid out the way DequantizeLinear reads them.
+
+    With ``rounding="gptq"``, ``hessian`` is XᵀX of the layer's inputs (features ordered as the
+    weight's non-output axes flatten); without one the mse result is returned unchanged, which
+    is what gptq gives for uncorrelated inputs anyway.
+    """
+    if scheme.rounding == "gptq":
+        fitted = quantize_weight(weight, layer, bits, replace(scheme, rounding="mse"))
+        return fitted if hessian is None else _gptq(weight, layer, bits, scheme, fitted, hessian)
     rows = _grouped(weight.astype(np.float32), layer, scheme.block_size)
     scale, zero, q = _fit_rows(rows, bits, scheme)
     if not scheme.block_size:
@@ -164,8 +181,48 @@ def quantize_weight(weight: np.ndarray, layer: Layer, bits: int, scheme: QuantSc
     )
 
 
-def dequantize(q: QuantizedWeight) -> np.ndarray:
-    """What DequantizeLinear computes, for reports and the drift of a single layer."""
+def _gptq(
+    weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme, fitted: QuantizedWeight, hessian: np.ndarray
+) -> QuantizedWeight:
+    """GPTQ error feedback on the mse fit's grid: same scales and zero points, other integers.
+
+    Columns (input features) are rounded one at a time in order; each column's rounding error
+    is spread over the columns not yet rounded through the upper Cholesky factor of H⁻¹, so the
+    layer's output XWᵀ, not the weight itself, stays as close as the grid allows.
+    """
+    out = layer.shape[layer.out_axis]
+
+    def matrix(a: np.ndarray) -> np.ndarray:  # (out, features): features in the order H is built in
+        return np.moveaxis(np.broadcast_to(a, layer.shape), layer.out_axis, 0).reshape(out, -1).astype(np.float64)
+
+    w = matrix(weight)
+    scale_full, zero_full = _expanded(fitted)
+    scale, zero = matrix(scale_full), matrix(zero_full)
+    if hessian.shape != (w.shape[1], w.shape[1]):
+        raise ValueError(f"{layer.name}: Hessian {hessian.shape} does not match {w.shape[1]} input features")
+    low, high = _levels(bits, scheme.symmetric)
+    upper = gptq_factor(hessian)
+    q = np.empty_like(w)
+    for j in range(w.shape[1]):
+        q[:, j] = np.clip(np.round(w[:, j] / scale[:, j]) + zero[:, j], low, high)
+        error = (w[:, j] - (q[:, j] - zero[:, j]) * scale[:, j]) / upper[j, j]
+        w[:, j + 1 :] -= np.outer(error, upper[j, j + 1 :])
+    values = np.moveaxis(q.reshape(np.moveaxis(weight, layer.out_axis, 0).shape), 0, layer.out_axis)
+    return replace(fitted, values=values.astype(np.int8))
+
+
+def gptq_factor(hessian: np.ndarray) -> np.ndarray:
+    """Upper U with UᵀU = (H + damping)⁻¹; dead inputs (zero diagonal) get a unit diagonal instead."""
+    h = np.array(hessian, dtype=np.float64)
+    diagonal = np.diag(h).copy()
+    dead = diagonal <= 0
+    h[dead, dead] = 1.0  # an input never seen on calibration: rounded to nearest, no feedback through it
+    h[np.diag_indices_from(h)] += GPTQ_DAMPING * max(float(np.mean(np.diag(h))), 1e-12)
+    return np.linalg.cholesky(np.linalg.inv(h)).T
+
+
+def _expanded(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point broadcast to the weight's shape (blocks repeated and cropped)."""
     scale, zero = q.scale, q.zero_point if q.zero_point is not None else np.zeros_like(q.scale)
     if q.block_size:
         scale = np.repeat(scale, q.block_size, axis=q.axis)[_crop(q)]
@@ -174,7 +231,13 @@ def dequantize(q: QuantizedWeight) -> np.ndarray:
         shape = [1] * q.values.ndim
         shape[q.axis] = -1
         scale, zero = scale.reshape(shape), zero.reshape(shape)
-    return ((q.values.astype(np.float32) - zero.astype(np.float32)) * scale).astype(np.float32)
+    return scale.astype(np.float32), zero.astype(np.float32)
+
+
+def dequantize(q: QuantizedWeight) -> np.ndarray:
+    """What DequantizeLinear computes, for reports and the drift of a single layer."""
+    scale, zero = _expanded(q)
+    return ((q.values.astype(np.float32) - zero) * scale).astype(np.float32)
 
 
 def _crop(q: QuantizedWeight) -> tuple[slice, ...]:
@@ -201,24 +264,44 @@ def with_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 
 
 class Quantizer:
-    """Applies per-layer bit widths to one model; quantized tensors are cached per (layer, bits)."""
+    """Applies per-layer bit widths to one model; quantized tensors are cached per (layer, bits).
 
-    def __init__(self, model: onnx.ModelProto, scheme: QuantScheme | None = None) -> None:
+    ``calib`` (input images) is needed by ``rounding="gptq"``: each layer's XᵀX is taken from
+    this model's own float layer inputs on them, once, and kept for every later setting.
+    """
+
+    def __init__(
+        self, model: onnx.ModelProto, scheme: QuantScheme | None = None, calib: np.ndarray | None = None
+    ) -> None:
         self.model = model
         self.scheme = scheme or QuantScheme()
         self.layers = quantizable_layers(model)
         if not self.layers:
             raise UserError("the model has no Conv/Gemm/MatMul weight stored as a float initializer to quantize")
+        if self.scheme.rounding == "gptq" and (calib is None or len(calib) == 0):
+            raise UserError(
+                "rounding gptq needs calibration images (the layers' inputs on them); pass calib=, "
+                "or choose rounding mse or nearest"
+            )
+        self.calib = calib
         self.by_name = {layer.name: layer for layer in self.layers}
         self._weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if t.name in self.by_name}
         self._cache: dict[tuple[str, int], QuantizedWeight] = {}
         self._at_opset: dict[int, onnx.ModelProto] = {}
+        self._hessians: dict[str, np.ndarray | None] | None = None
 
     def quantized(self, name: str, bits: int) -> QuantizedWeight:
         key = (name, bits)
         if key not in self._cache:
-            self._cache[key] = quantize_weight(self._weights[name], self.by_name[name], bits, self.scheme)
+            hessian = self.hessians()[name] if self.scheme.rounding == "gptq" else None
+            self._cache[key] = quantize_weight(self._weights[name], self.by_name[name], bits, self.scheme, hessian)
         return self._cache[key]
+
+    def hessians(self) -> dict[str, np.ndarray | None]:
+        """Layer -> XᵀX of its inputs on ``calib`` (None where the inputs cannot be laid out as features)."""
+        if self._hessians is None:
+            self._hessians = layer_hessians(self.model, self.layers, self._weights, self.calib)
+        return self._hessians
 
     def apply(self, bits: dict[str, int]) -> onnx.ModelProto:
         """A copy of the model with each named weight stored at its bit width (32 = unchanged)."""
@@ -268,6 +351,50 @@ class Quantizer:
             attributes["block_size"] = q.block_size
         nodes.append(helper.make_node("DequantizeLinear", inputs, [name], name=f"{name}_dequantize", **attributes))
         return nodes
+
+
+def _features(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) -> np.ndarray | None:
+    """One row per (sample, position), features ordered as the weight's input axes flatten; None if unsupported."""
+    from svtprune.reconstruct import _conv_geometry, _patches, _rows
+
+    if node.op_type == "Conv":
+        geometry = _conv_geometry(node, weight)  # stride 1, one group: patches are the layer's exact inputs
+        return None if geometry is None else _patches(value, *geometry)
+    if weight.ndim != 2:
+        return None
+    if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
+        value = value.T
+    return _rows(value, node.op_type) if node.op_type in ("MatMul", "Gemm") else None
+
+
+def layer_hessians(
+    model: onnx.ModelProto, layers: list[Layer], weights: dict[str, np.ndarray], calib: np.ndarray
+) -> dict[str, np.ndarray | None]:
+    """XᵀX per layer from the float model's own layer inputs on ``calib``, summed over the nodes sharing a weight.
+
+    All inputs are tapped in one run per chunk of images; layers whose inputs cannot be laid
+    out as features (strided/grouped convolutions, ConvTranspose, batched MatMul) get None.
+    """
+    from svtprune.reconstruct import _tap
+
+    names = {layer.name for layer in layers}
+    users = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in names]
+    hessians: dict[str, np.ndarray | None] = {layer.name: None for layer in layers}
+    unsupported: set[str] = set()
+    for start in range(0, len(calib), GPTQ_CHUNK):
+        values = _tap(model, sorted({n.input[0] for n in users}), calib[start : start + GPTQ_CHUNK])
+        for node in users:
+            name = node.input[1]
+            if name in unsupported:
+                continue
+            features = _features(node, weights[name], values[node.input[0]])
+            if features is None:
+                unsupported.add(name)
+                continue
+            features = features.astype(np.float64)
+            gram = features.T @ features
+            hessians[name] = gram if hessians[name] is None else hessians[name] + gram
+    return {name: None if name in unsupported else h for name, h in hessians.items()}
 
 
 SIDE_VECTOR_MIN_SIZE = 16  # scalars (thresholds, decay constants) stay float32: neurons are found by them
@@ -366,4 +493,5 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
         symmetric = symmetric and len(node.input) < 3
         block = next((a.i for a in node.attribute if a.name == "block_size"), block)
     half = any(n.op_type == "Cast" for n in folded)
-    return Thawed(out, bits, QuantScheme(symmetric=symmetric, block_size=block, half_side=half))
+    # rounding is not in the file; mse needs no calibration images (fine-tuning re-quantizes with it)
+    return Thawed(out, bits, QuantScheme(symmetric=symmetric, block_size=block, rounding="mse", half_side=half))
