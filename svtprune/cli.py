@@ -149,6 +149,9 @@ def compress(
         str, typer.Option(help="After pruning, choose weight bits per layer (AQ4SViT): none, greedy or beam.")
     ] = "none",
     bits: Annotated[str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.")] = "8,4,2",
+    rounding: Annotated[
+        str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: mse.")
+    ] = None,
     beam_width: Annotated[int, typer.Option(help="Settings kept per step by --quantize beam.")] = 4,
     prune_share: Annotated[
         float, typer.Option(help="With --quantize: share of the accuracy budget pruning may use first.")
@@ -194,6 +197,7 @@ def compress(
             finetune_lr=finetune_lr,
             quantize=quantize,
             quantize_bits=bits,
+            quantize_rounding=rounding,
             beam_width=beam_width,
             prune_share=prune_share,
             objective=objective,

@@ -25,7 +25,13 @@ def quantize(
         bool, typer.Option("--symmetric/--asymmetric", help="Signed integers without a zero point, or unsigned with.")
     ] = True,
     block_size: Annotated[int, typer.Option(help="0: one scale per output channel; n: blocks of n inputs.")] = 0,
-    rounding: Annotated[str, typer.Option(help="mse (clipping search per channel) or nearest (full range).")] = "mse",
+    rounding: Annotated[
+        str | None,
+        typer.Option(
+            help="nearest (full range), mse (clipping search per channel) or gptq (mse's scales, error-feedback "
+            "rounding on the layers' inputs from search-split images). Default: mse."
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")] = False,
 ) -> None:

@@ -7,13 +7,19 @@ directly on correlated inputs, and ONNX Runtime's own DequantizeLinear output an
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
 from onnx import helper, numpy_helper
 
+from svtprune.data import Dataset, save_npz
 from svtprune.errors import UserError
 from svtprune.evaluate import logits_of, make_session
+from svtprune.graph.io import param_bytes
 from svtprune.quantization import Layer, Quantizer, QuantScheme, dequantize, quantize_weight
 
 
@@ -157,3 +163,24 @@ def test_hessian_gives_the_real_output_error_of_each_layer(gptq_quantizer: Quant
             assert predicted == pytest.approx(errors[rounding], rel=2e-3, abs=1e-6), (layer.name, rounding)
         better += int(errors["gptq"] < errors["mse"])
     assert better >= len(quantizer.layers) - 1
+
+
+def test_quantize_command_takes_gptq_and_refuses_an_unknown_rounding(small_models: dict, tmp_path: Path) -> None:
+    import svtprune
+
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    rng = np.random.default_rng(4)
+    save_npz(tmp_path / "val.npz", Dataset(rng.standard_normal((120, 1, 28, 28)).astype(np.float32), None))
+    out = tmp_path / "q.onnx"
+    report = svtprune.quantize(tmp_path / "m.onnx", tmp_path / "val.npz", out, 5.0, rounding="gptq")
+    q = report["quantization"]
+    assert q["scheme"]["rounding"] == "gptq" and q["gptq_without_hessian"] == []
+    assert report["compressed"]["param_bytes"] == param_bytes(onnx.load(out)) < param_bytes(small_models["spikformer"])
+    model, data = str(tmp_path / "m.onnx"), str(tmp_path / "val.npz")
+    cmd = [sys.executable, "-m", "svtprune.cli", "quantize", model, "--data", data]
+    bad = subprocess.run([*cmd, "-o", str(tmp_path / "b.onnx"), "--rounding", "obq"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "gptq" in bad.stderr
+    with pytest.raises(UserError, match="rounding"):  # before the pruning search, not after it
+        svtprune.compress(
+            tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "c.onnx", quantize="greedy", quantize_rounding="obq"
+        )

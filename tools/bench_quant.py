@@ -3,6 +3,7 @@
     python tools/bench_quant.py search models/reference/spikformer_fmnist.onnx --searches greedy beam exhaustive
     python tools/bench_quant.py proxy models/reference/spikformer_fmnist.onnx --settings 200
     python tools/bench_quant.py peers models/reference/spikformer_fmnist.onnx
+    python tools/bench_quant.py rounding models/reference/spikformer_fmnist.onnx --calib 2000
 
 Each prints markdown rows (for BENCHMARKS.md) and writes a JSON record beside --keep when given.
 All accuracies are ONNX Runtime CPU with default session options, as a user runs the file.
@@ -26,10 +27,10 @@ from svtprune.data import load_npz  # noqa: E402
 from svtprune.errors import ConstraintError  # noqa: E402
 from svtprune.evaluate import logits_of, make_session, top1  # noqa: E402
 from svtprune.graph.io import load_model, param_bytes  # noqa: E402
-from svtprune.quantization import FP32, Quantizer  # noqa: E402
+from svtprune.quantization import FP32, ROUNDINGS, Quantizer, QuantScheme  # noqa: E402
 from svtprune.search.compress import split  # noqa: E402
 from svtprune.search.drift import DriftProbe  # noqa: E402
-from svtprune.search.quantize_run import DRIFT_IMAGES, quantize  # noqa: E402
+from svtprune.search.quantize_run import DRIFT_IMAGES, GPTQ_IMAGES, quantize  # noqa: E402
 
 VAL = ROOT / "models" / "data" / "fashion_mnist_val.npz"
 
@@ -191,9 +192,47 @@ def run_peers(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def run_rounding(args: argparse.Namespace) -> list[dict]:
+    """Uniform bit widths with each rounding, and each layer alone at 2 bits: held-out accuracy.
+
+    gptq's Hessians come from the first GPTQ_IMAGES images of the search split; every accuracy is
+    on the held-out split, which neither the calibration nor any choice here has seen.
+    """
+    model = load_model(args.model)
+    search, held = split(load_npz(args.data), args.calib, args.seed)
+    target = held.y if held.y is not None else logits_of(make_session(model), held.x).argmax(axis=1)
+    baseline = top1(logits_of(make_session(model), held.x), target)
+    print(f"fp32: {baseline:.2f} on {len(held)} held-out images; calibration {GPTQ_IMAGES} search images")
+    quantizers, rows = {}, []
+    for rounding in args.roundings:
+        started = time.perf_counter()
+        quantizers[rounding] = Quantizer(model, QuantScheme(rounding=rounding), calib=search.x[:GPTQ_IMAGES])
+        if rounding == "gptq":
+            quantizers[rounding].hessians()  # timed apart: computed once per model, then cached
+        print(f"{rounding}: Hessians {time.perf_counter() - started:.1f} s", flush=True)
+    head = quantizers[args.roundings[0]].layers[-1].name
+    names = [layer.name for layer in quantizers[args.roundings[0]].layers]
+    settings = {f"all {b} bits": dict.fromkeys(names, b) for b in (8, 4, 2)}
+    settings["all 2 bits, head 8"] = {**dict.fromkeys(names, 2), head: 8}
+    if args.per_layer:
+        settings.update({f"only {name} at 2": {name: 2} for name in names})
+    print("| setting | param bytes | " + " | ".join(args.roundings) + " |")
+    print("|---|---|" + "---|" * len(args.roundings))
+    for label, setting in settings.items():
+        row = {"setting": label, "accuracy": {}}
+        for rounding, quantizer in quantizers.items():
+            candidate = quantizer.apply(setting)
+            row["param_bytes"] = param_bytes(candidate)
+            row["accuracy"][rounding] = top1(logits_of(make_session(candidate), held.x), target)
+        rows.append(row)
+        accuracies = " | ".join(f"{row['accuracy'][r]:.2f}" for r in args.roundings)
+        print(f"| {label} | {row['param_bytes']:,} | {accuracies} |", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["search", "proxy", "peers"])
+    parser.add_argument("part", choices=["search", "proxy", "peers", "rounding"])
     parser.add_argument("model", type=Path)
     parser.add_argument("--data", type=Path, default=VAL)
     parser.add_argument("--calib", type=int, default=1000, help="search-split images")
@@ -203,9 +242,12 @@ def main() -> None:
     parser.add_argument("--searches", nargs="+", default=["greedy", "beam", "exhaustive"])
     parser.add_argument("--settings", type=int, default=200)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--roundings", nargs="+", default=["nearest", "mse", "gptq"], choices=ROUNDINGS)
+    parser.add_argument("--per-layer", action="store_true", help="rounding: each layer alone at 2 bits too")
     parser.add_argument("--keep", type=Path, default=None, help="JSON file for the raw results")
     args = parser.parse_args()
-    result = {"search": run_searches, "proxy": run_proxy, "peers": run_peers}[args.part](args)
+    parts = {"search": run_searches, "proxy": run_proxy, "peers": run_peers, "rounding": run_rounding}
+    result = parts[args.part](args)
     if args.keep:
         args.keep.write_text(json.dumps(result, indent=1) + "\n")
 

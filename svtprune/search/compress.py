@@ -57,6 +57,7 @@ def compress(
     finetune_lr: float = 3e-4,
     quantize: str = "none",
     quantize_bits: str | tuple[int, ...] = (8, 4, 2),
+    quantize_rounding: str | None = None,
     beam_width: int = 4,
     prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION,
     objective: str = "memory",
@@ -82,6 +83,10 @@ def compress(
         raise UserError("--max-accuracy-drop must be >= 0 and --min-memory-saving in (0, 1)")
     if quantize not in ("none", "greedy", "beam", "exhaustive"):
         raise UserError(f"unknown --quantize {quantize!r}; choose none, greedy or beam")
+    if quantize_rounding is not None:  # a typo should fail now, not after the pruning search
+        from svtprune.quantization import QuantScheme
+
+        QuantScheme(rounding=quantize_rounding)
     if not 0 < prune_share <= 1:
         raise UserError("--prune-share must be in (0, 1]")
     _check_objective(objective, method, min_speedup, max_latency_ms)
@@ -159,6 +164,7 @@ def compress(
             final, search, targets["search"], baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop,
             quantize, quantize_bits, beam_width, say,
             (held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop),
+            quantize_rounding,
         )  # fmt: skip
         final_session = make_session(final)
         quantization["budget_split"] = (

@@ -26,6 +26,8 @@ from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, Q
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # as in compress: a fifth of the budget absorbs held-out noise
 DRIFT_IMAGES = 64
+DEFAULT_ROUNDING = "mse"  # of the commands, which have images to calibrate on (see BENCHMARKS.md, issue 6)
+GPTQ_IMAGES = 256  # search-split images whose layer inputs give gptq's Hessians (4 s on the reference model)
 
 
 def parse_bits(text: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -50,12 +52,16 @@ def run_search(
     beam_width: int,
     progress: Callable[[str], None],
 ) -> tuple[QuantResult, QuantExecutor]:
-    """The bit-width search on ``model``; the budget's baseline may belong to an earlier model."""
+    """The bit-width search on ``model``; the budget's baseline may belong to an earlier model.
+
+    gptq's calibration images come from the search split (never the held-out one); its Hessians
+    are computed once, from ``model``'s own layer inputs, and serve every candidate.
+    """
     if method not in SEARCHES:
         raise UserError(f"unknown --search {method!r}; choose one of {', '.join(SEARCHES)}")
     if beam_width < 1:
         raise UserError("--beam-width must be >= 1")
-    quantizer = Quantizer(model, scheme)
+    quantizer = Quantizer(model, scheme, calib=search.x[:GPTQ_IMAGES])
     probe = None if method == "exhaustive" else DriftProbe(model, search.x[:DRIFT_IMAGES])
     executor = QuantExecutor(quantizer, search, target, probe)
     if method == "beam":
@@ -77,8 +83,16 @@ def quantization_section(result: QuantResult, executor: QuantExecutor, method: s
         "proxy_seconds": round(executor.drift_seconds, 2),
         "search_seconds": round(time.perf_counter() - started, 2),
         "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
+        "gptq_without_hessian": _without_hessian(executor.quantizer),
         "evaluations": [r.to_dict() for r in executor.records],
     }
+
+
+def _without_hessian(quantizer: Quantizer) -> list[str]:
+    """Layers gptq could not lay out as features (they were rounded as mse does)."""
+    if quantizer.scheme.rounding != "gptq":
+        return []
+    return [name for name, h in quantizer.hessians().items() if h is None]
 
 
 def quantize(
@@ -93,7 +107,7 @@ def quantize(
     seed: int = 0,
     symmetric: bool = True,
     block_size: int = 0,
-    rounding: str = "mse",
+    rounding: str | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
@@ -110,7 +124,7 @@ def quantize(
     if max_accuracy_drop < 0:
         raise UserError("--max-accuracy-drop must be >= 0")
     widths = parse_bits(bits)
-    scheme = QuantScheme(symmetric=symmetric, block_size=block_size, rounding=rounding)
+    scheme = QuantScheme(symmetric=symmetric, block_size=block_size, rounding=rounding or DEFAULT_ROUNDING)
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search_part, held = split(load_npz(data_path), calib, seed)
@@ -223,6 +237,7 @@ def quantize_after_pruning(
     beam_width: int,
     progress: Callable[[str], None],
     held: tuple[Dataset, np.ndarray, Callable[[float], bool]],
+    rounding: str | None = None,
 ) -> tuple[onnx.ModelProto, float, dict]:
     """``compress --quantize``: bit widths for the pruned model, measured against the *original* baseline.
 
@@ -233,7 +248,15 @@ def quantize_after_pruning(
     started = time.perf_counter()
     budget = QuantBudget(baseline, budget_points)
     result, executor = run_search(
-        pruned, search, target, budget, method, parse_bits(bits), QuantScheme(), beam_width, progress
+        pruned,
+        search,
+        target,
+        budget,
+        method,
+        parse_bits(bits),
+        QuantScheme(rounding=rounding or DEFAULT_ROUNDING),
+        beam_width,
+        progress,
     )
     final, accuracy, checks = held_out_bits(executor, budget, result, *held, progress)
     section = quantization_section(result, executor, method, started)
