@@ -49,7 +49,7 @@ def run_searches(args: argparse.Namespace) -> list[dict]:
             try:
                 report = quantize(
                     args.model, args.data, Path(folder) / "q.onnx", args.max_drop, search, calib=args.calib,
-                    beam_width=args.beam_width, seed=args.seed,
+                    beam_width=args.beam_width, seed=args.seed, rounding=args.rounding,
                 )  # fmt: skip
             except ConstraintError as failed:  # the row still counts: what the search chose, and that it missed
                 report = failed.report
@@ -72,6 +72,7 @@ def run_searches(args: argparse.Namespace) -> list[dict]:
             "wall": round(wall, 1),
             "load": round(os.getloadavg()[0], 1),
             "bits": {r["layer"]: r["bits"] for r in q["layers"]},
+            "rounding": q["scheme"]["rounding"],
         }
         rows.append(row)
         print(
@@ -242,6 +243,7 @@ def main() -> None:
     parser.add_argument("--searches", nargs="+", default=["greedy", "beam", "exhaustive"])
     parser.add_argument("--settings", type=int, default=200)
     parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--rounding", choices=ROUNDINGS, default=None, help="search: weight rounding")
     parser.add_argument("--roundings", nargs="+", default=["nearest", "mse", "gptq"], choices=ROUNDINGS)
     parser.add_argument("--per-layer", action="store_true", help="rounding: each layer alone at 2 bits too")
     parser.add_argument("--keep", type=Path, default=None, help="JSON file for the raw results")
