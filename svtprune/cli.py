@@ -157,13 +157,20 @@ def compress(
         float, typer.Option(help="With --quantize: share of the accuracy budget pruning may use first.")
     ] = 0.5,
     objective: Annotated[
-        str, typer.Option(help="memory (largest groups first) or latency (groups ordered by measured ORT time).")
+        str,
+        typer.Option(
+            help="memory (largest groups first), latency (groups ordered by measured ORT time) or energy "
+            "(ordered by the estimated energy each group's pruning saves, from measured firing rates)."
+        ),
     ] = "memory",
     min_speedup: Annotated[
         float | None, typer.Option(help="With --objective latency: required speedup at batch 1 and 64, e.g. 1.5.")
     ] = None,
     max_latency_ms: Annotated[
         float | None, typer.Option(help="With --objective latency: required batch-1 latency in ms.")
+    ] = None,
+    min_energy_saving: Annotated[
+        float | None, typer.Option(help="With --objective energy: fraction of the energy per image to save, e.g. 0.5.")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     as_json: JsonOpt = False,
@@ -203,6 +210,7 @@ def compress(
             objective=objective,
             min_speedup=min_speedup,
             max_latency_ms=max_latency_ms,
+            min_energy_saving=min_energy_saving,
         ),
         as_json,
     )
@@ -257,6 +265,9 @@ def _print_compress(report: dict, out: Path) -> None:
         f"ORT CPU latency {report['original']['latency_ms_b1']:.2f} -> {report['compressed']['latency_ms_b1']:.2f} ms "
         f"(batch 1, {report['speedup']['b1']:.2f}x), {report['original']['latency_ms_b64']:.1f} -> "
         f"{report['compressed']['latency_ms_b64']:.1f} ms (batch 64, {report['speedup']['b64']:.2f}x)\n"
+        f"energy (45 nm estimate) {report['energy']['original']['energy_uJ_per_image']:.1f} -> "
+        f"{report['energy']['compressed']['energy_uJ_per_image']:.1f} uJ per image "
+        f"({report['energy_saving']:.1%} saved)\n"
         + (
             f"fine-tuned on {report['finetune']['images']} images: held-out accuracy "
             f"{report['finetune']['accuracy_before']:.2f}% -> {report['finetune']['accuracy_after']:.2f}%\n"

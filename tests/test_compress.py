@@ -222,6 +222,68 @@ def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
     assert timed and all(e["images"] > 8 for e in timed)  # every full measurement was timed, no screen was
 
 
+class StubEnergyExecutor(StubExecutor):
+    """As StubExecutor, plus a synthetic energy: each group costs ``energy[g] * (1 - rate)`` uJ."""
+
+    def __init__(self, analysis, costs: dict[str, float], energy: dict[str, float]) -> None:  # noqa: ANN001
+        super().__init__(analysis, costs)
+        self.energy = energy
+
+    def energy_of(self, ratios: dict[str, float]) -> float:
+        return 1.0 + sum(e * (1 - ratios.get(n, 0.0)) for n, e in self.energy.items())
+
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+        record = super().measure(ratios, label, screen)
+        record.energy_uj = None if screen else self.energy_of(ratios)
+        return record
+
+
+def test_objective_energy_orders_groups_by_energy_saved_and_stops_at_the_goal(analysis) -> None:  # noqa: ANN001
+    names = sorted(sizes(analysis), key=lambda n: sizes(analysis)[n])  # smallest group spends the most energy
+    energy = {name: 20.0 / (i + 1) for i, name in enumerate(names)}
+    executor = StubEnergyExecutor(analysis, {name: 0.1 for name in names}, energy)
+    budget = Budget(90.0, 5.0, objective="energy", original_energy=executor.energy_of({}), min_energy_saving=0.4)
+    result = primesvt(executor, budget, lambda _m: None)
+    prioritized = [r.label.split()[1] for r in executor.records if r.label.startswith("prioritized")]
+    assert prioritized[0] == names[0]  # energy, not parameter count, decides who goes first
+    assert executor.energy_rank[names[0]] == max(executor.energy_rank.values())
+    assert budget.energy_saving(result.best.energy_uj) >= 0.4
+    assert not budget.goal_met(executor, executor.records[0])  # a goal is checked, not assumed
+    # the first group alone at 0.8 saves 16 of ~50 uJ (~32%): the second group is needed, the third is not
+    assert [n for n, r in result.ratios.items() if r > 0] == names[:2]
+
+
+def test_objective_energy_checks_its_options_and_reports_an_unmet_saving(
+    small_models: dict,
+    tmp_path,
+    images: np.ndarray,  # noqa: ANN001
+) -> None:
+    import onnx
+
+    from svtprune.data import Dataset, save_npz
+    from svtprune.errors import ConstraintError, UserError
+    from svtprune.search.compress import compress
+
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    x = np.concatenate([images] * 24) + np.random.default_rng(1).standard_normal((120, 1, 28, 28)).astype(np.float32)
+    save_npz(tmp_path / "val.npz", Dataset(x.astype(np.float32), None))
+    args = (tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "s.onnx", 20.0)
+    with pytest.raises(UserError, match="--objective energy"):
+        compress(*args, min_energy_saving=0.5)
+    with pytest.raises(UserError, match="in \\(0, 1\\)"):
+        compress(*args, objective="energy", min_energy_saving=1.5)
+    with pytest.raises(ConstraintError, match="energy saving") as failed:
+        compress(*args, objective="energy", min_energy_saving=0.999)
+    report = failed.value.report
+    assert not (tmp_path / "s.onnx").exists()
+    assert set(report["energy_order"]) == {g.name for g in analyze(small_models["spikformer"]).prunable_groups}
+    estimated = [e for e in report["evaluations"] if "energy_uj" in e]
+    assert estimated and all(e["images"] > 8 for e in estimated)  # full measurements only, no screen
+    original = report["energy"]["original"]["energy_uJ_per_image"]
+    compressed = report["energy"]["compressed"]["energy_uJ_per_image"]
+    assert report["energy_saving"] == pytest.approx(1 - compressed / original, abs=1e-4)
+
+
 def test_steps_back_are_accepted_full_measurements_most_compressed_first(analysis) -> None:  # noqa: ANN001
     from svtprune.search.compress import _steps_back
     from svtprune.search.held_out import MAX_STEPS_BACK

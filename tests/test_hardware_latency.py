@@ -1,31 +1,67 @@
-"""Latency-model fit on synthetic timings (no timed assertions)."""
+"""Latency model: the fit on synthetic timings and the cost features on hand-counted graphs."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-from svtprune.hardware.latency import conv1x1_cost, conv1x1_model, fit_latency_model
+from svtprune.hardware.latency import conv1x1_model, cost_features, fit_latency_model
 
 
 def test_fit_recovers_known_coefficients_from_noisy_timings() -> None:
     rng = np.random.default_rng(0)
-    shapes = [(ci, co, 49, b) for ci in (64, 128, 256) for co in (32, 96, 256) for b in (1, 16)]
-    macs, nbytes = np.array([conv1x1_cost(*s) for s in shapes]).T
-    truth = (2e-7, 3e-6, 0.05)
-    latency = truth[0] * macs + truth[1] * nbytes + truth[2]
-    model = fit_latency_model(macs, nbytes, latency * (1 + 0.01 * rng.normal(size=len(macs))))
-    assert model.a == pytest.approx(truth[0], rel=0.05)
-    assert model.b == pytest.approx(truth[1], rel=0.2)
-    assert np.allclose(model.predict(macs, nbytes), latency, rtol=0.05)
+    truth = {"conv_macs": 2e-7, "other_elements": 3e-6, "call": 0.05}
+    rows = [
+        {"conv_macs": float(m), "other_elements": float(e), "call": 1.0}
+        for m, e in zip(rng.uniform(1e5, 1e7, 30), rng.uniform(1e3, 1e5, 30), strict=True)
+    ]
+    latency = np.array([sum(truth[k] * row[k] for k in truth) for row in rows])
+    fit = fit_latency_model(rows, latency * (1 + 0.01 * rng.normal(size=len(rows))))
+    assert fit.coefficients["conv_macs"] == pytest.approx(truth["conv_macs"], rel=0.05)
+    assert fit.coefficients["other_elements"] == pytest.approx(truth["other_elements"], rel=0.2)
+    assert np.allclose(fit.predict(rows), latency, rtol=0.05)
+
+
+def test_fit_keeps_coefficients_non_negative() -> None:
+    rng = np.random.default_rng(1)
+    rows = [{"a": float(x), "b": float(y), "call": 1.0} for x, y in rng.uniform(1, 10, size=(20, 2))]
+    latency = np.array([2.0 * row["a"] - 0.5 * row["b"] + 20 for row in rows])  # a negative true cost
+    fit = fit_latency_model(rows, latency)
+    assert min(fit.coefficients.values()) >= 0.0
 
 
 def test_fit_refuses_degenerate_points() -> None:
+    rows = [{"a": 1.0, "call": 1.0}, {"a": 2.0, "call": 1.0}]
     with pytest.raises(ValueError):
-        fit_latency_model(np.array([1.0, 2.0]), np.array([1.0, 2.0]), np.array([1.0, 2.0]))
+        fit_latency_model(rows, np.array([1.0, 2.0]))
+    collinear = [{"a": float(i), "b": 2.0 * i} for i in range(10)]
+    with pytest.raises(ValueError):
+        fit_latency_model(collinear, np.arange(10.0))
 
 
-def test_cost_counts_a_hand_example() -> None:
-    macs, nbytes = conv1x1_cost(3, 2, 5, 1)
-    assert macs == 30 and nbytes == 4 * (5 * 5 + 6)
-    assert [d.dim_value for d in conv1x1_model(3, 2, 5, 1).graph.output[0].type.tensor_type.shape.dim] == [1, 2, 5]
+def test_cost_features_count_a_hand_example() -> None:
+    # Conv1d 3 -> 2, length 5, batch 4: 4*2*5 outputs x 3 inputs each = 120 MACs
+    features = cost_features(conv1x1_model(3, 2, 5, 4), batch=4)
+    assert features["conv_macs"] == 120
+    assert features["weighted_elements"] == 4 * 2 * 5 + 4 * 3 * 5
+    assert features["other_elements"] == 0 and features["call"] == 1
+
+
+def test_cost_features_follow_the_symbolic_batch() -> None:
+    # x [N, 6] @ w [6, 4], then Relu: MatMul MACs and elementwise elements scale with N
+    w = numpy_helper.from_array(np.ones((6, 4), dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["h"]), helper.make_node("Relu", ["h"], ["y"])],
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+        [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    for batch in (1, 64):
+        features = cost_features(model, batch)
+        assert features["matmul_macs"] == batch * 4 * 6
+        assert features["other_elements"] == batch * 4

@@ -1,7 +1,7 @@
 """Benchmarks for issue 7: latency steps with width, latency-model fit and its error on pruned models.
 
 python tools/bench_hardware.py sweep     # 1x1 Conv at widths 256..241, batch 1 x T=4 rows
-python tools/bench_hardware.py model N   # fit on conv timings, predict N random pruned Spikformers
+python tools/bench_hardware.py model N   # fit on N pruned Spikformers (random rate per group), test on N others
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import sys
 
 import numpy as np
 
-from svtprune.graph.analysis import analyze, constants_of
+from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model
-from svtprune.graph.plan import uniform_plan
+from svtprune.graph.plan import Plan, kept_for_ratio
 from svtprune.graph.surgery import prune
-from svtprune.hardware.latency import fit_latency_model, time_model, width_sweep
+from svtprune.hardware.latency import cost_features, fit_latency_model, width_sweep
 from svtprune.importance import group_scores
+from svtprune.search.executor import measured_latency
 
 REFERENCE = "models/reference/spikformer_fmnist.onnx"
 
@@ -25,39 +26,38 @@ def sweep() -> None:
         print(f"width {width}: {ms:.4f} ms")
 
 
-def whole_model_costs(model) -> tuple[float, float]:  # noqa: ANN001
-    """Weighted-op MACs and weight bytes of a whole model at batch 1."""
-    from svtprune.hardware.energy import measure_energy
-
-    x = np.zeros((1, 1, 28, 28), dtype=np.float32)
-    report = measure_energy(model, x)
-    weights = sum(v.nbytes for v in constants_of(model).values())
-    return report.total_macs, float(weights)
+def random_plan(analysis, scores, rng) -> Plan:  # noqa: ANN001
+    """Each prunable group at its own random rate in [0, 0.7]: plans a search could visit."""
+    plan = Plan(meta={"method": "random"})
+    for group in analysis.prunable_groups:
+        plan.kept[group.name] = kept_for_ratio(analysis, group, float(rng.uniform(0.0, 0.7)), scores[group.name])
+    return plan
 
 
 def model(count: int) -> None:
+    """Fit the latency model on ``count`` random pruned Spikformers, test it on ``count`` others."""
     rng = np.random.default_rng(0)
     base = load_model(REFERENCE)
     analysis = analyze(base)
     scores = group_scores(analysis, "l2")
-    x = np.random.default_rng(1).normal(size=(1, 1, 28, 28)).astype(np.float32)
-    ratios = rng.uniform(0.0, 0.8, size=count)
-    rows = []
-    for ratio in ratios:
-        pruned = prune(analysis, uniform_plan(analysis, float(ratio), scores))
-        macs, nbytes = whole_model_costs(pruned)
-        rows.append((ratio, macs, nbytes, time_model(pruned, {pruned.graph.input[0].name: x}, 10)))
-    rows = np.array(rows)
-    half = len(rows) // 2
-    fit = fit_latency_model(rows[:half, 1], rows[:half, 2], rows[:half, 3])
-    pred = fit.predict(rows[half:, 1], rows[half:, 2])
-    err = np.abs(pred - rows[half:, 3]) / rows[half:, 3]
-    for r, p in zip(rows[half:], pred, strict=True):
-        print(f"ratio {r[0]:.2f}: measured {r[3]:.2f} ms, predicted {p:.2f} ms")
-    print(
-        f"fit on {half}, tested on {len(rows) - half}: "
-        f"median |error| {np.median(err) * 100:.1f}%, max {err.max() * 100:.1f}%"
-    )
+    rows = []  # (batch, features, measured ms)
+    for index in range(2 * count):
+        pruned = base if index == 0 else prune(analysis, random_plan(analysis, scores, rng))
+        b1, b64 = measured_latency(pruned)
+        rows += [(1, cost_features(pruned, 1), b1), (64, cost_features(pruned, 64), b64)]
+        print(f"model {index}: {b1:.2f} ms at batch 1, {b64:.1f} ms at batch 64", flush=True)
+    fit_rows, test_rows = rows[: 2 * count], rows[2 * count :]
+    fit = fit_latency_model([f for _, f, _ in fit_rows], np.array([ms for _, _, ms in fit_rows]))
+    print("coefficients:", {k: f"{v:.3g}" for k, v in fit.coefficients.items()})
+    for batch in (1, 64):
+        tested = [(f, ms) for b, f, ms in test_rows if b == batch]
+        predicted = fit.predict([f for f, _ in tested])
+        measured = np.array([ms for _, ms in tested])
+        error = np.abs(predicted - measured) / measured
+        print(
+            f"batch {batch}: fit on {count} models, tested on {len(tested)}: "
+            f"median |error| {np.median(error) * 100:.1f}%, max {error.max() * 100:.1f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """CPU latency, measured and modelled: where ORT's kernels step with width, and a fitted model.
 
-No lookup tables: per op type, latency ≈ a·MACs + b·bytes + c, with (a, b, c) fitted by least
-squares on a few layers timed on the machine that runs the search. ``width_sweep`` times one
+No lookup tables: latency ≈ Σ coefficient · feature over per-op-type costs read from the graph
+(Conv MACs, MatMul MACs, weighted-layer elements, elements of every other node, one per call),
+the coefficients fitted by non-negative least squares on whole models timed on the machine that
+runs the search. ``width_sweep`` times one
 1x1 Conv (the layer form of SViT linear layers) at widths w, w-1, ... so the block size at
 which latency steps is read off a measurement, not assumed.
 """
@@ -14,30 +16,82 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 
 @dataclass
 class LatencyModel:
-    """latency_ms ≈ a·MACs + b·bytes + c for one op type."""
+    """latency_ms ≈ Σ coefficient · feature, non-negative, features as ``cost_features`` names them."""
 
-    a: float
-    b: float
-    c: float
+    coefficients: dict[str, float]
 
-    def predict(self, macs: np.ndarray | float, nbytes: np.ndarray | float) -> np.ndarray:
-        return self.a * np.asarray(macs, dtype=np.float64) + self.b * np.asarray(nbytes, dtype=np.float64) + self.c
+    def predict(self, features: dict[str, float] | list[dict[str, float]]) -> np.ndarray:
+        rows = [features] if isinstance(features, dict) else features
+        return np.array([sum(c * row.get(name, 0.0) for name, c in self.coefficients.items()) for row in rows])
 
 
-def fit_latency_model(macs: np.ndarray, nbytes: np.ndarray, latency_ms: np.ndarray) -> LatencyModel:
-    """Least-squares fit of (a, b, c); needs at least three points that are not collinear."""
-    design = np.column_stack([np.asarray(macs, float), np.asarray(nbytes, float), np.ones(len(macs))])
-    if len(macs) < 3 or np.linalg.matrix_rank(design) < 3:
-        raise ValueError("need >= 3 timing points with independent MACs and bytes")
+def fit_latency_model(features: list[dict[str, float]], latency_ms: np.ndarray) -> LatencyModel:
+    """Non-negative least squares over the features (a negative cost per MAC would be nonsense).
+
+    Each column is scaled to unit maximum so MACs (1e8) and a per-call constant (1) weigh alike.
+    """
+    from scipy.optimize import nnls
+
+    names = sorted({name for row in features for name in row})
+    design = np.array([[row.get(name, 0.0) for name in names] for row in features], dtype=np.float64)
+    if len(features) <= len(names) or np.linalg.matrix_rank(design) < len(names):
+        raise ValueError(f"need more than {len(names)} timing points whose features are independent")
     scale = np.abs(design).max(axis=0)
-    coef, *_ = np.linalg.lstsq(design / scale, np.asarray(latency_ms, float), rcond=None)
-    a, b, c = coef / scale
-    return LatencyModel(float(a), float(b), float(c))
+    coef, _ = nnls(design / scale, np.asarray(latency_ms, dtype=np.float64))
+    return LatencyModel({name: float(c / s) for name, c, s in zip(names, coef, scale, strict=True)})
+
+
+def cost_features(model: onnx.ModelProto, batch: int) -> dict[str, float]:
+    """What a CPU spends time on, per run at ``batch`` images, read from inferred shapes.
+
+    conv_macs / matmul_macs: multiply-accumulates of Conv and MatMul/Gemm; weighted_elements:
+    their input and output elements (memory traffic, im2col); other_elements: output elements
+    of every other node (the unrolled neurons, normalisation, reshapes); call: 1 per run.
+    """
+    shapes = _shapes_at_batch(model, batch)
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    features = {"conv_macs": 0.0, "matmul_macs": 0.0, "weighted_elements": 0.0, "other_elements": 0.0, "call": 1.0}
+    for node in model.graph.node:
+        out = shapes.get(node.output[0]) if node.output else None
+        if out is None:
+            continue
+        out_elements = float(np.prod(out))
+        if node.op_type in ("Conv", "MatMul", "Gemm"):
+            x = shapes.get(node.input[0])
+            w = weights.get(node.input[1]) or shapes.get(node.input[1])
+            if x is None or w is None:
+                continue
+            if node.op_type == "Conv":
+                features["conv_macs"] += out_elements * float(np.prod(w[1:]))
+            else:
+                features["matmul_macs"] += out_elements * float(x[-1])
+            features["weighted_elements"] += out_elements + float(np.prod(x))
+        elif node.op_type not in ("Shape", "Constant"):
+            features["other_elements"] += out_elements
+    return features
+
+
+def _shapes_at_batch(model: onnx.ModelProto, batch: int) -> dict[str, tuple[int, ...]]:
+    """Static shapes of every tensor with the symbolic batch axis of the inputs set to ``batch``."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]
+    for value in fixed.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    inferred = shape_inference.infer_shapes(fixed, data_prop=True)
+    shapes = {}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = tuple(d.dim_value for d in dims)
+    return shapes
 
 
 def conv1x1_model(c_in: int, c_out: int, length: int, batch: int) -> onnx.ModelProto:
@@ -53,13 +107,6 @@ def conv1x1_model(c_in: int, c_out: int, length: int, batch: int) -> onnx.ModelP
         [weight],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def conv1x1_cost(c_in: int, c_out: int, length: int, batch: int) -> tuple[float, float]:
-    """(MACs, bytes moved: input + weights + output, fp32) of ``conv1x1_model``."""
-    macs = float(batch * length * c_in * c_out)
-    nbytes = 4.0 * (batch * length * (c_in + c_out) + c_in * c_out)
-    return macs, nbytes
 
 
 def time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeats: int = 20) -> float:

@@ -19,6 +19,7 @@ from svtprune.errors import ConstraintError, UserError
 from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.hardware.energy import energy_section, measure_energy
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
 from svtprune.search.executor import Executor, Measurement, measured_latency
 from svtprune.search.held_out import held_out_choice, steps_back
@@ -26,6 +27,7 @@ from svtprune.search.policies import POLICIES, Budget, SearchResult
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
 PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when --quantize follows pruning
+ENERGY_IMAGES = 64  # images whose firing rates give the energy estimate (search slice; held-out slice for the report)
 FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
 
 
@@ -63,6 +65,7 @@ def compress(
     objective: str = "memory",
     min_speedup: float | None = None,
     max_latency_ms: float | None = None,
+    min_energy_saving: float | None = None,
 ) -> dict:
     """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
 
@@ -89,7 +92,7 @@ def compress(
         QuantScheme(rounding=quantize_rounding)
     if not 0 < prune_share <= 1:
         raise UserError("--prune-share must be in (0, 1]")
-    _check_objective(objective, method, min_speedup, max_latency_ms)
+    _check_objective(objective, method, min_speedup, max_latency_ms, min_energy_saving)
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search, held = split(load_npz(data_path), calib, seed)
@@ -124,6 +127,11 @@ def compress(
         say("timing the original model")
         budget.original_latency = measured_latency(original)
         budget.min_speedup, budget.max_latency_ms = min_speedup, max_latency_ms
+    if objective == "energy":  # firing rates on a fixed slice of the search split, never the held-out images
+        say("estimating the original model's energy")
+        executor.energy_images = search.x[:ENERGY_IMAGES]
+        budget.original_energy = measure_energy(original, executor.energy_images).energy_uj
+        budget.min_energy_saving = min_energy_saving
     if quantize != "none":  # pruning searches on its share; quantization then gets what pruning left
         budget.max_drop *= prune_share
     result = POLICIES[method](executor, budget, say)
@@ -173,6 +181,7 @@ def compress(
             "the original, i.e. whatever pruning left. Pruning goes first because its savings compound with "
             "quantization's (fewer weights, each in fewer bits) and its search is the costlier one."
         )
+    energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
     report = _report(locals())
     if quantization is not None:
         report["quantization"] = quantization
@@ -183,10 +192,8 @@ def compress(
         raise ConstraintError(report["reason"], report)
     save_model(final, out, force=True)
     write_text_atomic(out.with_suffix(".plan.json"), plan.to_json(analysis))
-    from svtprune.hardware.energy import energy_section
     from svtprune.report import write_reports
 
-    report["energy"] = energy_section(original, final, held.x[:64])  # SOPs from measured firing rates
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
 
     write_reports(report, out)
@@ -226,13 +233,19 @@ def _steps_back(executor: Executor, budget: Budget, chosen: Measurement | None) 
     return steps_back(full, budget.accepts, lambda r: tuple(sorted(r.ratios.items())), chosen.param_bytes)
 
 
-def _check_objective(objective: str, method: str, min_speedup: float | None, max_latency_ms: float | None) -> None:
-    if objective not in ("memory", "latency"):
-        raise UserError(f"unknown --objective {objective!r}; choose memory or latency")
-    if objective == "latency" and method != "primesvt":
-        raise UserError("--objective latency orders the prioritized policy: use --method primesvt")
+def _check_objective(
+    objective: str, method: str, min_speedup: float | None, max_latency_ms: float | None, min_energy: float | None
+) -> None:
+    if objective not in ("memory", "latency", "energy"):
+        raise UserError(f"unknown --objective {objective!r}; choose memory, latency or energy")
+    if objective != "memory" and method != "primesvt":
+        raise UserError(f"--objective {objective} orders the prioritized policy: use --method primesvt")
     if objective != "latency" and (min_speedup is not None or max_latency_ms is not None):
         raise UserError("--min-speedup and --max-latency-ms need --objective latency")
+    if objective != "energy" and min_energy is not None:
+        raise UserError("--min-energy-saving needs --objective energy")
+    if min_energy is not None and not 0 < min_energy < 1:
+        raise UserError(f"--min-energy-saving must be in (0, 1), got {min_energy}")
     if min_speedup is not None and not min_speedup > 1:
         raise UserError(f"--min-speedup must be > 1, got {min_speedup}")
     if max_latency_ms is not None and not max_latency_ms > 0:
@@ -276,6 +289,10 @@ def _report(ctx: dict) -> dict:
         reasons.append(f"speedup {speedup:.2f}x (the slower of batch 1 and 64) is below {ctx['min_speedup']}x")
     if ctx["max_latency_ms"] is not None and c1 > ctx["max_latency_ms"]:
         reasons.append(f"batch-1 latency {c1:.2f} ms is above {ctx['max_latency_ms']} ms")
+    energy = ctx["energy"]
+    energy_saving = 1 - energy["compressed"]["energy_uJ_per_image"] / energy["original"]["energy_uJ_per_image"]
+    if ctx["min_energy_saving"] is not None and energy_saving < ctx["min_energy_saving"]:
+        reasons.append(f"energy saving {energy_saving:.1%} is below {ctx['min_energy_saving']:.1%}")
     widths = []
     for group in analysis.prunable_groups:
         kept = ctx["plan"].kept[group.name]
@@ -304,6 +321,7 @@ def _report(ctx: dict) -> dict:
             "objective": ctx["objective"],
             "min_speedup": ctx["min_speedup"],
             "max_latency_ms": ctx["max_latency_ms"],
+            "min_energy_saving": ctx["min_energy_saving"],
         },
         "metric": "top1 accuracy" if ctx["search"].y is not None else "top1 agreement with the original",
         "original": {
@@ -327,6 +345,9 @@ def _report(ctx: dict) -> dict:
         "accuracy_drop": round(drop, 3),
         "speedup": {"b1": round(b1 / c1, 3), "b64": round(b64 / c64, 3)},
         "latency_order": {k: round(v, 3) for k, v in (executor.latency_rank or {}).items()},
+        "energy_saving": round(energy_saving, 4),
+        "energy_order": {k: round(v, 4) for k, v in (executor.energy_rank or {}).items()},
+        "energy": energy,
         "constraints_met": not reasons,
         "reason": "; ".join(reasons) or "constraints met",
         "groups": widths,

@@ -24,6 +24,7 @@ from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
 from svtprune.graph.surgery import prune
+from svtprune.hardware.energy import measure_energy
 from svtprune.reconstruct import reconstruct
 
 
@@ -37,6 +38,7 @@ class Measurement:
     images: int = 0  # how many images scored it (a screen uses fewer than the search split)
     stderr: float = 0.0  # points: standard error of a screen's estimate (0 for a full measurement)
     latency_ms: tuple[float, float] | None = None  # ORT CPU, batch 1 and 64 (objective latency only)
+    energy_uj: float | None = None  # estimated per image from measured firing rates (objective energy only)
 
     def to_dict(self) -> dict:
         return {
@@ -52,6 +54,7 @@ class Measurement:
                 if self.latency_ms
                 else {}
             ),
+            **({"energy_uj": round(self.energy_uj, 3)} if self.energy_uj is not None else {}),
         }
 
 
@@ -71,6 +74,8 @@ class Executor:
     original_logits: np.ndarray | None = None  # the unpruned model on ``data``, if the caller has it already
     time_candidates: bool = False  # objective latency: time every fully measured candidate on ORT
     latency_rank: dict[str, float] | None = None  # group -> speedup of pruning it alone (objective latency)
+    energy_images: np.ndarray | None = None  # objective energy: firing rates of every full candidate on these
+    energy_rank: dict[str, float] | None = None  # group -> energy saving of pruning it alone (objective energy)
     _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _fits: dict[Hashable, tuple] = field(default_factory=dict, repr=False)
     _upstream: dict[str, list[str]] | None = field(default=None, repr=False)
@@ -156,9 +161,10 @@ class Executor:
             accuracy = 100.0 * float(reference.mean() + change.mean())
             stderr = 100.0 * float(change.std() / np.sqrt(len(rows)))
         latency = measured_latency(model) if self.time_candidates and rows is None else None
+        energy = self._energy(model) if rows is None else None
         record = Measurement(
             label, dict(ratios), accuracy, param_bytes(model), time.perf_counter() - started, len(wanted), stderr,
-            latency,
+            latency, energy,
         )  # fmt: skip
         self.records.append(record)
         return record
@@ -166,6 +172,15 @@ class Executor:
     def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
         """Latency of the plan's structure alone (no re-fit: weights do not change the time)."""
         return measured_latency(prune(self.analysis, self.plan_for(ratios), check=False))
+
+    def energy_of(self, ratios: dict[str, float]) -> float:
+        """Estimated uJ per image of the plan (with recovery: re-fitted weights change the firing)."""
+        return self._energy(self.build(ratios))
+
+    def _energy(self, model: onnx.ModelProto) -> float | None:
+        if self.energy_images is None:
+            return None
+        return measure_energy(model, self.energy_images).energy_uj
 
     def _original_correct(self) -> np.ndarray:
         if "correct" not in self._reference:

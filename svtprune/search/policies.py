@@ -28,10 +28,12 @@ class Budget:
     baseline: float  # accuracy of the unpruned model on the search split
     max_drop: float  # points the search may lose on the search split
     min_saving: float | None = None  # stop once this fraction of parameter bytes is saved
-    objective: str = "memory"  # what the prioritized order and the stopping goal are about: memory|latency
+    objective: str = "memory"  # what the prioritized order and the stopping goal are about: memory|latency|energy
     original_latency: tuple[float, float] | None = None  # ms at batch 1 and 64 (objective latency)
     min_speedup: float | None = None  # stop once both batch sizes run this much faster
     max_latency_ms: float | None = None  # or once batch 1 runs within this many ms
+    original_energy: float | None = None  # uJ per image (objective energy)
+    min_energy_saving: float | None = None  # stop once this fraction of the energy is saved
 
     def accepts(self, record: Measurement) -> bool:
         return self.baseline - record.accuracy <= self.max_drop
@@ -47,8 +49,15 @@ class Budget:
         """The smaller of the batch-1 and batch-64 speedups: a goal must hold for both."""
         return min(o / n for o, n in zip(self.original_latency, latency, strict=True))
 
+    def energy_saving(self, energy_uj: float) -> float:
+        return 1.0 - energy_uj / self.original_energy
+
     def goal_met(self, executor: Executor, record: Measurement | None) -> bool:
         """The user's goal for the objective is reached (no goal: keep compressing while accuracy holds)."""
+        if self.objective == "energy":
+            if self.min_energy_saving is None or record is None or record.energy_uj is None:
+                return False
+            return self.energy_saving(record.energy_uj) >= self.min_energy_saving
         if self.objective != "latency":
             return self.memory_met(executor, record)
         if record is None or record.latency_ms is None:
@@ -89,24 +98,29 @@ def uniform(executor: Executor, budget: Budget, progress: Progress) -> SearchRes
     return SearchResult(best.ratios if best else {}, best)
 
 
-LATENCY_PROBE_RATE = 0.5  # each group alone at this rate, timed, to rank groups by the time they cost
+PROBE_RATE = 0.5  # each group alone at this rate, timed (or its energy measured), to rank the groups
 
 
 def _group_order(executor: Executor, budget: Budget | None = None) -> list[str]:
-    """Largest first: by parameters, or with objective latency by the time each group's pruning saves.
+    """Largest first: by parameters, or by the time (objective latency) or energy each group's pruning saves.
 
-    The latency order is measured on the machine that runs the search (one build and one timing
-    per group, structure only), so it reflects the kernels ORT really runs, not parameter counts.
+    Time and energy orders are measured, not looked up: one build per group, timed with ORT on
+    the machine that runs the search (structure only), or run on calibration images for firing
+    rates (with recovery, since re-fitted weights change how often neurons fire).
     """
     from svtprune.pruning import group_table
 
     names = [g.name for g in executor.analysis.prunable_groups]
-    if budget is None or budget.objective != "latency":
-        params = {row["group"]: row["params"] for row in group_table(executor.analysis)}
-        return sorted(names, key=lambda n: -params[n])
-    if executor.latency_rank is None:
-        executor.latency_rank = {n: budget.speedup(executor.latency_of({n: LATENCY_PROBE_RATE})) for n in names}
-    return sorted(names, key=lambda n: -executor.latency_rank[n])
+    if budget is not None and budget.objective == "latency":
+        if executor.latency_rank is None:
+            executor.latency_rank = {n: budget.speedup(executor.latency_of({n: PROBE_RATE})) for n in names}
+        return sorted(names, key=lambda n: -executor.latency_rank[n])
+    if budget is not None and budget.objective == "energy":
+        if executor.energy_rank is None:
+            executor.energy_rank = {n: budget.energy_saving(executor.energy_of({n: PROBE_RATE})) for n in names}
+        return sorted(names, key=lambda n: -executor.energy_rank[n])
+    params = {row["group"]: row["params"] for row in group_table(executor.analysis)}
+    return sorted(names, key=lambda n: -params[n])
 
 
 def _robustness(
