@@ -148,7 +148,9 @@ def _energy_table(report: dict) -> str:
     return (
         f"<h2>Energy (45 nm estimate)</h2><table id='energy'><tr><th></th><th>original</th><th>compressed</th></tr>"
         f"{rows}</table><p>E_MAC {constants['E_MAC_pJ']} pJ, E_AC {constants['E_AC_pJ']} pJ "
-        f"({html.escape(constants['source'])}); firing rates measured on {e['original']['images']} held-out images.</p>"
+        f"({html.escape(constants['source'])}); firing rates measured on {e['original']['images']} held-out images."
+        + (f" Energy saved: {report['energy_saving']:.1%}." if "energy_saving" in report else "")
+        + "</p>"
     )
 
 
