@@ -150,7 +150,7 @@ def compress(
     ] = "none",
     bits: Annotated[str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.")] = "8,4,2",
     rounding: Annotated[
-        str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: mse.")
+        str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: gptq.")
     ] = None,
     beam_width: Annotated[int, typer.Option(help="Settings kept per step by --quantize beam.")] = 4,
     prune_share: Annotated[

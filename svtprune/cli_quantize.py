@@ -29,7 +29,7 @@ def quantize(
         str | None,
         typer.Option(
             help="nearest (full range), mse (clipping search per channel) or gptq (mse's scales, error-feedback "
-            "rounding on the layers' inputs from search-split images). Default: mse."
+            "rounding on the layers' inputs from search-split images). Default: gptq."
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
