@@ -359,3 +359,16 @@ def test_held_out_miss_steps_back_to_a_setting_the_search_accepted(quantizer: Qu
     assert [c["label"] for c in checks] == ["two layers", "one layer"]
     assert result.bits == {first: 8} and result.best is one
     assert param_bytes(final) == one.param_bytes
+
+
+def test_the_gate_judges_the_drift_a_step_adds_not_the_total(quantizer: Quantizer) -> None:
+    from svtprune.search.quant_search import _Gate
+
+    executor = StubQuantExecutor(quantizer, costs_for(quantizer))
+    gate = _Gate(executor, True)
+    assert gate.passes(5.0, 0.0)  # nothing failed yet
+    gate.failed(0.3133, 0.27)  # a step adding 0.0433 broke the budget
+    assert gate.passes(0.3135, 0.3131)  # past that total, but a tiny step: measured (the old rule gated it)
+    assert not gate.passes(0.40, 0.35)  # a step at least as large: skipped, and counted
+    assert executor.gated == 1
+    assert _Gate(executor, False).passes(9.0, 0.0)

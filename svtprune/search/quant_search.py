@@ -1,9 +1,10 @@
 """AQ4SViT: per-layer bit widths under an accuracy budget, as policies over two calls.
 
 ``QuantExecutor.drift`` is the cheap call (a calibration batch, membranes compared) and
-``QuantExecutor.measure`` the expensive one (accuracy on the search split). The gate sends a
-candidate to ``measure`` only while its drift stays below the smallest drift of any setting
-already measured to break the budget: drift that large has been seen to fail.
+``QuantExecutor.measure`` the expensive one (accuracy on the search split). Every candidate is
+one step (one layer, one width lower) from a setting already accepted; the gate sends it to
+``measure`` only while the drift that step adds stays below the smallest step drift already
+measured to break the budget: a step that large has been seen to fail.
 
 - ``greedy``: lower one layer one step at a time, best bytes saved per drift first.
 - ``beam``: the same expansions from the ``width`` best settings at each step.
@@ -156,19 +157,26 @@ def _sensitivity(executor: QuantExecutor, widths: tuple[int, ...], progress: Pro
 
 
 class _Gate:
-    """Skips candidates whose drift reaches the smallest drift already measured to fail."""
+    """Skips steps whose added drift reaches the smallest added drift already measured to fail.
+
+    The step's own drift, not the setting's total: totals only grow along a search, so one
+    failure near the budget's edge (where drift ranks losses only loosely) would gate every
+    later step, however harmless. Measured on the pruned reference Spikformer: after one
+    failed step at total drift 0.3133 the old rule gated all of the next 13 candidates while
+    the accepted setting (total 0.3131) still scored above the original.
+    """
 
     def __init__(self, executor: QuantExecutor, enabled: bool) -> None:
-        self.executor, self.enabled, self.fail_drift = executor, enabled, math.inf
+        self.executor, self.enabled, self.fail_step = executor, enabled, math.inf
 
-    def passes(self, drift: float) -> bool:
-        if self.enabled and drift >= self.fail_drift:
+    def passes(self, drift: float, base: float) -> bool:
+        if self.enabled and drift - base >= self.fail_step:
             self.executor.gated += 1
             return False
         return True
 
-    def failed(self, drift: float) -> None:
-        self.fail_drift = min(self.fail_drift, drift)
+    def failed(self, drift: float, base: float) -> None:
+        self.fail_step = min(self.fail_step, drift - base)
 
 
 def greedy(
@@ -187,10 +195,11 @@ def greedy(
             break
         options.sort(key=lambda o: -o[2] / (alone[(o[0], o[1])] + 1e-4))
         accepted = False
+        base = executor.drift(current)
         for name, new, _ in options:
             candidate = {**current, name: new}
             drift = executor.drift(candidate)
-            if not gatekeeper.passes(drift):
+            if not gatekeeper.passes(drift, base):
                 blocked.add((name, new))
                 continue
             progress(f"greedy: {name} -> {new} bits")
@@ -198,7 +207,7 @@ def greedy(
             if budget.accepts(record):
                 current, best, accepted = candidate, record, True
                 break
-            gatekeeper.failed(drift)
+            gatekeeper.failed(drift, base)
             blocked.add((name, new))
         if not accepted:
             break
@@ -226,13 +235,13 @@ def beam(
                 candidate = {**setting, name: new}
                 key = _key(candidate)
                 if key not in pool and key not in failed:
-                    pool[key] = (candidate, saved / (alone[(name, new)] + 1e-4))
+                    pool[key] = (candidate, saved / (alone[(name, new)] + 1e-4), setting)
         frontier = []
-        for candidate, _ in sorted(pool.values(), key=lambda c: -c[1]):
+        for candidate, _, parent in sorted(pool.values(), key=lambda c: -c[1]):
             if len(frontier) == width:
                 break
-            drift = executor.drift(candidate)
-            if not gatekeeper.passes(drift):
+            drift, base = executor.drift(candidate), executor.drift(parent)
+            if not gatekeeper.passes(drift, base):
                 failed.add(_key(candidate))
                 continue
             progress(f"beam: {len(candidate)} layers quantized, drift {drift:.3f}")
@@ -242,7 +251,7 @@ def beam(
                 if best is None or record.param_bytes < best.param_bytes:
                     best = record
             else:
-                gatekeeper.failed(drift)
+                gatekeeper.failed(drift, base)
                 failed.add(_key(candidate))
     return QuantResult(best.bits if best else {}, best, table)
 
