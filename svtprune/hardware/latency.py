@@ -33,7 +33,9 @@ class LatencyModel:
 def fit_latency_model(features: list[dict[str, float]], latency_ms: np.ndarray) -> LatencyModel:
     """Non-negative least squares over the features (a negative cost per MAC would be nonsense).
 
-    Each column is scaled to unit maximum so MACs (1e8) and a per-call constant (1) weigh alike.
+    The residuals are relative (each row divided by its measured time): a search compares
+    candidates by ratios, and a 1 ms model should not be fitted 100 times looser than a 100 ms one.
+    Columns are scaled to unit maximum so MACs (1e8) and a per-call constant (1) weigh alike.
     """
     from scipy.optimize import nnls
 
@@ -41,8 +43,10 @@ def fit_latency_model(features: list[dict[str, float]], latency_ms: np.ndarray) 
     design = np.array([[row.get(name, 0.0) for name in names] for row in features], dtype=np.float64)
     if len(features) <= len(names) or np.linalg.matrix_rank(design) < len(names):
         raise ValueError(f"need more than {len(names)} timing points whose features are independent")
+    latency = np.asarray(latency_ms, dtype=np.float64)
+    design = design / latency[:, None]
     scale = np.abs(design).max(axis=0)
-    coef, _ = nnls(design / scale, np.asarray(latency_ms, dtype=np.float64))
+    coef, _ = nnls(design / scale, np.ones(len(latency)))
     return LatencyModel({name: float(c / s) for name, c, s in zip(names, coef, scale, strict=True)})
 
 
