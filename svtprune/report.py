@@ -161,7 +161,8 @@ def _extras(report: dict) -> str:
         objective = report["constraints"].get("objective", "memory")
         parts.append(
             f"<p id='speed'>Objective: {html.escape(objective)}. ORT CPU speed-up {report['speedup']['b1']:.2f}x at "
-            f"batch 1, {report['speedup']['b64']:.2f}x at batch 64.</p>"
+            f"batch 1, {report['speedup']['b64']:.2f}x at batch 64 (fastest runs; medians "
+            f"{report['speedup_median']['b1']:.2f}x / {report['speedup_median']['b64']:.2f}x).</p>"
         )
     if "finetune" in report:
         f = report["finetune"]
