@@ -198,7 +198,7 @@ def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
     """ORT CPU latency in ms at batch 1 and 64, fastest of several runs, as the user's session runs it.
 
     Measured rather than predicted: the fitted per-op model (hardware/latency.py) misses whole
-    pruned models by a median 23% here, more than the steps a search has to tell apart.
+    pruned models by a median 2.5-3.4% but up to 14%, as much as the steps a search tells apart.
     """
     session = make_session(model)
     return latency_ms(session, 1, repeats=30, fastest=True), latency_ms(session, 64, repeats=5, fastest=True)
