@@ -194,21 +194,28 @@ def test_objective_latency_orders_groups_by_measured_time_and_stops_at_the_speed
     assert [n for n, r in result.ratios.items() if r > 0] == names[:2]
 
 
-def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
-    small_models: dict,
-    tmp_path,
-    images: np.ndarray,  # noqa: ANN001
-) -> None:
+@pytest.fixture
+def compress_args(small_models: dict, tmp_path, images: np.ndarray) -> tuple:  # noqa: ANN001
+    """(model, data, out, max drop) for a real compress of the small Spikformer on 120 unlabelled images."""
     import onnx
 
     from svtprune.data import Dataset, save_npz
-    from svtprune.errors import ConstraintError, UserError
-    from svtprune.search.compress import compress
 
     onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
     x = np.concatenate([images] * 24) + np.random.default_rng(1).standard_normal((120, 1, 28, 28)).astype(np.float32)
     save_npz(tmp_path / "val.npz", Dataset(x.astype(np.float32), None))
-    args = (tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "s.onnx", 20.0)
+    return tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "s.onnx", 20.0
+
+
+def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
+    small_models: dict,
+    tmp_path,
+    compress_args: tuple,  # noqa: ANN001
+) -> None:
+    from svtprune.errors import ConstraintError, UserError
+    from svtprune.search.compress import compress
+
+    args = compress_args
     with pytest.raises(UserError, match="--objective latency"):
         compress(*args, min_speedup=1.5)
     with pytest.raises(UserError, match="primesvt"):
@@ -256,18 +263,12 @@ def test_objective_energy_orders_groups_by_energy_saved_and_stops_at_the_goal(an
 def test_objective_energy_checks_its_options_and_reports_an_unmet_saving(
     small_models: dict,
     tmp_path,
-    images: np.ndarray,  # noqa: ANN001
+    compress_args: tuple,  # noqa: ANN001
 ) -> None:
-    import onnx
-
-    from svtprune.data import Dataset, save_npz
     from svtprune.errors import ConstraintError, UserError
     from svtprune.search.compress import compress
 
-    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
-    x = np.concatenate([images] * 24) + np.random.default_rng(1).standard_normal((120, 1, 28, 28)).astype(np.float32)
-    save_npz(tmp_path / "val.npz", Dataset(x.astype(np.float32), None))
-    args = (tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "s.onnx", 20.0)
+    args = compress_args
     with pytest.raises(UserError, match="--objective energy"):
         compress(*args, min_energy_saving=0.5)
     with pytest.raises(UserError, match="in \\(0, 1\\)"):
