@@ -87,6 +87,12 @@ def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10, fas
     The shortest run is the one other processes disturbed least: a search comparing candidates
     on a shared machine ranks them by it; reports quote the median a user would see.
     """
+    times = run_times_ms(session, batch, repeats)
+    return min(times) if fastest else statistics.median(times)
+
+
+def run_times_ms(session: ort.InferenceSession, batch: int, repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` calls at this batch size, after a warm-up call."""
     shape = [batch if d is None else d for d in input_shape(session)]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     feed = {session.get_inputs()[0].name: x}
@@ -96,7 +102,7 @@ def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10, fas
         start = time.perf_counter()
         session.run(None, feed)
         times.append(1000 * (time.perf_counter() - start))
-    return min(times) if fastest else statistics.median(times)
+    return times
 
 
 @dataclass

@@ -27,6 +27,8 @@ from svtprune.graph.surgery import prune
 from svtprune.hardware.energy import measure_energy
 from svtprune.reconstruct import reconstruct
 
+LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
+
 
 @dataclass
 class Measurement:
@@ -201,7 +203,7 @@ def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
     pruned models by a median 2.5-3.4% but up to 14%, as much as the steps a search tells apart.
     """
     session = make_session(model)
-    return latency_ms(session, 1, repeats=30, fastest=True), latency_ms(session, 64, repeats=5, fastest=True)
+    return latency_ms(session, 1, LATENCY_RUNS[0], fastest=True), latency_ms(session, 64, LATENCY_RUNS[1], fastest=True)
 
 
 def upstream_groups(analysis: Analysis) -> dict[str, list[str]]:
