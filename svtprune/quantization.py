@@ -69,11 +69,12 @@ class Layer:
 
 @dataclass
 class QuantizedWeight:
-    values: np.ndarray  # integers (int8 container) in the storage range
+    values: np.ndarray  # integers (int16 container: uint8 values reach 255) in the storage range
     scale: np.ndarray  # float32, broadcastable to the weight after block expansion
     zero_point: np.ndarray | None  # same shape as scale, or None when symmetric
     axis: int
     block_size: int
+    bits: int
 
 
 def quantizable_layers(model: onnx.ModelProto) -> list[Layer]:
@@ -163,7 +164,8 @@ def quantize_weight(
     scale, zero, q = _fit_rows(rows, bits, scheme)
     if not scheme.block_size:
         values = np.moveaxis(q.reshape(np.moveaxis(weight, layer.out_axis, 0).shape), 0, layer.out_axis)
-        return QuantizedWeight(values.astype(np.int8), scale, None if scheme.symmetric else zero, layer.out_axis, 0)
+        zero_point = None if scheme.symmetric else zero
+        return QuantizedWeight(values.astype(np.int16), scale, zero_point, layer.out_axis, 0, bits)
     # undo _grouped's block layout; scales become (out, blocks, rest) moved back to the weight's axes
     moved_shape = np.moveaxis(weight, (layer.out_axis, layer.in_axis), (0, 1)).shape
     blocks = -(-moved_shape[1] // scheme.block_size)
@@ -177,7 +179,7 @@ def quantize_weight(
 
     zero_point = None if scheme.symmetric else per_block(zero)
     return QuantizedWeight(
-        values.astype(np.int8), per_block(scale).astype(np.float32), zero_point, layer.in_axis, scheme.block_size
+        values.astype(np.int16), per_block(scale).astype(np.float32), zero_point, layer.in_axis, scheme.block_size, bits
     )
 
 
@@ -208,7 +210,7 @@ def _gptq(
         error = (w[:, j] - (q[:, j] - zero[:, j]) * scale[:, j]) / upper[j, j]
         w[:, j + 1 :] -= np.outer(error, upper[j, j + 1 :])
     values = np.moveaxis(q.reshape(np.moveaxis(weight, layer.out_axis, 0).shape), 0, layer.out_axis)
-    return replace(fitted, values=values.astype(np.int8))
+    return replace(fitted, values=values.astype(np.int16))
 
 
 def gptq_factor(hessian: np.ndarray) -> np.ndarray:
@@ -232,6 +234,19 @@ def _expanded(q: QuantizedWeight) -> tuple[np.ndarray, np.ndarray]:
         shape[q.axis] = -1
         scale, zero = scale.reshape(shape), zero.reshape(shape)
     return scale.astype(np.float32), zero.astype(np.float32)
+
+
+def grid_bounds(grid: QuantizedWeight) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Scale and zero point at the weight's shape, and the integer range: what a fine-tuned weight rounds to."""
+    scale, zero = _expanded(grid)
+    return (scale, zero, *_levels(grid.bits, grid.zero_point is None))
+
+
+def on_grid(weight: np.ndarray, grid: QuantizedWeight) -> QuantizedWeight:
+    """``weight`` rounded to nearest on ``grid``'s scales and zero points (a fine-tuned layer's integers)."""
+    scale, zero, low, high = grid_bounds(grid)
+    q = np.clip(np.round(weight.astype(np.float32) / scale) + zero, low, high)
+    return replace(grid, values=q.astype(np.int16))
 
 
 def dequantize(q: QuantizedWeight) -> np.ndarray:
@@ -268,10 +283,16 @@ class Quantizer:
 
     ``calib`` (input images) is needed by ``rounding="gptq"``: each layer's XᵀX is taken from
     this model's own float layer inputs on them, once, and kept for every later setting.
+    ``grids`` (from ``thaw``) fix a layer's scales and zero points at the width it was stored
+    at: weights fine-tuned on that grid are then stored exactly as they were trained.
     """
 
     def __init__(
-        self, model: onnx.ModelProto, scheme: QuantScheme | None = None, calib: np.ndarray | None = None
+        self,
+        model: onnx.ModelProto,
+        scheme: QuantScheme | None = None,
+        calib: np.ndarray | None = None,
+        grids: dict[str, QuantizedWeight] | None = None,
     ) -> None:
         self.model = model
         self.scheme = scheme or QuantScheme()
@@ -289,9 +310,13 @@ class Quantizer:
         self._cache: dict[tuple[str, int], QuantizedWeight] = {}
         self._at_opset: dict[int, onnx.ModelProto] = {}
         self._hessians: dict[str, np.ndarray | None] | None = None
+        self.grids = grids or {}
 
     def quantized(self, name: str, bits: int) -> QuantizedWeight:
         key = (name, bits)
+        grid = self.grids.get(name)
+        if grid is not None and grid.bits == bits:
+            return on_grid(self._weights[name], grid)
         if key not in self._cache:
             hessian = self.hessians()[name] if self.scheme.rounding == "gptq" else None
             self._cache[key] = quantize_weight(self._weights[name], self.by_name[name], bits, self.scheme, hessian)
@@ -324,8 +349,9 @@ class Quantizer:
         for name, width in chosen.items():
             nodes.extend(self._dequantize_nodes(model, name, width))
         if chosen and self.scheme.half_side:
+            side = set(side_vector_names(model, self.by_name))
             for tensor in kept:
-                if _is_side_vector(tensor, self.by_name):
+                if tensor.name in side:
                     nodes.append(_stored_half(model, tensor.name, numpy_helper.to_array(tensor)))
         old = list(model.graph.node)
         del model.graph.node[:]
@@ -400,9 +426,16 @@ def layer_hessians(
 SIDE_VECTOR_MIN_SIZE = 16  # scalars (thresholds, decay constants) stay float32: neurons are found by them
 
 
-def _is_side_vector(tensor: onnx.TensorProto, weights: dict) -> bool:
-    count = int(np.prod(tensor.dims)) if tensor.dims else 1
-    return tensor.data_type == onnx.TensorProto.FLOAT and tensor.name not in weights and count >= SIDE_VECTOR_MIN_SIZE
+def side_vector_names(model: onnx.ModelProto, weights: dict | None = None) -> list[str]:
+    """Float initializers stored as float16 once any layer is quantized (biases, normalisation)."""
+    weights = weights if weights is not None else {layer.name for layer in quantizable_layers(model)}
+    return [
+        t.name
+        for t in model.graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+        and t.name not in weights
+        and (int(np.prod(t.dims)) if t.dims else 1) >= SIDE_VECTOR_MIN_SIZE
+    ]
 
 
 def _stored_half(model: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.NodeProto:
@@ -438,6 +471,7 @@ class Thawed:
     model: onnx.ModelProto
     bits: dict[str, int]  # weight name -> stored bit width
     scheme: QuantScheme
+    grids: dict[str, QuantizedWeight]  # weight name -> the stored integers, scales and zero points
 
 
 def thaw(model: onnx.ModelProto) -> Thawed | None:
@@ -486,12 +520,21 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
         kept + [numpy_helper.from_array(v.astype(np.float32), k) for k, v in values.items() if k in used | outputs]
     )  # scales and zero points only fed the folded nodes: they go with them
     widths = {v: k for k, (signed, unsigned, _) in _STORAGE.items() for v in (signed, unsigned)}
-    bits, symmetric, block = {}, True, 0
+    bits, grids, symmetric, block = {}, {}, True, 0
     for node in dequantize:
         stored = numpy_helper.to_array(constants[node.input[0]])
-        bits[node.output[0]] = widths[stored.dtype.type]
+        width = widths[stored.dtype.type]
+        bits[node.output[0]] = width
         symmetric = symmetric and len(node.input) < 3
-        block = next((a.i for a in node.attribute if a.name == "block_size"), block)
+        node_block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
+        block = node_block or block
+        known_value = {**{k: numpy_helper.to_array(t) for k, t in constants.items() if k in node.input}, **values}
+        zero = known_value[node.input[2]].astype(np.float32) if len(node.input) > 2 and node.input[2] else None
+        grids[node.output[0]] = QuantizedWeight(
+            stored.astype(np.int16), known_value[node.input[1]].astype(np.float32), zero,
+            next((a.i for a in node.attribute if a.name == "axis"), 1), node_block, width,
+        )  # fmt: skip
     half = any(n.op_type == "Cast" for n in folded)
-    # rounding is not in the file; mse needs no calibration images (fine-tuning re-quantizes with it)
-    return Thawed(out, bits, QuantScheme(symmetric=symmetric, block_size=block, rounding="mse", half_side=half))
+    # rounding is not in the file; mse needs no calibration images (a layer without a grid is re-fitted with it)
+    scheme = QuantScheme(symmetric=symmetric, block_size=block, rounding="mse", half_side=half)
+    return Thawed(out, bits, scheme, grids)

@@ -33,10 +33,9 @@ def finetune_file(
     progress: bool = True,
 ) -> dict:  # fmt: skip
     """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``."""
-    from svtprune.finetune.convert import convert  # torch loads only when fine-tuning runs
-    from svtprune.finetune.export import assert_export_agrees, write_back
+    from svtprune.finetune.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
+    from svtprune.finetune.quantized import stored_again, trainable_student
     from svtprune.finetune.train import train
-    from svtprune.quantization import Quantizer, thaw
 
     started = time.perf_counter()
     out = Path(out)
@@ -52,21 +51,13 @@ def finetune_file(
     teacher_train = logits_of(teacher_session, train_data.x)
     teacher_val = logits_of(teacher_session, val_data.x)
     before = _accuracy(logits_of(student_session, val_data.x), val_data, teacher_val)
-    thawed = thaw(student_model)  # a quantized student trains in float, then takes its bit widths again
-    student_float = thawed.model if thawed else student_model
-    module = convert(student_float)
+    # a quantized student trains on its stored grids and is stored on them again (quantization-aware)
+    student_float, module, thawed = trainable_student(student_model)
     result = train(module, train_data, teacher_train, val_data, config, teacher_val, progress)
     tuned = write_back(student_float, module)
-    drift = assert_export_agrees(tuned, module, val_data.x[:64])
-    requantized = None
-    if thawed is not None:
-        float_accuracy = _accuracy(logits_of(make_session(tuned), val_data.x), val_data, teacher_val)
-        tuned = Quantizer(tuned, thawed.scheme).apply(thawed.bits)
-        requantized = {
-            "bits": thawed.bits,
-            "scheme": vars(thawed.scheme),
-            "accuracy_before_requantizing": float_accuracy,
-        }
+    drift = assert_export_agrees(tuned, module, val_data.x[:64])  # before storing: see stored_again
+    tuned = stored_again(tuned, thawed)
+    requantized = None if thawed is None else {"bits": thawed.bits, "scheme": vars(thawed.scheme)}
     after = _accuracy(logits_of(make_session(tuned), val_data.x), val_data, teacher_val)
     save_model(tuned, out, force=True)
     original = _accuracy(teacher_val, val_data, teacher_val)

@@ -18,6 +18,7 @@ like spikingjelly's ``detach_reset``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import onnx
@@ -121,6 +122,9 @@ class OnnxModule(nn.Module):
         self.output_names = [o.name for o in model.graph.output]
         self.last_reads = self._last_reads()
         self.probe: dict[str, torch.Tensor] | None = None  # {}: keeps each spike's H input (tests)
+        # initializer name -> how the file stores it (a quantization grid, float16): the forward pass, and
+        # what is written back, is the stored value, so a quantized model trains as it will run
+        self.stored: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {}
 
     def _last_reads(self) -> list[list[str]]:
         """Per node, the tensors it is the last to read: dropped after it, which keeps no_grad
@@ -137,7 +141,9 @@ class OnnxModule(nn.Module):
 
     def tensor(self, name: str) -> torch.Tensor:
         key = self.keys[name]
-        return self.params[key] if key in self.params else getattr(self, key)
+        value = self.params[key] if key in self.params else getattr(self, key)
+        view = self.stored.get(name)
+        return value if view is None else view(value)
 
     def parameter_of(self, name: str) -> nn.Parameter:
         return self.params[self.keys[name]]

@@ -24,7 +24,7 @@ def write_back(model: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
     for index, tensor in enumerate(out.graph.initializer):
         if tensor.name not in trained:
             continue
-        value = module.parameter_of(tensor.name).detach().cpu().numpy()
+        value = module.tensor(tensor.name).detach().cpu().numpy()  # as stored (on its grid when quantized)
         dtype = numpy_helper.to_array(tensor).dtype
         out.graph.initializer[index].CopyFrom(numpy_helper.from_array(value.astype(dtype), tensor.name))
     return out

@@ -54,8 +54,8 @@ def finetune_model(
     Returns the written-back model (same graph, new weights) and a summary for the report.
     ``val`` must not be the held-out data whose accuracy is reported.
     """
-    from svtprune.finetune.convert import convert  # torch loads only when fine-tuning runs
-    from svtprune.finetune.export import assert_export_agrees, write_back
+    from svtprune.finetune.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
+    from svtprune.finetune.quantized import stored_again, trainable_student
     from svtprune.finetune.train import TrainConfig, train
 
     started = time.perf_counter()
@@ -64,10 +64,11 @@ def finetune_model(
     teacher_train = logits_of(teacher, data.x)
     teacher_val = logits_of(teacher, val.x)
     config = TrainConfig(epochs=epochs, lr=lr, seed=seed)
-    module = convert(student)
+    student_float, module, thawed = trainable_student(student)  # a quantized student trains on its grids
     result = train(module, data, teacher_train, val, config, teacher_val, progress=False, log=log)
-    tuned = write_back(student, module)
-    drift = assert_export_agrees(tuned, module, val.x[:64])
+    tuned = write_back(student_float, module)
+    drift = assert_export_agrees(tuned, module, val.x[:64])  # before storing: see stored_again
+    tuned = stored_again(tuned, thawed)
     summary = {
         "images": len(data),
         "labels": data.y is not None,

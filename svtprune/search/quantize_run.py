@@ -239,13 +239,14 @@ def quantize_after_pruning(
     bits: str | tuple[int, ...],
     beam_width: int,
     progress: Callable[[str], None],
-    held: tuple[Dataset, np.ndarray, Callable[[float], bool]],
+    held: tuple[Dataset, np.ndarray, Callable[[float], bool]] | None,
     rounding: str | None = None,
-) -> tuple[onnx.ModelProto, float, dict]:
+) -> tuple[onnx.ModelProto, float | None, dict]:
     """``compress --quantize``: bit widths for the pruned model, measured against the *original* baseline.
 
     The budget is the whole search budget, so quantization gets exactly what pruning left of it.
-    ``held`` (data, target, the user's constraint) is the held-out check, with its step-back.
+    ``held`` (data, target, the user's constraint) is the held-out check, with its step-back; None
+    when fine-tuning follows (the check then applies to the fine-tuned model, and no accuracy is returned).
     Returns the model, its held-out accuracy and the report section.
     """
     started = time.perf_counter()
@@ -261,7 +262,10 @@ def quantize_after_pruning(
         beam_width,
         progress,
     )
-    final, accuracy, checks = held_out_bits(executor, budget, result, *held, progress)
+    if held is None:
+        final, accuracy, checks = executor.quantizer.apply(result.bits), None, []
+    else:
+        final, accuracy, checks = held_out_bits(executor, budget, result, *held, progress)
     section = quantization_section(result, executor, method, started)
     section["held_out_checks"] = checks
     return final, accuracy, section

@@ -1,0 +1,137 @@
+"""Quantization-aware fine-tuning: a quantized model trains on its stored grids and is stored on them again.
+
+Oracles: the input file itself (thawing and re-storing untouched weights must give it back byte
+for byte), ONNX Runtime on the written file with graph optimizations off (its arithmetic is the
+graph's, no fused low-bit kernels) against the trained module, and numpy round-to-nearest on
+the file's own scales.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from svtprune.data import Dataset, save_npz
+from svtprune.finetune.export import torch_logits, write_back
+from svtprune.finetune.quantized import stored_again, trainable_student
+from svtprune.finetune.train import TrainConfig, train
+from svtprune.quantization import Quantizer, QuantScheme, dequantize, on_grid, thaw
+
+
+def mixed_bits(quantizer: Quantizer) -> dict[str, int]:
+    return {layer.name: (8, 4, 2)[i % 3] for i, layer in enumerate(quantizer.layers)}
+
+
+def stored(model: onnx.ModelProto) -> dict[str, bytes]:
+    return {t.name: t.SerializeToString() for t in model.graph.initializer}
+
+
+def plain_ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """ORT without graph optimizations: DequantizeLinear then float Conv/MatMul, as the graph says."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_untouched_weights_are_stored_back_byte_for_byte(small_models: dict, symmetric: bool) -> None:
+    quantizer = Quantizer(small_models["spikformer"], QuantScheme(symmetric=symmetric, rounding="mse"))
+    quantized = quantizer.apply(mixed_bits(quantizer))
+    thawed = thaw(quantized)
+    for name, grid in thawed.grids.items():
+        assert grid.bits == thawed.bits[name]
+        np.testing.assert_array_equal(on_grid(dequantize(grid), grid).values, grid.values, err_msg=name)
+    # the grids, not a new mse fit, decide the integers: a re-fit would pick other scales for some layers
+    assert stored(stored_again(thawed.model, thawed)) == stored(quantized)
+
+
+@pytest.fixture(scope="module")
+def trained(small_models: dict) -> dict:
+    torch.set_num_threads(1)
+    teacher = small_models["spikformer"]
+    quantizer = Quantizer(teacher, QuantScheme(rounding="mse"))
+    quantized = quantizer.apply(mixed_bits(quantizer))
+    x = np.random.default_rng(4).standard_normal((80, 1, 28, 28)).astype(np.float32)
+    target = plain_ort_logits(teacher, x) * 3.0  # sharper than the random model's own logits: something to learn
+    float_model, module, thawed = trainable_student(quantized)
+    start = torch_logits(module, x)
+    config = TrainConfig(epochs=1, lr=1e-2, batch=16, seed=0)
+    train(module, Dataset(x[:64], None), target[:64], Dataset(x[64:], None), config, target[64:], progress=False)
+    written = stored_again(write_back(float_model, module), thawed)
+    return {"quantized": quantized, "written": written, "module": module, "thawed": thawed, "x": x, "start": start}
+
+
+def test_a_quantized_student_starts_from_what_the_file_computes(trained: dict) -> None:
+    x = trained["x"]
+    assert np.abs(trained["start"] - plain_ort_logits(trained["quantized"], x)).max() < 1e-4
+
+
+def test_what_was_trained_is_what_the_written_file_runs(trained: dict) -> None:
+    written, module, x = trained["written"], trained["module"], trained["x"]
+    before, after = trained["quantized"], written
+    grids = thaw(written).grids
+    changed = 0
+    for name, grid in trained["thawed"].grids.items():
+        new = grids[name]
+        np.testing.assert_array_equal(new.scale, grid.scale, err_msg=name)  # the same grid
+        on_it = module.tensor(name).detach().numpy()
+        np.testing.assert_array_equal(dequantize(new), on_it, err_msg=name)  # the module's weight, stored exactly
+        changed += int(not np.array_equal(new.values, grid.values))
+    assert changed, "no layer left its starting integers: the rounding passed no gradient"
+    assert {t.name: list(t.dims) for t in before.graph.initializer} == {
+        t.name: list(t.dims) for t in after.graph.initializer
+    }  # fmt: skip
+    diff = np.abs(plain_ort_logits(written, x) - torch_logits(module, x)).reshape(len(x), -1).max(axis=1)
+    assert (diff < 1e-4).mean() >= 0.95, diff.max()  # a spike on its threshold may flip on a few images
+
+
+def test_float16_side_vectors_train_as_float16(trained: dict) -> None:
+    module, thawed = trained["module"], trained["thawed"]
+    halves = [name for name, view in module.stored.items() if name not in thawed.grids]
+    assert halves
+    for name in halves:
+        value = module.tensor(name).detach().numpy()
+        np.testing.assert_array_equal(value, value.astype(np.float16).astype(np.float32), err_msg=name)
+    stored_values = {t.name: numpy_helper.to_array(t) for t in trained["written"].graph.initializer}
+    assert all(stored_values[f"{name}_float16"].dtype == np.float16 for name in halves)
+
+
+def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
+    import svtprune
+    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+
+    torch.set_num_threads(1)
+    from tests.test_finetune import run_ort, with_sharp_head
+
+    onnx.save(with_sharp_head(small_models["spikformer"]), tmp_path / "m.onnx")
+    rng = np.random.default_rng(7)
+    save_npz(tmp_path / "val.npz", Dataset(rng.standard_normal((120, 1, 28, 28)).astype(np.float32), None))
+    save_npz(tmp_path / "train.npz", Dataset(rng.standard_normal((64, 1, 28, 28)).astype(np.float32), None))
+    out = tmp_path / "small.onnx"
+    report = svtprune.compress(
+        tmp_path / "m.onnx", tmp_path / "val.npz", out, 10.0, method="uniform", calib=60, seed=2,
+        quantize="greedy", quantize_bits="4", finetune_data=tmp_path / "train.npz", finetune_epochs=1,
+        finetune_lr=3e-3,
+    )  # fmt: skip
+    written = onnx.load(out)
+    section, quantization = report["finetune"], report["quantization"]
+    assert section["quantization_aware"] and "quantization-aware" in quantization["budget_split"]
+    chosen = {row["layer"]: row["bits"] for row in quantization["layers"] if row["bits"] < 32}
+    assert chosen and thaw(written).bits == chosen  # fine-tuning kept the searched widths
+    # the quantization search spent the fine-tuning budget, not the user's (it is recovered afterwards)
+    budget = SEARCH_SHARE_OF_BUDGET * FINETUNE_SEARCH_FACTOR * 10.0
+    best = [e for e in quantization["evaluations"] if e["bits"] == chosen]
+    assert best and report["original"]["accuracy_search"] - best[0]["accuracy"] <= budget + 1e-9
+    # reported accuracy is ORT's on the written file, held-out split, against the original's decisions
+    held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 2)[1]
+    target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)
+    agreement = 100.0 * float((run_ort(ort.InferenceSession(str(out)), held.x).argmax(axis=1) == target).mean())
+    assert agreement == pytest.approx(report["compressed"]["accuracy"], abs=1e-3)
+    assert section["accuracy_after"] == report["compressed"]["accuracy"]
