@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from svtprune import cli_energy, cli_prune, cli_quantize
-from svtprune.cli_report import run_search
+from svtprune.cli_report import FinetuneData, FinetuneEpochs, FinetuneLr, FinetuneSearchDrop, run_search
 from svtprune.errors import ConstraintError, UserError
 from svtprune.finetune import command as finetune_command
 
@@ -135,16 +135,10 @@ def compress(
     reconstruct: Annotated[
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
     ] = True,
-    finetune_data: Annotated[
-        Path | None,
-        typer.Option(help="Training .npz (never the --data images): fine-tune the result from the original model."),
-    ] = None,
-    finetune_epochs: Annotated[int, typer.Option(help="Passes over --finetune-data.")] = 1,
-    finetune_lr: Annotated[float, typer.Option(help="AdamW peak learning rate of the fine-tuning.")] = 3e-4,
-    finetune_search_drop: Annotated[
-        float | None,
-        typer.Option(help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop)."),
-    ] = None,
+    finetune_data: FinetuneData = None,
+    finetune_epochs: FinetuneEpochs = 1,
+    finetune_lr: FinetuneLr = 3e-4,
+    finetune_search_drop: FinetuneSearchDrop = None,
     quantize: Annotated[
         str, typer.Option(help="After pruning, choose weight bits per layer (AQ4SViT): none, greedy or beam.")
     ] = "none",

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from svtprune.cli_report import run_search
+from svtprune.cli_report import FinetuneData, FinetuneEpochs, FinetuneLr, FinetuneSearchDrop, run_search
 
 
 def quantize(
@@ -32,6 +32,10 @@ def quantize(
             "rounding on the layers' inputs from search-split images). Default: gptq."
         ),
     ] = None,
+    finetune_data: FinetuneData = None,
+    finetune_epochs: FinetuneEpochs = 1,
+    finetune_lr: FinetuneLr = 3e-4,
+    finetune_search_drop: FinetuneSearchDrop = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")] = False,
 ) -> None:
@@ -40,6 +44,8 @@ def quantize(
     Candidates are ranked by membrane-potential drift on a calibration batch; only those the drift gate
     passes get a full accuracy evaluation. Weights are stored as int8/int4/int2 initializers feeding
     DequantizeLinear (opset 21, or 25 when int2 is used), so stock ONNX Runtime runs the file.
+    With --finetune-data the search may lose --finetune-search-drop points, then the weights are
+    fine-tuned on their stored grids (quantization-aware) before the held-out check.
     Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html. Exit 0 when the budget holds,
     1 when it cannot (nothing is written), 2 for bad input.
     Example: svtprune quantize model.onnx --data val.npz --search greedy --max-accuracy-drop 1.5 -o q.onnx
@@ -63,6 +69,10 @@ def quantize(
             rounding,
             force,
             progress=progress,
+            finetune_data=finetune_data,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            finetune_search_drop=finetune_search_drop,
         ),
         as_json,
     )
@@ -79,7 +89,13 @@ def quantize(
         f"accuracy {report['original']['accuracy']:.2f}% -> {report['compressed']['accuracy']:.2f}% on "
         f"{report['data']['held_out_images']} held-out images; {q['full_evaluations']} full evaluations, "
         f"{q['gated_out']} gated out by drift, {report['wall_seconds']:.0f} s.\n"
-        f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
+        + (
+            f"fine-tuned on the quantization grids ({report['finetune']['images']} images): held-out accuracy "
+            f"{report['finetune']['accuracy_before']:.2f}% -> {report['finetune']['accuracy_after']:.2f}%\n"
+            if "finetune" in report
+            else ""
+        )
+        + f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
     )
 
 

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from svtprune.errors import ConstraintError
+
+# fine-tuning options shared by compress and quantize
+FinetuneData = Annotated[
+    Path | None,
+    typer.Option(help="Training .npz (never the --data images): fine-tune the result from the original model."),
+]
+FinetuneEpochs = Annotated[int, typer.Option(help="Passes over --finetune-data.")]
+FinetuneLr = Annotated[float, typer.Option(help="AdamW peak learning rate of the fine-tuning.")]
+FinetuneSearchDrop = Annotated[
+    float | None, typer.Option(help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop).")
+]
 
 
 def run_search(label: str, run: Callable[[Callable[[str], None]], dict], as_json: bool) -> dict | None:

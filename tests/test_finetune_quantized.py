@@ -8,6 +8,10 @@ the file's own scales.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +139,32 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
     agreement = 100.0 * float((run_ort(ort.InferenceSession(str(out)), held.x).argmax(axis=1) == target).mean())
     assert agreement == pytest.approx(report["compressed"]["accuracy"], abs=1e-3)
     assert section["accuracy_after"] == report["compressed"]["accuracy"]
+
+
+def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
+    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from tests.test_finetune import run_ort, with_sharp_head
+
+    onnx.save(with_sharp_head(small_models["spikformer"]), tmp_path / "m.onnx")
+    rng = np.random.default_rng(8)
+    save_npz(tmp_path / "val.npz", Dataset(rng.standard_normal((120, 1, 28, 28)).astype(np.float32), None))
+    save_npz(tmp_path / "train.npz", Dataset(rng.standard_normal((64, 1, 28, 28)).astype(np.float32), None))
+    out = tmp_path / "q.onnx"
+    cmd = [sys.executable, "-m", "svtprune.cli", "quantize", str(tmp_path / "m.onnx"),
+           "--data", str(tmp_path / "val.npz"), "-o", str(out), "--max-accuracy-drop", "10", "--calib", "60",
+           "--bits", "4,2", "--rounding", "mse", "--finetune-data", str(tmp_path / "train.npz"),
+           "--finetune-lr", "0.003", "--json"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    section = report["finetune"]
+    assert section["quantization_aware"] and section["epochs"] == 1
+    budget = SEARCH_SHARE_OF_BUDGET * FINETUNE_SEARCH_FACTOR * 10
+    assert report["constraints"]["search_budget_points"] == pytest.approx(budget)
+    assert section["accuracy_after"] == report["compressed"]["accuracy"] and report["accuracy_drop"] <= 10
+    chosen = {row["layer"]: row["bits"] for row in report["quantization"]["layers"] if row["bits"] < 32}
+    assert thaw(onnx.load(out)).bits == chosen
+    held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 0)[1]
+    target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)
+    agreement = 100.0 * float((run_ort(ort.InferenceSession(str(out)), held.x).argmax(axis=1) == target).mean())
+    assert agreement == pytest.approx(report["compressed"]["accuracy"], abs=1e-3)

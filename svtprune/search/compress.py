@@ -98,7 +98,9 @@ def compress(
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search, held = split(load_npz(data_path), calib, seed)
-    tune_data = _finetune_inputs(original, search, finetune_data, finetune_epochs, finetune_search_drop, finetune_lr)
+    tune_data = check_finetune_inputs(
+        original, search, finetune_data, finetune_epochs, finetune_search_drop, finetune_lr
+    )
     say("analysing the graph")
     analysis = analyze(original)
     if not analysis.prunable_groups:
@@ -269,7 +271,7 @@ def _check_objective(
         raise UserError(f"--max-latency-ms must be > 0, got {max_latency_ms}")
 
 
-def _finetune_inputs(
+def check_finetune_inputs(
     model: onnx.ModelProto, search: Dataset, path: str | Path | None, epochs: int, search_drop: float | None, lr: float
 ) -> Dataset | None:
     """The fine-tuning data, checked before the search so a bad file fails in seconds, not after it."""

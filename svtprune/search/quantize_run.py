@@ -113,12 +113,19 @@ def quantize(
     rounding: str | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    finetune_data: str | Path | None = None,
+    finetune_epochs: int = 1,
+    finetune_lr: float = 3e-4,
+    finetune_search_drop: float | None = None,
 ) -> dict:
     """Quantize ``model_path``'s weights layer by layer as far as the budget allows; returns the report.
 
+    With ``finetune_data`` the search may lose ``finetune_search_drop`` points (default 3x the budget),
+    then the chosen model is fine-tuned on its stored grids before the held-out check (no step-back:
+    each step back would need its own fine-tuning).
     Raises ConstraintError (carrying the report) when even the best setting breaks the budget.
     """
-    from svtprune.search.compress import split
+    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, check_finetune_inputs, split
 
     started = time.perf_counter()
     out = Path(out)
@@ -131,20 +138,40 @@ def quantize(
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search_part, held = split(load_npz(data_path), calib, seed)
+    tune_data = check_finetune_inputs(
+        original, search_part, finetune_data, finetune_epochs, finetune_search_drop, finetune_lr
+    )  # checked before the search, so a bad file fails in seconds
     session = make_session(original)
     targets, baseline = {}, {}
     for name, part in (("search", search_part), ("held", held)):
         logits = logits_of(session, part.x)
         targets[name] = part.y if part.y is not None else logits.argmax(axis=1)
         baseline[name] = top1(logits, targets[name])
-    budget = QuantBudget(baseline["search"], SEARCH_SHARE_OF_BUDGET * max_accuracy_drop)
+    search_drop = max_accuracy_drop
+    if tune_data is not None:
+        search_drop = finetune_search_drop if finetune_search_drop is not None else FINETUNE_SEARCH_FACTOR * search_drop
+    budget = QuantBudget(baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop)
     result, executor = run_search(
         original, search_part, targets["search"], budget, search, widths, scheme, beam_width, say
     )
     say("measuring the chosen model on the held-out split")
-    final, held_accuracy, checks = held_out_bits(
-        executor, budget, result, held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop, say
-    )
+    finetune = None
+    if tune_data is None:
+        final, held_accuracy, checks = held_out_bits(
+            executor, budget, result, held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop, say
+        )
+    else:
+        from svtprune.finetune.recover import finetune_model
+
+        final, checks = executor.quantizer.apply(result.bits), []
+        before = top1(logits_of(make_session(final), held.x), targets["held"])
+        say("fine-tuning on the quantization grids")
+        final, finetune = finetune_model(
+            final, session, tune_data, search_part, finetune_epochs, seed, finetune_lr, log=say
+        )
+        held_accuracy = top1(logits_of(make_session(final), held.x), targets["held"])
+        finetune.update(data=str(finetune_data), search_budget_points=budget.max_drop, quantization_aware=True)
+        finetune.update(accuracy_before=round(before, 3), accuracy_after=round(held_accuracy, 3))
     final_session = make_session(final)
     original_bytes, final_bytes = param_bytes(original), param_bytes(final)
     drop = baseline["held"] - held_accuracy
@@ -189,6 +216,8 @@ def quantize(
         "evaluations": [r.to_dict() for r in executor.records],
         "held_out_checks": checks,
     }
+    if finetune is not None:
+        report["finetune"] = finetune
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
     if not met:
         raise ConstraintError(report["reason"], report)
