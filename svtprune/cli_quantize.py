@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from svtprune.cli_report import FinetuneData, FinetuneEpochs, FinetuneLr, FinetuneSearchDrop, run_search
+from svtprune.cli_report import FinetuneData, FinetuneEpochs, FinetuneLr, FinetuneSearchDrop, ScaleCodes, run_search
 
 
 def quantize(
@@ -32,6 +32,7 @@ def quantize(
             "rounding on the layers' inputs from search-split images). Default: gptq."
         ),
     ] = None,
+    scale_codes: ScaleCodes = True,
     finetune_data: FinetuneData = None,
     finetune_epochs: FinetuneEpochs = 1,
     finetune_lr: FinetuneLr = 3e-4,
@@ -73,6 +74,7 @@ def quantize(
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             finetune_search_drop=finetune_search_drop,
+            scale_codes=scale_codes,
         ),
         as_json,
     )

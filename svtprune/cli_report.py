@@ -19,6 +19,14 @@ FinetuneData = Annotated[
 ]
 FinetuneEpochs = Annotated[int, typer.Option(help="Passes over --finetune-data.")]
 FinetuneLr = Annotated[float, typer.Option(help="AdamW peak learning rate of the fine-tuning.")]
+ScaleCodes = Annotated[
+    bool,
+    typer.Option(
+        "--scale-codes/--float16-scales",
+        help="Store each quantized layer's scales as uint8 codes of one power-of-two step (1 byte per channel) "
+        "or as float16 (2 bytes).",
+    ),
+]
 FinetuneSearchDrop = Annotated[
     float | None, typer.Option(help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop).")
 ]

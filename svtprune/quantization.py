@@ -45,6 +45,9 @@ class QuantScheme:
     # scales and the other float vectors (biases, normalisation) stored as float16 + Cast: once weights
     # take 2-4 bits, these fp32 vectors are a tenth of what is left of the file
     half_side: bool = True
+    # scales stored as uint8 codes times one power-of-two step per layer (a DequantizeLinear of their own),
+    # the integers then rounded on the coded grid: one byte per output channel instead of two
+    scale_codes: bool = False
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:
@@ -148,6 +151,20 @@ def _fit_rows(rows: np.ndarray, bits: int, scheme: QuantScheme) -> tuple[np.ndar
     return best[0].astype(np.float32), best[1], best[2]
 
 
+SCALE_CODE_MAX = 255  # uint8 scale codes; 0 is never used (a zero scale would erase a channel)
+
+
+def coded_scales(scale: np.ndarray) -> tuple[np.ndarray, np.float32]:
+    """uint8 codes and one power-of-two step with codes x step ~ scale.
+
+    A power of two makes codes x step exact in float32 and the coding idempotent (coding coded
+    scales again gives the same codes and step), so a fine-tuned model is stored on the same grid.
+    """
+    top = float(np.max(scale))
+    step = np.float32(2.0 ** np.ceil(np.log2(top / SCALE_CODE_MAX))) if top > 0 else np.float32(1.0)
+    return np.clip(np.round(scale / step), 1, SCALE_CODE_MAX).astype(np.uint8), step
+
+
 def quantize_weight(
     weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme, hessian: np.ndarray | None = None
 ) -> QuantizedWeight:
@@ -160,6 +177,14 @@ def quantize_weight(
     if scheme.rounding == "gptq":
         fitted = quantize_weight(weight, layer, bits, replace(scheme, rounding="mse"))
         return fitted if hessian is None else _gptq(weight, layer, bits, scheme, fitted, hessian)
+    fitted = _fitted(weight, layer, bits, scheme)
+    if not scheme.scale_codes:
+        return fitted
+    codes, step = coded_scales(fitted.scale)
+    return on_grid(weight, replace(fitted, scale=codes.astype(np.float32) * step))
+
+
+def _fitted(weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme) -> QuantizedWeight:
     rows = _grouped(weight.astype(np.float32), layer, scheme.block_size)
     scale, zero, q = _fit_rows(rows, bits, scheme)
     if not scheme.block_size:
@@ -365,7 +390,19 @@ class Quantizer:
         inputs = [f"{name}_quantized", f"{name}_scale"]
         model.graph.initializer.append(numpy_helper.from_array(q.values.astype(storage), inputs[0]))
         nodes = []
-        if self.scheme.half_side:
+        if self.scheme.scale_codes:
+            codes, step = coded_scales(q.scale)
+            model.graph.initializer.append(numpy_helper.from_array(codes, f"{name}_scale_codes"))
+            model.graph.initializer.append(numpy_helper.from_array(np.array(step), f"{name}_scale_step"))
+            nodes.append(
+                helper.make_node(
+                    "DequantizeLinear",
+                    [f"{name}_scale_codes", f"{name}_scale_step"],
+                    [inputs[1]],
+                    name=f"{name}_scale_dequantize",
+                )  # fmt: skip
+            )
+        elif self.scheme.half_side:
             nodes.append(_stored_half(model, inputs[1], q.scale))
         else:
             model.graph.initializer.append(numpy_helper.from_array(q.scale, inputs[1]))
@@ -484,7 +521,11 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
     import onnxruntime as ort
 
     constants = {t.name: t for t in model.graph.initializer}
-    dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants]
+    scale_inputs = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    dequantize = [
+        n for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in constants and n.output[0] not in scale_inputs
+    ]  # fmt: skip
     if not dequantize:
         return None
     folded, known = [], set(constants)  # what Quantizer.apply adds: DequantizeLinear of stored integers
@@ -534,7 +575,8 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
             stored.astype(np.int16), known_value[node.input[1]].astype(np.float32), zero,
             next((a.i for a in node.attribute if a.name == "axis"), 1), node_block, width,
         )  # fmt: skip
-    half = any(n.op_type == "Cast" for n in folded)
     # rounding is not in the file; mse needs no calibration images (a layer without a grid is re-fitted with it)
-    scheme = QuantScheme(symmetric=symmetric, block_size=block, rounding="mse", half_side=half)
+    coded = any(n.op_type == "DequantizeLinear" and n.output[0] in scale_inputs for n in folded)  # scale codes
+    half = any(n.op_type == "Cast" for n in folded)
+    scheme = QuantScheme(symmetric=symmetric, block_size=block, rounding="mse", half_side=half, scale_codes=coded)
     return Thawed(out, bits, scheme, grids)

@@ -44,11 +44,13 @@ def plain_ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-@pytest.mark.parametrize("symmetric", [True, False])
-def test_untouched_weights_are_stored_back_byte_for_byte(small_models: dict, symmetric: bool) -> None:
-    quantizer = Quantizer(small_models["spikformer"], QuantScheme(symmetric=symmetric, rounding="mse"))
+@pytest.mark.parametrize(("symmetric", "codes"), [(True, False), (False, False), (True, True), (False, True)])
+def test_untouched_weights_are_stored_back_byte_for_byte(small_models: dict, symmetric: bool, codes: bool) -> None:
+    scheme = QuantScheme(symmetric=symmetric, rounding="mse", scale_codes=codes)
+    quantizer = Quantizer(small_models["spikformer"], scheme)
     quantized = quantizer.apply(mixed_bits(quantizer))
     thawed = thaw(quantized)
+    assert thawed.scheme.scale_codes == codes and thawed.scheme.half_side
     for name, grid in thawed.grids.items():
         assert grid.bits == thawed.bits[name]
         np.testing.assert_array_equal(on_grid(dequantize(grid), grid).values, grid.values, err_msg=name)

@@ -153,6 +153,29 @@ def test_mse_clipping_never_loses_to_full_range(small_models: dict, bits: int) -
     assert improved > 0
 
 
+@pytest.mark.parametrize("bits", [4, 2])
+def test_coded_scales_equal_the_numpy_reference_and_take_one_byte(small_models: dict, bits: int) -> None:
+    model = small_models["spikformer"]
+    coded = Quantizer(model, QuantScheme(rounding="nearest", scale_codes=True))
+    names = [layer.name for layer in coded.layers]
+    quantized = coded.apply(dict.fromkeys(names, bits))
+    seen = ort_weights(quantized, names)
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    qmax = 2 ** (bits - 1) - 1
+    for layer in coded.layers:  # textbook: float16 full-range scale, then uint8 codes of a power-of-two step
+        moved = np.moveaxis(originals[layer.name], layer.out_axis, 0).reshape(layer.shape[layer.out_axis], -1)
+        scale = (np.abs(moved).max(axis=1) / qmax).astype(np.float16).astype(np.float32)
+        step = 2.0 ** np.ceil(np.log2(scale.max() / 255))
+        scale = (np.clip(np.round(scale / step), 1, 255) * step).astype(np.float32)[:, None]
+        expected = np.clip(np.round(moved / scale), -qmax - 1, qmax) * scale
+        expected = np.moveaxis(expected.reshape(np.moveaxis(originals[layer.name], layer.out_axis, 0).shape), 0,
+                               layer.out_axis)  # fmt: skip
+        np.testing.assert_allclose(seen[layer.name], expected, rtol=1e-6, atol=1e-8, err_msg=layer.name)
+    half = Quantizer(model, QuantScheme(rounding="nearest")).apply(dict.fromkeys(names, bits))
+    channels = sum(layer.shape[layer.out_axis] for layer in coded.layers)
+    assert param_bytes(half) - param_bytes(quantized) == 2 * channels - (channels + 4 * len(names))
+
+
 def test_file_bytes_follow_the_bit_width(small_models: dict, tmp_path: Path) -> None:
     model = small_models["sdt"]
     quantizer = Quantizer(model, QuantScheme(half_side=False))
@@ -333,9 +356,11 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     q = report["quantization"]
     assert "budget_split" in q and q["full_evaluations"] == len(q["evaluations"])
     quantized = [row for row in q["layers"] if row["bits"] < FP32]
-    assert len([n for n in written.graph.node if n.op_type == "DequantizeLinear"]) == len(quantized)
-    # every quantized candidate was scored against the original's baseline, within the whole budget
     chosen = {row["layer"]: row["bits"] for row in quantized}
+    weights = [n.output[0] for n in written.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in chosen]
+    scales = [n for n in written.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith("_scale")]
+    assert sorted(weights) == sorted(chosen) and len(scales) == len(chosen)  # the commands store scale codes
+    # every quantized candidate was scored against the original's baseline, within the whole budget
     measured = [e for e in q["evaluations"] if e["bits"] == chosen]
     assert len(measured) == 1 and report["original"]["accuracy_search"] - measured[0]["accuracy"] <= 20.0 + 1e-9
 
