@@ -167,8 +167,9 @@ def _extras(report: dict) -> str:
     if "finetune" in report:
         f = report["finetune"]
         parts.append(
-            f"<h2>Fine-tuning</h2><p id='finetune'>{f['images']} training images, {f['epochs']} epoch(s): held-out "
-            f"accuracy {f['accuracy_before']:.2f}% before, {f['accuracy_after']:.2f}% after.</p>"
+            f"<h2>Fine-tuning</h2><p id='finetune'>{f['images']} training images, {f['epochs']} epoch(s)"
+            f"{', quantization-aware (weights trained on their stored grids)' if f.get('quantization_aware') else ''}"
+            f": held-out accuracy {f['accuracy_before']:.2f}% before, {f['accuracy_after']:.2f}% after.</p>"
         )
     checks = report.get("held_out_checks", [])
     if len(checks) > 1:

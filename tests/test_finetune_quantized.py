@@ -166,6 +166,7 @@ def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: 
     assert section["accuracy_after"] == report["compressed"]["accuracy"] and report["accuracy_drop"] <= 10
     chosen = {row["layer"]: row["bits"] for row in report["quantization"]["layers"] if row["bits"] < 32}
     assert thaw(onnx.load(out)).bits == chosen
+    assert "quantization-aware" in out.with_suffix(".report.html").read_text()
     held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 0)[1]
     target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)
     agreement = 100.0 * float((run_ort(ort.InferenceSession(str(out)), held.x).argmax(axis=1) == target).mean())
