@@ -141,7 +141,8 @@ def _fit_rows(rows: np.ndarray, bits: int, scheme: QuantScheme) -> tuple[np.ndar
             hi = np.maximum(np.where(valid, rows, -np.inf).max(axis=1), 0.0) * fraction
             scale = np.where(hi > lo, (hi - lo) / (high - low), 1.0)
             zero = np.clip(np.round(low - lo / scale), low, high)
-        scale = scale.astype(np.float16 if scheme.half_side else np.float32).astype(np.float32)
+        stored = np.float16 if scheme.half_side else np.float32  # a row too small for float16 keeps its least step
+        scale = np.maximum(scale.astype(stored).astype(np.float32), np.finfo(stored).smallest_subnormal)
         q = np.clip(np.round(safe / scale[:, None]) + zero[:, None], low, high)
         err = (((q - zero[:, None]) * scale[:, None] - safe) ** 2 * valid).sum(axis=1)
         better = err < best_err
