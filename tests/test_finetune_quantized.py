@@ -135,6 +135,7 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
     budget = SEARCH_SHARE_OF_BUDGET * FINETUNE_SEARCH_FACTOR * 10.0
     best = [e for e in quantization["evaluations"] if e["bits"] == chosen]
     assert best and report["original"]["accuracy_search"] - best[0]["accuracy"] <= budget + 1e-9
+    assert section["search_budget_points"] == pytest.approx(budget)
     # reported accuracy is ORT's on the written file, held-out split, against the original's decisions
     held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 2)[1]
     target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)

@@ -154,12 +154,13 @@ def compress(
         executor.calibration = None
         without = top1(logits_of(make_session(executor.build(result.ratios)), held.x), targets["held"])
         executor.calibration = calibration
-    quantization = None
+    quantization, spent_points = None, budget.max_drop  # what the fine-tuning, if any, has to win back
     if quantize != "none":
         from svtprune.search.quantize_run import quantize_after_pruning
 
         say("choosing weight bits for the pruned model")
         quant_points = SEARCH_SHARE_OF_BUDGET * search_drop  # search_drop is the user's budget without fine-tuning
+        spent_points = quant_points
         check = (held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop)
         final, held_accuracy, quantization = quantize_after_pruning(
             final, search, targets["search"], baseline["search"], quant_points, quantize, quantize_bits, beam_width,
@@ -179,7 +180,7 @@ def compress(
         )
         final_session = make_session(final)
         finetune["data"] = str(finetune_data)
-        finetune["search_budget_points"] = budget.max_drop
+        finetune["search_budget_points"] = spent_points
         finetune["quantization_aware"] = quantize != "none"
         finetune["accuracy_before"] = round(held_accuracy, 3)
         held_accuracy = top1(logits_of(final_session, held.x), targets["held"])
