@@ -64,6 +64,13 @@ class Layer:
     shape: tuple[int, ...]
     out_axis: int  # the axis of output channels (one scale each)
     in_axis: int  # the axis blocks run along
+    op_type: str = "Conv"
+
+    @property
+    def lowest_bits(self) -> int:
+        """ONNX Runtime 1.32 fuses a DequantizeLinear -> MatMul into MatMulNBits, which computes 2-bit weights
+        wrongly (BENCHMARKS.md, issue 6): MatMul weights go no lower than 4 bits."""
+        return 4 if self.op_type == "MatMul" else min(BITS)
 
     @property
     def size(self) -> int:
@@ -100,7 +107,7 @@ def quantizable_layers(model: onnx.ModelProto) -> list[Layer]:
             out_axis, in_axis = 1, 0
         else:
             out_axis, in_axis = 0, 1
-        layers[node.input[1]] = Layer(node.input[1], shape, out_axis, in_axis)
+        layers[node.input[1]] = Layer(node.input[1], shape, out_axis, in_axis, node.op_type)
     return list(layers.values())
 
 
