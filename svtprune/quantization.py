@@ -67,12 +67,6 @@ class Layer:
     op_type: str = "Conv"
 
     @property
-    def lowest_bits(self) -> int:
-        """ONNX Runtime 1.32 fuses a DequantizeLinear -> MatMul into MatMulNBits, which computes 2-bit weights
-        wrongly (BENCHMARKS.md, issue 6): MatMul weights go no lower than 4 bits."""
-        return 4 if self.op_type == "MatMul" else min(BITS)
-
-    @property
     def size(self) -> int:
         return int(np.prod(self.shape))
 
@@ -344,6 +338,11 @@ class Quantizer:
         self._at_opset: dict[int, onnx.ModelProto] = {}
         self._hessians: dict[str, np.ndarray | None] | None = None
         self.grids = grids or {}
+
+    def lowest_bits(self, layer: Layer) -> int:
+        """ONNX Runtime 1.32 fuses DequantizeLinear -> MatMul into MatMulNBits when the scales are initializers,
+        and computes 2-bit weights wrongly there (BENCHMARKS.md, issue 6); scale codes are computed, not fused."""
+        return 4 if layer.op_type == "MatMul" and not self.scheme.scale_codes else min(BITS)
 
     def quantized(self, name: str, bits: int) -> QuantizedWeight:
         key = (name, bits)

@@ -141,7 +141,7 @@ def _expansions(executor: QuantExecutor, setting: Setting, widths: tuple[int, ..
     for layer in executor.quantizer.layers:
         now = setting.get(layer.name, FP32)
         new = _lower(now, widths)
-        if new is None or new < layer.lowest_bits or (layer.name, new) in blocked:
+        if new is None or new < executor.quantizer.lowest_bits(layer) or (layer.name, new) in blocked:
             continue
         out.append((layer.name, new, layer.size * (now - new) / 8))
     return out
@@ -152,7 +152,7 @@ def _sensitivity(executor: QuantExecutor, widths: tuple[int, ...], progress: Pro
     table = {}
     for layer in executor.quantizer.layers:
         table[layer.name] = []
-        for width in sorted(w for w in widths if w >= layer.lowest_bits)[::-1]:
+        for width in sorted(w for w in widths if w >= executor.quantizer.lowest_bits(layer))[::-1]:
             progress(f"drift {layer.name} @ {width} bits")
             table[layer.name].append((width, executor.drift({layer.name: width})))
     return table
