@@ -15,7 +15,15 @@ import typer
 from rich.console import Console
 
 from svtprune import cli_energy, cli_prune, cli_quantize
-from svtprune.cli_report import FinetuneData, FinetuneEpochs, FinetuneLr, FinetuneSearchDrop, ScaleCodes, run_search
+from svtprune.cli_report import (
+    FinetuneData,
+    FinetuneEpochs,
+    FinetuneLr,
+    FinetuneSearchDrop,
+    Int8Biases,
+    ScaleCodes,
+    run_search,
+)
 from svtprune.errors import ConstraintError, UserError
 from svtprune.finetune import command as finetune_command
 
@@ -147,6 +155,7 @@ def compress(
         str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: gptq.")
     ] = None,
     scale_codes: ScaleCodes = True,
+    int8_biases: Int8Biases = True,
     beam_width: Annotated[int, typer.Option(help="Settings kept per step by --quantize beam.")] = 4,
     prune_share: Annotated[
         float, typer.Option(help="With --quantize: share of the accuracy budget pruning may use first.")
@@ -201,6 +210,7 @@ def compress(
             quantize_bits=bits,
             quantize_rounding=rounding,
             quantize_scale_codes=scale_codes,
+            quantize_side_int8=int8_biases,
             beam_width=beam_width,
             prune_share=prune_share,
             objective=objective,

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from svtprune.cli_report import FinetuneData, FinetuneEpochs, FinetuneLr, FinetuneSearchDrop, ScaleCodes, run_search
+from svtprune.cli_report import (
+    FinetuneData,
+    FinetuneEpochs,
+    FinetuneLr,
+    FinetuneSearchDrop,
+    Int8Biases,
+    ScaleCodes,
+    run_search,
+)
 
 
 def quantize(
@@ -33,6 +41,7 @@ def quantize(
         ),
     ] = None,
     scale_codes: ScaleCodes = True,
+    int8_biases: Int8Biases = True,
     finetune_data: FinetuneData = None,
     finetune_epochs: FinetuneEpochs = 1,
     finetune_lr: FinetuneLr = 3e-4,
@@ -75,6 +84,7 @@ def quantize(
             finetune_lr=finetune_lr,
             finetune_search_drop=finetune_search_drop,
             scale_codes=scale_codes,
+            side_int8=int8_biases,
         ),
         as_json,
     )

@@ -27,6 +27,14 @@ ScaleCodes = Annotated[
         "or as float16 (2 bytes).",
     ),
 ]
+Int8Biases = Annotated[
+    bool,
+    typer.Option(
+        "--int8-biases/--float16-biases",
+        help="Store a layer's bias as int8 with one scale (1 byte per value) once its weight takes 4 bits or "
+        "fewer, or keep biases float16 (2 bytes). Normalisation vectors stay float16.",
+    ),
+]
 FinetuneSearchDrop = Annotated[
     float | None, typer.Option(help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop).")
 ]

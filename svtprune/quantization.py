@@ -48,6 +48,9 @@ class QuantScheme:
     # scales stored as uint8 codes times one power-of-two step per layer (a DequantizeLinear of their own),
     # the integers then rounded on the coded grid: one byte per output channel instead of two
     scale_codes: bool = False
+    # a layer's bias stored as int8 with one float32 scale (a DequantizeLinear of its own) instead of float16
+    # once the layer's weight takes SIDE_INT8_WIDTH bits or fewer: at 2 bits biases are ~6% of the file
+    side_int8: bool = False
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:
@@ -354,6 +357,11 @@ class Quantizer:
             self._cache[key] = quantize_weight(self._weights[name], self.by_name[name], bits, self.scheme, hessian)
         return self._cache[key]
 
+    def side_quantized(self, name: str, value: np.ndarray) -> QuantizedWeight:
+        """A side vector at int8 on its stored grid (fine-tuned), else on a fresh full-range one."""
+        grid = self.grids.get(name)
+        return on_grid(value, grid) if grid is not None else side_vector_int8(value)
+
     def hessians(self) -> dict[str, np.ndarray | None]:
         """Layer -> XᵀX of its inputs on ``calib`` (None where the inputs cannot be laid out as features)."""
         if self._hessians is None:
@@ -380,11 +388,17 @@ class Quantizer:
         nodes = []
         for name, width in chosen.items():
             nodes.extend(self._dequantize_nodes(model, name, width))
-        if chosen and self.scheme.half_side:
+        if chosen and (self.scheme.half_side or self.scheme.side_int8):
             side = set(side_vector_names(model, self.by_name))
+            owners = layer_biases(model, self.by_name) if self.scheme.side_int8 else {}
             for tensor in kept:
-                if tensor.name in side:
-                    nodes.append(_stored_half(model, tensor.name, numpy_helper.to_array(tensor)))
+                if tensor.name not in side:
+                    continue
+                value = numpy_helper.to_array(tensor)
+                if chosen.get(owners.get(tensor.name, ""), FP32) <= SIDE_INT8_WIDTH:
+                    nodes.append(_stored_int8(model, tensor.name, self.side_quantized(tensor.name, value)))
+                elif self.scheme.half_side:
+                    nodes.append(_stored_half(model, tensor.name, value))
         old = list(model.graph.node)
         del model.graph.node[:]
         model.graph.node.extend(nodes + old)  # DequantizeLinear reads only initializers: first is topological
@@ -468,6 +482,10 @@ def layer_hessians(
 
 
 SIDE_VECTOR_MIN_SIZE = 16  # scalars (thresholds, decay constants) stay float32: neurons are found by them
+# a bias goes int8 with its layer at this width or below: the weight's own rounding error then dwarfs the
+# bias's; at 8 bits a spiking model on the edge of its thresholds can feel it (a random-initialised test
+# Spikformer lost 3-6 points of agreement per int8 bias with every weight still float)
+SIDE_INT8_WIDTH = 4
 
 
 def side_vector_names(model: onnx.ModelProto, weights: dict | None = None) -> list[str]:
@@ -482,13 +500,53 @@ def side_vector_names(model: onnx.ModelProto, weights: dict | None = None) -> li
     ]
 
 
-def _stored_half(model: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.NodeProto:
-    """Replace float32 ``name`` by a float16 initializer and a Cast back (values round to float16)."""
+def layer_biases(model: onnx.ModelProto, weights: dict | set) -> dict[str, str]:
+    """Bias initializer -> the quantizable weight it is added to: a Conv/Gemm's third input, or the
+    initializer of an Add right after a MatMul. Normalisation vectors have no owner (a BatchNormalization's
+    variance at int8 would be wrong by a whole step wherever it is small)."""
+    constants = {t.name for t in model.graph.initializer}
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
+    after_matmul = {n.output[0]: n.input[1] for n in matmuls}
+    owners = {}
+    for node in model.graph.node:
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm") and len(node.input) > 2 and node.input[1] in weights:
+            owners[node.input[2]] = node.input[1]
+        elif node.op_type == "Add" and len(node.input) == 2:
+            for mine, other in (node.input, node.input[::-1]):
+                if mine in constants and other in after_matmul:
+                    owners[mine] = after_matmul[other]
+    return {bias: weight for bias, weight in owners.items() if bias in constants}
+
+
+def _replace_initializer(model: onnx.ModelProto, name: str, stored: list[onnx.TensorProto]) -> None:
     kept = [t for t in model.graph.initializer if t.name != name]
     del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
-    model.graph.initializer.append(numpy_helper.from_array(value.astype(np.float16), f"{name}_float16"))
+    model.graph.initializer.extend(kept + stored)
+
+
+def _stored_half(model: onnx.ModelProto, name: str, value: np.ndarray) -> onnx.NodeProto:
+    """Replace float32 ``name`` by a float16 initializer and a Cast back (values round to float16)."""
+    _replace_initializer(model, name, [numpy_helper.from_array(value.astype(np.float16), f"{name}_float16")])
     return helper.make_node("Cast", [f"{name}_float16"], [name], name=f"{name}_cast", to=onnx.TensorProto.FLOAT)
+
+
+def side_vector_int8(value: np.ndarray) -> QuantizedWeight:
+    """Symmetric int8, one scale for the whole vector, full range: a bias's largest entry is rarely an
+    outlier worth clipping (it is a channel's offset), so no clipping search."""
+    reach = float(np.abs(value).max()) if value.size else 0.0
+    scale = np.float32(reach / 127 if reach > 0 else 1.0)
+    grid = QuantizedWeight(np.zeros(value.shape, np.int16), np.array(scale), None, 0, 0, 8)
+    return on_grid(value, grid)
+
+
+def _stored_int8(model: onnx.ModelProto, name: str, q: QuantizedWeight) -> onnx.NodeProto:
+    """Replace float32 ``name`` by int8 integers and a DequantizeLinear with one float32 scale."""
+    stored = [
+        numpy_helper.from_array(q.values.astype(np.int8), f"{name}_int8"),
+        numpy_helper.from_array(np.asarray(q.scale, np.float32), f"{name}_int8_scale"),
+    ]
+    _replace_initializer(model, name, stored)
+    return helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_int8_scale"], [name], name=f"{name}_int8_dq")
 
 
 def bits_table(quantizer: Quantizer, bits: dict[str, int]) -> list[dict]:
@@ -515,7 +573,8 @@ class Thawed:
     model: onnx.ModelProto
     bits: dict[str, int]  # weight name -> stored bit width
     scheme: QuantScheme
-    grids: dict[str, QuantizedWeight]  # weight name -> the stored integers, scales and zero points
+    # weight or int8 side vector name -> the stored integers, scales and zero points
+    grids: dict[str, QuantizedWeight]
 
 
 def thaw(model: onnx.ModelProto) -> Thawed | None:
@@ -568,10 +627,16 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
         kept + [numpy_helper.from_array(v.astype(np.float32), k) for k, v in values.items() if k in used | outputs]
     )  # scales and zero points only fed the folded nodes: they go with them
     widths = {v: k for k, (signed, unsigned, _) in _STORAGE.items() for v in (signed, unsigned)}
-    bits, grids, symmetric, block = {}, {}, True, 0
+    weights = {layer.name for layer in quantizable_layers(out)}
+    bits, grids, symmetric, block, side_int8 = {}, {}, True, 0, False
     for node in dequantize:
         stored = numpy_helper.to_array(constants[node.input[0]])
         width = widths[stored.dtype.type]
+        if node.output[0] not in weights:  # an int8 side vector: its grid, so fine-tuning keeps it
+            scale = numpy_helper.to_array(constants[node.input[1]]).astype(np.float32)
+            grids[node.output[0]] = QuantizedWeight(stored.astype(np.int16), scale, None, 0, 0, width)
+            side_int8 = True
+            continue
         bits[node.output[0]] = width
         symmetric = symmetric and len(node.input) < 3
         node_block = next((a.i for a in node.attribute if a.name == "block_size"), 0)
@@ -585,5 +650,7 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
     # rounding is not in the file; mse needs no calibration images (a layer without a grid is re-fitted with it)
     coded = any(n.op_type == "DequantizeLinear" and n.output[0] in scale_inputs for n in folded)  # scale codes
     half = any(n.op_type == "Cast" for n in folded)
-    scheme = QuantScheme(symmetric=symmetric, block_size=block, rounding="mse", half_side=half, scale_codes=coded)
+    scheme = QuantScheme(
+        symmetric=symmetric, block_size=block, rounding="mse", half_side=half, scale_codes=coded, side_int8=side_int8
+    )
     return Thawed(out, bits, scheme, grids)

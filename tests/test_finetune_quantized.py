@@ -44,25 +44,30 @@ def plain_ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
-@pytest.mark.parametrize(("symmetric", "codes"), [(True, False), (False, False), (True, True), (False, True)])
-def test_untouched_weights_are_stored_back_byte_for_byte(small_models: dict, symmetric: bool, codes: bool) -> None:
-    scheme = QuantScheme(symmetric=symmetric, rounding="mse", scale_codes=codes)
+@pytest.mark.parametrize(
+    ("symmetric", "codes", "side_int8"),
+    [(True, False, False), (False, False, False), (True, True, False), (False, True, True), (True, False, True)],
+)
+def test_untouched_weights_are_stored_back_byte_for_byte(
+    small_models: dict, symmetric: bool, codes: bool, side_int8: bool
+) -> None:
+    scheme = QuantScheme(symmetric=symmetric, rounding="mse", scale_codes=codes, side_int8=side_int8)
     quantizer = Quantizer(small_models["spikformer"], scheme)
     quantized = quantizer.apply(mixed_bits(quantizer))
     thawed = thaw(quantized)
-    assert thawed.scheme.scale_codes == codes and thawed.scheme.half_side
+    assert thawed.scheme.scale_codes == codes and thawed.scheme.side_int8 == side_int8
     for name, grid in thawed.grids.items():
-        assert grid.bits == thawed.bits[name]
+        assert grid.bits == thawed.bits.get(name, 8)  # int8 side vectors have grids, not layer widths
         np.testing.assert_array_equal(on_grid(dequantize(grid), grid).values, grid.values, err_msg=name)
     # the grids, not a new mse fit, decide the integers: a re-fit would pick other scales for some layers
     assert stored(stored_again(thawed.model, thawed)) == stored(quantized)
 
 
-@pytest.fixture(scope="module")
-def trained(small_models: dict) -> dict:
+@pytest.fixture(scope="module", params=[False, True], ids=["float16-sides", "int8-sides"])
+def trained(small_models: dict, request: pytest.FixtureRequest) -> dict:
     torch.set_num_threads(1)
     teacher = small_models["spikformer"]
-    quantizer = Quantizer(teacher, QuantScheme(rounding="mse"))
+    quantizer = Quantizer(teacher, QuantScheme(rounding="mse", side_int8=request.param))
     quantized = quantizer.apply(mixed_bits(quantizer))
     x = np.random.default_rng(4).standard_normal((80, 1, 28, 28)).astype(np.float32)
     target = plain_ort_logits(teacher, x) * 3.0  # sharper than the random model's own logits: something to learn
@@ -98,15 +103,19 @@ def test_what_was_trained_is_what_the_written_file_runs(trained: dict) -> None:
     assert (diff < 1e-4).mean() >= 0.95, diff.max()  # a spike on its threshold may flip on a few images
 
 
-def test_float16_side_vectors_train_as_float16(trained: dict) -> None:
+def test_side_vectors_train_as_they_are_stored(trained: dict) -> None:
     module, thawed = trained["module"], trained["thawed"]
-    halves = [name for name, view in module.stored.items() if name not in thawed.grids]
-    assert halves
-    for name in halves:
-        value = module.tensor(name).detach().numpy()
-        np.testing.assert_array_equal(value, value.astype(np.float16).astype(np.float32), err_msg=name)
+    sides = [name for name in module.stored if name not in thawed.bits]
+    int8 = [name for name in sides if name in thawed.grids]  # biases of layers at <= 4 bits, with side_int8
+    assert sides and bool(int8) == thawed.scheme.side_int8
     stored_values = {t.name: numpy_helper.to_array(t) for t in trained["written"].graph.initializer}
-    assert all(stored_values[f"{name}_float16"].dtype == np.float16 for name in halves)
+    for name in sides:
+        value = module.tensor(name).detach().numpy()
+        if name in int8:  # on the vector's own int8 grid (compared with the file above), never float16
+            assert stored_values[f"{name}_int8"].dtype == np.int8 and f"{name}_float16" not in stored_values
+        else:
+            np.testing.assert_array_equal(value, value.astype(np.float16).astype(np.float32), err_msg=name)
+            assert stored_values[f"{name}_float16"].dtype == np.float16
 
 
 def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
@@ -166,7 +175,8 @@ def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: 
     assert report["constraints"]["search_budget_points"] == pytest.approx(budget)
     assert section["accuracy_after"] == report["compressed"]["accuracy"] and report["accuracy_drop"] <= 10
     chosen = {row["layer"]: row["bits"] for row in report["quantization"]["layers"] if row["bits"] < 32}
-    assert thaw(onnx.load(out)).bits == chosen
+    written = thaw(onnx.load(out))
+    assert written.bits == chosen and written.scheme.side_int8  # the commands' default: int8 biases at <= 4 bits
     assert "quantization-aware" in out.with_suffix(".report.html").read_text()
     held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 0)[1]
     target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,37 @@ def test_side_vectors_and_scales_are_stored_as_float16(small_models: dict) -> No
     assert param_bytes(full) - param_bytes(half) == 2 * sum(originals[n].size for n in side) + 2 * sum(
         layer.shape[layer.out_axis] for layer in quantizable_layers(model)
     )
+
+
+def test_int8_biases_equal_the_numpy_reference_and_take_one_byte(small_models: dict) -> None:
+    from svtprune.quantization import SIDE_INT8_WIDTH, layer_biases, thaw
+
+    model = small_models["sdt"]  # conv biases and unfolded BatchNormalization vectors
+    names = [layer.name for layer in quantizable_layers(model)]
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    side = [n for n, v in originals.items() if v.dtype == np.float32 and n not in names and v.size >= 16]
+    owners = layer_biases(model, set(names))
+    biases = [n for n in side if n in owners]
+    assert biases and len(biases) < len(side)  # normalisation vectors have no owner: they stay float16
+    low, high = names[: len(names) // 2], names[len(names) // 2 :]
+    bits = {**dict.fromkeys(low, SIDE_INT8_WIDTH), **dict.fromkeys(high, 8)}
+    scheme = QuantScheme(rounding="nearest", scale_codes=True)
+    int8 = Quantizer(model, replace(scheme, side_int8=True)).apply(bits)
+    seen = ort_weights(int8, side)
+    as_int8 = [n for n in biases if owners[n] in low]
+    assert as_int8
+    for name in side:
+        if name in as_int8:  # textbook: symmetric, one full-range scale per vector
+            scale = np.float32(np.abs(originals[name]).max() / 127)
+            expected = np.clip(np.round(originals[name] / scale), -128, 127) * scale
+            np.testing.assert_allclose(seen[name], expected, rtol=1e-6, atol=1e-9, err_msg=name)
+        else:  # an 8-bit layer's bias, or a normalisation vector
+            np.testing.assert_array_equal(seen[name], originals[name].astype(np.float16).astype(np.float32))
+    half = Quantizer(model, scheme).apply(bits)
+    assert param_bytes(half) - param_bytes(int8) == sum(originals[n].size for n in as_int8) - 4 * len(as_int8)
+    thawed = thaw(int8)
+    assert thawed.scheme.side_int8 and thawed.bits == bits and set(as_int8) == set(thawed.grids) - set(names)
+    assert not thaw(half).scheme.side_int8
 
 
 @pytest.mark.parametrize("symmetric", [True, False])

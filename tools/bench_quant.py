@@ -50,7 +50,7 @@ def run_searches(args: argparse.Namespace) -> list[dict]:
                 report = quantize(
                     args.model, args.data, Path(folder) / "q.onnx", args.max_drop, search, calib=args.calib,
                     beam_width=args.beam_width, seed=args.seed, rounding=args.rounding,
-                    scale_codes=not args.float16_scales,
+                    scale_codes=not args.float16_scales, side_int8=not args.float16_biases,
                 )  # fmt: skip
             except ConstraintError as failed:  # the row still counts: what the search chose, and that it missed
                 report = failed.report
@@ -208,7 +208,7 @@ def run_rounding(args: argparse.Namespace) -> list[dict]:
     quantizers, rows = {}, []
     for rounding in args.roundings:
         started = time.perf_counter()
-        scheme = QuantScheme(rounding=rounding, scale_codes=not args.float16_scales)
+        scheme = QuantScheme(rounding=rounding, scale_codes=not args.float16_scales, side_int8=not args.float16_biases)
         quantizers[rounding] = Quantizer(model, scheme, calib=search.x[:GPTQ_IMAGES])
         if rounding == "gptq":
             quantizers[rounding].hessians()  # timed apart: computed once per model, then cached
@@ -248,6 +248,9 @@ def main() -> None:
     parser.add_argument("--rounding", choices=ROUNDINGS, default=None, help="search: weight rounding")
     parser.add_argument("--roundings", nargs="+", default=["nearest", "mse", "gptq"], choices=ROUNDINGS)
     parser.add_argument("--float16-scales", action="store_true", help="scales as float16 (default: uint8 codes)")
+    parser.add_argument(
+        "--float16-biases", action="store_true", help="biases/normalisation vectors as float16 (default: int8)"
+    )
     parser.add_argument("--per-layer", action="store_true", help="rounding: each layer alone at 2 bits too")
     parser.add_argument("--keep", type=Path, default=None, help="JSON file for the raw results")
     args = parser.parse_args()

@@ -1,9 +1,10 @@
 """Quantization-aware fine-tuning: a quantized model trains on the grid its file stores it on.
 
 Thawing folds the stored integers back to float weights; each weight then passes through its
-own grid (the file's scales and zero points, rounded to nearest, straight-through gradient)
-and each float16 side vector through float16, so the loss is the quantized model's loss and
-the trained weights are written back as integers on the same grid: what was trained is what runs.
+own grid (the file's scales and zero points, rounded to nearest, straight-through gradient),
+each int8 side vector through its grid and each float16 one through float16, so the loss is
+the quantized model's loss and the trained weights are written back as integers on the same
+grid: what was trained is what runs.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def trainable_student(student: onnx.ModelProto) -> tuple[onnx.ModelProto, OnnxMo
             if name in trainable:
                 module.stored[name] = _OnGrid(grid)
         if thawed.scheme.half_side:
-            for name in set(side_vector_names(float_model)) & trainable:
+            for name in set(side_vector_names(float_model)) & trainable - set(module.stored):
                 module.stored[name] = _as_half
     return float_model, module, thawed
 

@@ -63,6 +63,7 @@ def compress(
     quantize_bits: str | tuple[int, ...] = (8, 4, 2),
     quantize_rounding: str | None = None,
     quantize_scale_codes: bool = True,
+    quantize_side_int8: bool = True,
     beam_width: int = 4,
     prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION,
     objective: str = "memory",
@@ -165,6 +166,7 @@ def compress(
         final, held_accuracy, quantization = quantize_after_pruning(
             final, search, targets["search"], baseline["search"], quant_points, quantize, quantize_bits, beam_width,
             say, None if tune_data is not None else check, quantize_rounding, quantize_scale_codes,
+            quantize_side_int8,
         )  # fmt: skip
         if held_accuracy is None:
             held_accuracy = top1(logits_of(make_session(final), held.x), targets["held"])

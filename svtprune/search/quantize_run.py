@@ -31,8 +31,15 @@ DRIFT_IMAGES = 64
 # QuantScheme stays mse, which needs no data
 DEFAULT_ROUNDING = "gptq"
 # the commands store scales as uint8 codes (``scale_codes=True`` below): on the reference Spikformer 1,290 fewer
-# bytes (0.2 points of saving) at accuracy within noise for uniform 8, 4 and 2 bits (BENCHMARKS.md, issue 6)
+# bytes (0.2 points of saving) at accuracy within noise for uniform 8, 4 and 2 bits (BENCHMARKS.md, issue 6);
+# and biases/normalisation vectors as int8 (``side_int8=True``): 1,280 fewer bytes on the reference Spikformer,
+# 5,900 on the SDT, accuracy within noise at uniform 8 and 4 bits (BENCHMARKS.md, issue 6)
 GPTQ_IMAGES = 256  # search-split images whose layer inputs give gptq's Hessians (4 s on the reference model)
+
+
+def command_scheme(rounding: str | None, scale_codes: bool, side_int8: bool, **layout: int | bool) -> QuantScheme:
+    """The commands' defaults: gptq rounding, and what the user chose for scales and side vectors."""
+    return QuantScheme(rounding=rounding or DEFAULT_ROUNDING, scale_codes=scale_codes, side_int8=side_int8, **layout)
 
 
 def parse_bits(text: str | tuple[int, ...]) -> tuple[int, ...]:
@@ -120,6 +127,7 @@ def quantize(
     finetune_lr: float = 3e-4,
     finetune_search_drop: float | None = None,
     scale_codes: bool = True,
+    side_int8: bool = True,
 ) -> dict:
     """Quantize ``model_path``'s weights layer by layer as far as the budget allows; returns the report.
 
@@ -137,9 +145,7 @@ def quantize(
     if max_accuracy_drop < 0:
         raise UserError("--max-accuracy-drop must be >= 0")
     widths = parse_bits(bits)
-    scheme = QuantScheme(
-        symmetric=symmetric, block_size=block_size, rounding=rounding or DEFAULT_ROUNDING, scale_codes=scale_codes
-    )
+    scheme = command_scheme(rounding, scale_codes, side_int8, symmetric=symmetric, block_size=block_size)
     say = progress or (lambda _message: None)
     original = load_model(model_path)
     search_part, held = split(load_npz(data_path), calib, seed)
@@ -276,6 +282,7 @@ def quantize_after_pruning(
     held: tuple[Dataset, np.ndarray, Callable[[float], bool]] | None,
     rounding: str | None = None,
     scale_codes: bool = True,
+    side_int8: bool = True,
 ) -> tuple[onnx.ModelProto, float | None, dict]:
     """``compress --quantize``: bit widths for the pruned model, measured against the *original* baseline.
 
@@ -293,7 +300,7 @@ def quantize_after_pruning(
         budget,
         method,
         parse_bits(bits),
-        QuantScheme(rounding=rounding or DEFAULT_ROUNDING, scale_codes=scale_codes),
+        command_scheme(rounding, scale_codes, side_int8),
         beam_width,
         progress,
     )
