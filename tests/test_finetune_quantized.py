@@ -45,29 +45,41 @@ def plain_ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("symmetric", "codes", "side_int8"),
-    [(True, False, False), (False, False, False), (True, True, False), (False, True, True), (True, False, True)],
+    ("name", "symmetric", "codes", "side_int8"),
+    [
+        ("spikformer", True, False, False),
+        ("spikformer", False, False, False),
+        ("spikformer", True, True, False),
+        ("spikformer", False, True, True),
+        ("spikformer", True, False, True),
+        ("sdt", True, True, True),  # BatchNormalization stored as scale and shift
+    ],
 )
 def test_untouched_weights_are_stored_back_byte_for_byte(
-    small_models: dict, symmetric: bool, codes: bool, side_int8: bool
+    small_models: dict, name: str, symmetric: bool, codes: bool, side_int8: bool
 ) -> None:
     scheme = QuantScheme(symmetric=symmetric, rounding="mse", scale_codes=codes, side_int8=side_int8)
-    quantizer = Quantizer(small_models["spikformer"], scheme)
+    quantizer = Quantizer(small_models[name], scheme)
     quantized = quantizer.apply(mixed_bits(quantizer))
     thawed = thaw(quantized)
     assert thawed.scheme.scale_codes == codes and thawed.scheme.side_int8 == side_int8
-    for name, grid in thawed.grids.items():
-        assert grid.bits == thawed.bits.get(name, 8)  # int8 side vectors have grids, not layer widths
-        np.testing.assert_array_equal(on_grid(dequantize(grid), grid).values, grid.values, err_msg=name)
+    for weight, grid in thawed.grids.items():
+        assert grid.bits == thawed.bits.get(weight, 8)  # int8 side vectors have grids, not layer widths
+        np.testing.assert_array_equal(on_grid(dequantize(grid), grid).values, grid.values, err_msg=weight)
     # the grids, not a new mse fit, decide the integers: a re-fit would pick other scales for some layers
     assert stored(stored_again(thawed.model, thawed)) == stored(quantized)
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["float16-sides", "int8-sides"])
+@pytest.fixture(
+    scope="module",
+    params=[("spikformer", False), ("spikformer", True), ("sdt", True)],
+    ids=["float16-sides", "int8-sides", "sdt-batchnorm"],
+)
 def trained(small_models: dict, request: pytest.FixtureRequest) -> dict:
     torch.set_num_threads(1)
-    teacher = small_models["spikformer"]
-    quantizer = Quantizer(teacher, QuantScheme(rounding="mse", side_int8=request.param))
+    name, side_int8 = request.param
+    teacher = small_models[name]
+    quantizer = Quantizer(teacher, QuantScheme(rounding="mse", side_int8=side_int8))
     quantized = quantizer.apply(mixed_bits(quantizer))
     x = np.random.default_rng(4).standard_normal((80, 1, 28, 28)).astype(np.float32)
     target = plain_ort_logits(teacher, x) * 3.0  # sharper than the random model's own logits: something to learn

@@ -104,21 +104,59 @@ def test_int8_biases_equal_the_numpy_reference_and_take_one_byte(small_models: d
     bits = {**dict.fromkeys(low, SIDE_INT8_WIDTH), **dict.fromkeys(high, 8)}
     scheme = QuantScheme(rounding="nearest", scale_codes=True)
     int8 = Quantizer(model, replace(scheme, side_int8=True)).apply(bits)
-    seen = ort_weights(int8, side)
+    seen = ort_weights(int8, biases)
     as_int8 = [n for n in biases if owners[n] in low]
     assert as_int8
-    for name in side:
+    for name in biases:
         if name in as_int8:  # textbook: symmetric, one full-range scale per vector
             scale = np.float32(np.abs(originals[name]).max() / 127)
             expected = np.clip(np.round(originals[name] / scale), -128, 127) * scale
             np.testing.assert_allclose(seen[name], expected, rtol=1e-6, atol=1e-9, err_msg=name)
-        else:  # an 8-bit layer's bias, or a normalisation vector
+        else:  # an 8-bit layer's bias
             np.testing.assert_array_equal(seen[name], originals[name].astype(np.float16).astype(np.float32))
     half = Quantizer(model, scheme).apply(bits)
     assert param_bytes(half) - param_bytes(int8) == sum(originals[n].size for n in as_int8) - 4 * len(as_int8)
     thawed = thaw(int8)
     assert thawed.scheme.side_int8 and thawed.bits == bits and set(as_int8) == set(thawed.grids) - set(names)
     assert not thaw(half).scheme.side_int8
+
+
+def test_batchnorm_vectors_are_stored_as_scale_and_shift(small_models: dict) -> None:
+    from svtprune.quantization import batchnorm_as_scale_and_shift
+
+    model = small_models["sdt"]
+    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    norms = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    assert norms
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    fills = batchnorm_as_scale_and_shift(rewritten)
+    old = list(rewritten.graph.node)
+    del rewritten.graph.node[:]
+    rewritten.graph.node.extend(fills + old)
+    assert len(fills) == 2 * len(norms)
+    channels = sum(originals[n.input[1]].size for n in norms)
+    shapes = {f.input[0] for f in fills}  # one int64 channel count per distinct width
+    assert param_bytes(model) - param_bytes(rewritten) == 8 * channels - 8 * len(shapes)
+    # oracle: each node's output against the textbook formula with the *original* vectors, on the
+    # rewritten model's own input to it (upstream spikes may flip on float32 rounding; this cannot)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(rewritten)
+    tapped = [name for n in norms for name in (n.input[0], n.output[0])]
+    for name in tapped:
+        probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = make_session(probe)
+    x = np.random.default_rng(3).standard_normal((8, 1, 28, 28)).astype(np.float32)
+    values = dict(zip(tapped, session.run(tapped, {session.get_inputs()[0].name: x}), strict=True))
+    for node in norms:
+        gamma, beta, mean, var = (originals[name] for name in node.input[1:5])
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        shape = (1, -1) + (1,) * (values[node.input[0]].ndim - 2)
+        expected = (values[node.input[0]] - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + epsilon)
+        expected = expected * gamma.reshape(shape) + beta.reshape(shape)
+        np.testing.assert_allclose(values[node.output[0]], expected, rtol=1e-5, atol=1e-5, err_msg=node.name)
+    # a rewritten node (zeros and ones generated) is left alone by a second pass
+    assert batchnorm_as_scale_and_shift(rewritten) == []
 
 
 @pytest.mark.parametrize("symmetric", [True, False])
