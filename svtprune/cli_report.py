@@ -31,8 +31,8 @@ Int8Biases = Annotated[
     bool,
     typer.Option(
         "--int8-biases/--float16-biases",
-        help="Store a layer's bias as int8 with one scale (1 byte per value) once its weight takes 4 bits or "
-        "fewer, or keep biases float16 (2 bytes). Normalisation vectors stay float16.",
+        help="Store a layer's bias (and the scale and shift of a BatchNormalization right after it) as int8 "
+        "with one scale (1 byte per value) once its weight takes 4 bits or fewer, or keep them float16 (2 bytes).",
     ),
 ]
 FinetuneSearchDrop = Annotated[

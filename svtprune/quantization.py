@@ -48,8 +48,9 @@ class QuantScheme:
     # scales stored as uint8 codes times one power-of-two step per layer (a DequantizeLinear of their own),
     # the integers then rounded on the coded grid: one byte per output channel instead of two
     scale_codes: bool = False
-    # a layer's bias stored as int8 with one float32 scale (a DequantizeLinear of its own) instead of float16
-    # once the layer's weight takes SIDE_INT8_WIDTH bits or fewer: at 2 bits biases are ~6% of the file
+    # a layer's bias (and the scale and shift of a BatchNormalization right after it) stored as int8 with one
+    # float32 scale (a DequantizeLinear of its own) instead of float16 once the layer's weight takes
+    # SIDE_INT8_WIDTH bits or fewer: at 2 bits these vectors are ~6% of the file
     side_int8: bool = False
 
     def __post_init__(self) -> None:
@@ -501,11 +502,17 @@ def side_vector_names(model: onnx.ModelProto, weights: dict | None = None) -> li
     ]
 
 
+SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")  # keep each channel's values together
+
+
 def layer_biases(model: onnx.ModelProto, weights: dict | set) -> dict[str, str]:
-    """Bias initializer -> the quantizable weight it is added to: a Conv/Gemm's third input, or the
-    initializer of an Add right after a MatMul. Normalisation vectors have no owner (a BatchNormalization's
-    variance at int8 would be wrong by a whole step wherever it is small)."""
+    """Per-channel vector -> the quantizable weight whose output it offsets or scales: a Conv/Gemm's third
+    input, the initializer of an Add right after a MatMul, and the scale and shift of a BatchNormalization
+    stored as two vectors (``batchnorm_as_scale_and_shift``) fed by a Conv through shape-only nodes. A
+    BatchNormalization still holding its variance has no owner: at int8 the variance would be a whole
+    step off wherever it is small."""
     constants = {t.name for t in model.graph.initializer}
+    producer = {out: node for node in model.graph.node for out in node.output}
     matmuls = [n for n in model.graph.node if n.op_type == "MatMul" and n.input[1] in weights]
     after_matmul = {n.output[0]: n.input[1] for n in matmuls}
     owners = {}
@@ -516,6 +523,12 @@ def layer_biases(model: onnx.ModelProto, weights: dict | set) -> dict[str, str]:
             for mine, other in (node.input, node.input[::-1]):
                 if mine in constants and other in after_matmul:
                     owners[mine] = after_matmul[other]
+        elif node.op_type == "BatchNormalization" and not set(node.input[3:5]) & constants:
+            source = producer.get(node.input[0])
+            while source is not None and source.op_type in SHAPE_ONLY:
+                source = producer.get(source.input[0])
+            if source is not None and source.op_type == "Conv" and source.input[1] in weights:
+                owners.update(dict.fromkeys(node.input[1:3], source.input[1]))
     return {bias: weight for bias, weight in owners.items() if bias in constants}
 
 

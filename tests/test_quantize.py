@@ -91,31 +91,43 @@ def test_side_vectors_and_scales_are_stored_as_float16(small_models: dict) -> No
 
 
 def test_int8_biases_equal_the_numpy_reference_and_take_one_byte(small_models: dict) -> None:
-    from svtprune.quantization import SIDE_INT8_WIDTH, layer_biases, thaw
+    from svtprune.quantization import (
+        SIDE_INT8_WIDTH,
+        batchnorm_as_scale_and_shift,
+        layer_biases,
+        side_vector_names,
+        thaw,
+    )
 
-    model = small_models["sdt"]  # conv biases and unfolded BatchNormalization vectors
+    model = small_models["sdt"]  # conv biases, and BatchNormalizations after a Reshape
     names = [layer.name for layer in quantizable_layers(model)]
-    originals = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    side = [n for n, v in originals.items() if v.dtype == np.float32 and n not in names and v.size >= 16]
-    owners = layer_biases(model, set(names))
-    biases = [n for n in side if n in owners]
-    assert biases and len(biases) < len(side)  # normalisation vectors have no owner: they stay float16
+    assert not set(layer_biases(model, set(names))) & {
+        name for n in model.graph.node if n.op_type == "BatchNormalization" for name in n.input
+    }  # a BatchNormalization still holding its variance is never int8
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    batchnorm_as_scale_and_shift(rewritten)  # what Quantizer.apply stores: scale and shift
+    values = {t.name: numpy_helper.to_array(t) for t in rewritten.graph.initializer}
+    side = set(side_vector_names(rewritten))  # vectors of >= 16 values; smaller ones stay float32
+    owners = {n: weight for n, weight in layer_biases(rewritten, set(names)).items() if n in side}
+    norms = {name for n in rewritten.graph.node if n.op_type == "BatchNormalization" for name in n.input[1:3]}
+    assert set(owners) - norms and set(owners) & norms  # conv biases and BatchNormalization scale/shift
     low, high = names[: len(names) // 2], names[len(names) // 2 :]
     bits = {**dict.fromkeys(low, SIDE_INT8_WIDTH), **dict.fromkeys(high, 8)}
     scheme = QuantScheme(rounding="nearest", scale_codes=True)
     int8 = Quantizer(model, replace(scheme, side_int8=True)).apply(bits)
-    seen = ort_weights(int8, biases)
-    as_int8 = [n for n in biases if owners[n] in low]
-    assert as_int8
-    for name in biases:
+    seen = ort_weights(int8, list(owners))
+    as_int8 = [n for n in owners if owners[n] in low]
+    assert as_int8 and len(as_int8) < len(owners)
+    for name in owners:
         if name in as_int8:  # textbook: symmetric, one full-range scale per vector
-            scale = np.float32(np.abs(originals[name]).max() / 127)
-            expected = np.clip(np.round(originals[name] / scale), -128, 127) * scale
+            scale = np.float32(np.abs(values[name]).max() / 127)
+            expected = np.clip(np.round(values[name] / scale), -128, 127) * scale
             np.testing.assert_allclose(seen[name], expected, rtol=1e-6, atol=1e-9, err_msg=name)
-        else:  # an 8-bit layer's bias
-            np.testing.assert_array_equal(seen[name], originals[name].astype(np.float16).astype(np.float32))
+        else:  # an 8-bit layer's vectors stay float16
+            np.testing.assert_array_equal(seen[name], values[name].astype(np.float16).astype(np.float32))
     half = Quantizer(model, scheme).apply(bits)
-    assert param_bytes(half) - param_bytes(int8) == sum(originals[n].size for n in as_int8) - 4 * len(as_int8)
+    assert param_bytes(half) - param_bytes(int8) == sum(values[n].size for n in as_int8) - 4 * len(as_int8)
     thawed = thaw(int8)
     assert thawed.scheme.side_int8 and thawed.bits == bits and set(as_int8) == set(thawed.grids) - set(names)
     assert not thaw(half).scheme.side_int8

@@ -32,8 +32,8 @@ DRIFT_IMAGES = 64
 DEFAULT_ROUNDING = "gptq"
 # the commands store scales as uint8 codes (``scale_codes=True`` below): on the reference Spikformer 1,290 fewer
 # bytes (0.2 points of saving) at accuracy within noise for uniform 8, 4 and 2 bits (BENCHMARKS.md, issue 6);
-# and biases/normalisation vectors as int8 (``side_int8=True``): 1,280 fewer bytes on the reference Spikformer,
-# 5,900 on the SDT, accuracy within noise at uniform 8 and 4 bits (BENCHMARKS.md, issue 6)
+# and a layer's biases as int8 once its weight is at 4 bits or fewer (``side_int8=True``): 1,280 fewer bytes on
+# the reference Spikformer at 2 and 4 bits, 3,372 on the SDT, accuracy within noise (BENCHMARKS.md, issue 6)
 GPTQ_IMAGES = 256  # search-split images whose layer inputs give gptq's Hessians (4 s on the reference model)
 
 
