@@ -328,3 +328,50 @@ def test_held_out_miss_takes_the_first_smaller_accepted_plan(analysis, images: n
     from svtprune.graph.io import param_bytes
 
     assert param_bytes(final) == small.param_bytes > large.param_bytes  # the step's model, not the first choice
+
+
+def test_a_pruned_model_past_the_budget_steps_back_to_unpruned_when_quantization_follows(small_models: dict) -> None:
+    """Oracle: agreement with the original's own decisions (the unpruned model agrees on every image)."""
+    from types import SimpleNamespace
+
+    from onnx import numpy_helper
+
+    from svtprune.data import Dataset
+    from svtprune.evaluate import logits_of, make_session
+    from svtprune.graph.io import param_bytes
+    from svtprune.search.compress import _held_out_choice
+    from svtprune.search.policies import SearchResult
+
+    original = small_models["spikformer"]
+    broken = original.__class__()
+    broken.CopyFrom(original)
+    for tensor in broken.graph.initializer:  # a "pruned" model that lost everything
+        if tensor.name.endswith("weight") and len(tensor.dims) > 1:
+            tensor.CopyFrom(numpy_helper.from_array(np.zeros(tuple(tensor.dims), np.float32), tensor.name))
+    x = np.random.default_rng(1).standard_normal((40, 1, 28, 28)).astype(np.float32)
+    target = logits_of(make_session(original), x).argmax(axis=1)
+    executor = SimpleNamespace(
+        records=[], data=Dataset(x, None), original_bytes=param_bytes(original),
+        build=lambda ratios: broken if ratios else original,
+    )  # fmt: skip
+    chosen = SimpleNamespace(label="pruned", param_bytes=param_bytes(original) // 2, ratios={"g": 0.5})
+    holds = lambda a: 100.0 - a <= 1.0  # noqa: E731
+    for or_unpruned in (False, True):
+        result = SearchResult(ratios={"g": 0.5}, best=chosen)
+        final, accuracy, checks = _held_out_choice(
+            executor,
+            SimpleNamespace(accepts=lambda _r: True),
+            result,
+            Dataset(x, None),
+            target,
+            holds,
+            True,
+            lambda _m: None,
+            or_unpruned,
+        )
+        assert checks[0]["label"] == "pruned" and not holds(checks[0]["accuracy"])
+        if or_unpruned:  # the last step back: no channel removed, and the search result says so
+            assert final is original and accuracy == 100.0 and checks[-1]["label"] == "unpruned"
+            assert result.ratios == {} and result.best is None
+        else:  # without quantization next, the miss is reported as it is
+            assert final is broken and len(checks) == 1 and result.best is chosen
