@@ -150,3 +150,23 @@ def test_sum_over_channels_is_followed() -> None:
     assert analysis.groups[0].prunable
     x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
     assert_matches_oracle(analysis, uniform_plan(analysis, 0.5, group_scores(analysis)), x)
+
+
+def test_written_models_leave_out_intermediate_shapes_and_run_the_same(small_models: dict, tmp_path) -> None:  # noqa: ANN001
+    import os
+
+    from svtprune.evaluate import logits_of, make_session
+    from svtprune.graph.io import save_model
+    from svtprune.graph.normalize import infer_shapes
+
+    model = infer_shapes(small_models["sdt"])
+    assert len(model.graph.value_info)  # what normalize leaves on every model svtprune writes
+    path = save_model(model, tmp_path / "m.onnx")
+    written = onnx.load(path)
+    assert len(written.graph.value_info) == 0 and len(model.graph.value_info)  # the caller's model untouched
+    assert {t.name: t.SerializeToString() for t in written.graph.initializer} == {
+        t.name: t.SerializeToString() for t in model.graph.initializer
+    }  # fmt: skip
+    x = np.random.default_rng(6).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    np.testing.assert_array_equal(logits_of(make_session(written), x), logits_of(make_session(model), x))
+    assert os.path.getsize(path) < model.ByteSize()

