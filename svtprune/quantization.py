@@ -604,6 +604,35 @@ def _stored_int8(model: onnx.ModelProto, name: str, q: QuantizedWeight) -> onnx.
     return helper.make_node("DequantizeLinear", [f"{name}_int8", f"{name}_int8_scale"], [name], name=f"{name}_int8_dq")
 
 
+def stored_bytes(model: onnx.ModelProto) -> dict[str, int]:
+    """The file's parameter bytes by role: the layers' weights, their scales and zero points, biases and
+    normalisation vectors, and the rest (shape constants, neuron thresholds): where what is left of a
+    quantized model lives."""
+    from svtprune.graph.io import tensor_bytes
+
+    constants = {t.name: t for t in model.graph.initializer}
+    weight_inputs = {n.input[1] for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1}
+    dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    scale_outputs = {name for n in dequantize for name in n.input[1:]}
+    roles: dict[str, str] = {}
+    for node in dequantize:  # stored integers -> weight, scale (codes) or side vector; scales and zero points
+        role = "weights" if node.output[0] in weight_inputs else "scales" if node.output[0] in scale_outputs else ""
+        roles[node.input[0]] = role or "biases and normalisation"
+        roles.update({name: "scales" for name in node.input[1:] if name})
+    for node in model.graph.node:
+        if node.op_type == "Cast" and node.input[0] in constants:  # float16 copies
+            roles.setdefault(node.input[0], "scales" if node.output[0] in scale_outputs else "biases and normalisation")
+    side = set(side_vector_names(model))
+    totals = dict.fromkeys(("weights", "scales", "biases and normalisation", "other"), 0)
+    for name, tensor in constants.items():
+        role = roles.get(name) or (
+            "weights" if name in weight_inputs and len(tensor.dims) > 1
+            else "biases and normalisation" if name in side else "other"
+        )  # fmt: skip
+        totals[role] += tensor_bytes(tensor)
+    return totals
+
+
 def bits_table(quantizer: Quantizer, bits: dict[str, int]) -> list[dict]:
     """Per layer: parameters, bit width, stored bytes (for reports)."""
     rows = []

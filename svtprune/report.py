@@ -112,10 +112,12 @@ def _bits_table(report: dict) -> str:
         for row in report["quantization"]["layers"]
     )
     q = report["quantization"]
+    stored = ", ".join(f"{role} {size:,}" for role, size in q.get("stored_bytes", {}).items())
     return (
         f"<h2>Bits per layer</h2><p>{q['full_evaluations']} full evaluations, {q['proxy_evaluations']} drift "
         f"evaluations, {q['gated_out']} candidates kept from a full evaluation by the drift gate.</p>"
-        f"<table id='bits'><tr><th>layer</th><th>parameters</th><th>bits</th><th>weight bytes</th></tr>{rows}</table>"
+        + (f"<p id='stored'>Parameter bytes of the written file by role: {stored}.</p>" if stored else "")
+        + f"<table id='bits'><tr><th>layer</th><th>parameters</th><th>bits</th><th>weight bytes</th></tr>{rows}</table>"
     )
 
 

@@ -421,6 +421,11 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
         assert key in report
     assert report["compressed"]["param_bytes"] == param_bytes(onnx.load(out))
     assert report["memory_saving"] > 0.1 and report["accuracy_drop"] <= 5
+    stored = report["quantization"]["stored_bytes"]  # every parameter byte has one role; weights as the table says
+    assert sum(stored.values()) == report["compressed"]["param_bytes"]
+    assert stored["weights"] == sum(row["weight_bytes"] for row in report["quantization"]["layers"])
+    assert stored["scales"] > 0 and stored["biases and normalisation"] > 0
+    assert "id='stored'" in out.with_suffix(".report.html").read_text()
     assert out.with_suffix(".report.html").read_text().count("<img") >= 2
     browser = shutil.which("chromium")
     if browser is not None:  # .ci/run installs Debian's chromium: the page must render with its bits table
@@ -446,6 +451,7 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     )
     written = onnx.load(out)
     assert report["compressed"]["param_bytes"] == param_bytes(written)
+    assert sum(report["quantization"]["stored_bytes"].values()) == param_bytes(written)
     assert report["accuracy_drop"] <= 25.0  # random weights and inputs: agreement is fragile
     q = report["quantization"]
     assert "budget_split" in q and q["full_evaluations"] == len(q["evaluations"])

@@ -193,7 +193,9 @@ def compress(
     energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
     report = _report(locals())
     if quantization is not None:
-        report["quantization"] = quantization
+        from svtprune.quantization import stored_bytes
+
+        report["quantization"] = {**quantization, "stored_bytes": stored_bytes(final)}
         report["method"] = f"{method}+aq4svit-{quantize}"
     if finetune is not None:
         report["finetune"] = finetune

@@ -19,7 +19,7 @@ from svtprune.data import Dataset, load_npz
 from svtprune.errors import ConstraintError, UserError
 from svtprune.evaluate import latency_ms, logits_of, make_session, top1
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic, written_bytes
-from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table
+from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table, stored_bytes
 from svtprune.search.drift import DriftProbe
 from svtprune.search.held_out import held_out_choice, steps_back
 from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, QuantMeasurement, QuantResult
@@ -223,7 +223,10 @@ def quantize(
         "reason": "constraints met"
         if met
         else f"accuracy drop {drop:.2f} points on held-out data exceeds {max_accuracy_drop}",
-        "quantization": quantization_section(result, executor, search, started),
+        "quantization": {
+            **quantization_section(result, executor, search, started),
+            "stored_bytes": stored_bytes(final),
+        },
         "evaluations": [r.to_dict() for r in executor.records],
         "held_out_checks": checks,
     }
