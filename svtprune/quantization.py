@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper, version_converter
 
 from svtprune.errors import UserError
+from svtprune.graph.io import tensor_bytes
 
 BITS = (8, 4, 2)
 FP32 = 32  # "not quantized" in a bit-width setting
@@ -608,8 +609,6 @@ def stored_bytes(model: onnx.ModelProto) -> dict[str, int]:
     """The file's parameter bytes by role: the layers' weights, their scales and zero points, biases and
     normalisation vectors, and the rest (shape constants, neuron thresholds): where what is left of a
     quantized model lives."""
-    from svtprune.graph.io import tensor_bytes
-
     constants = {t.name: t for t in model.graph.initializer}
     weight_inputs = {n.input[1] for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1}
     dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
