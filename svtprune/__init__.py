@@ -14,11 +14,11 @@ __all__ = ["compress", "quantize"]
 
 def __getattr__(name: str) -> Any:
     if name == "compress":
-        from svtprune.search.compress import compress
+        from svtprune.jobs.compress import compress
 
         return compress
     if name == "quantize":
-        from svtprune.search.quantize_run import quantize
+        from svtprune.jobs.quantize import quantize
 
         return quantize
     raise AttributeError(f"module 'svtprune' has no attribute {name!r}")

@@ -185,7 +185,7 @@ def compress(
     1 when they cannot be (nothing is written), 2 for bad input.
     Example: svtprune compress model.onnx --data val.npz --max-accuracy-drop 1.0 -o small.onnx
     """
-    from svtprune.search.compress import compress as run_compress
+    from svtprune.jobs.compress import compress as run_compress
 
     report = run_search(
         "compressing",
@@ -193,13 +193,13 @@ def compress(
             model,
             data,
             out,
-            max_accuracy_drop,
-            min_memory_saving,
-            method,
-            calib,
-            seed,
-            importance,
-            force,
+            max_accuracy_drop=max_accuracy_drop,
+            min_memory_saving=min_memory_saving,
+            method=method,
+            calib=calib,
+            seed=seed,
+            importance=importance,
+            force=force,
             progress=progress,
             reconstruct=reconstruct,
             finetune_data=finetune_data,
@@ -237,7 +237,7 @@ def demo(
     The search scores candidates on --calib images (400 keeps the demo to minutes on two cores; the
     accuracy reported is measured on the other 3,600).
     """
-    from svtprune.search.compress import compress as run_compress
+    from svtprune.jobs.compress import compress as run_compress
 
     for path in (REFERENCE_MODEL, REFERENCE_DATA):
         if not path.is_file():
@@ -250,13 +250,12 @@ def demo(
             REFERENCE_MODEL,
             REFERENCE_DATA,
             out,
-            1.0,
-            None,
-            "primesvt",
-            calib,
-            0,
-            "l2",
-            True,
+            max_accuracy_drop=1.0,
+            method="primesvt",
+            calib=calib,
+            seed=0,
+            importance="l2",
+            force=True,
             progress=lambda m: status.update(m),
         )
     _print_compress(report, out)
@@ -290,7 +289,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except UserError as exc:
-        Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+        Console(stderr=True).print(f"[red]error:[/red] {exc.phrased(_Flags())}", highlight=False)
         sys.exit(2)
     except ConstraintError as exc:
         Console(stderr=True).print(f"[yellow]constraints not met:[/yellow] {exc}", highlight=False)
@@ -302,6 +301,24 @@ def main() -> None:
             exc.show()
             sys.exit(2)
         raise
+
+
+class _Flags(dict):
+    """Library field -> flag: the same name with dashes, except where the flag reads differently."""
+
+    SPECIAL = {
+        "data_path": "--data",
+        "model_path": "MODEL",
+        "quantize_bits": "--bits",
+        "quantize_rounding": "--rounding",
+        "quantize_scale_codes": "--scale-codes",
+        "quantize_side_int8": "--int8-biases",
+        "side_int8": "--int8-biases",
+        "steps": "--T",
+    }
+
+    def get(self, option: str, default: str | None = None) -> str:
+        return self.SPECIAL.get(option, "--" + option.replace("_", "-"))
 
 
 def _is_usage_error(exc: Exception) -> bool:

@@ -60,7 +60,7 @@ def quantize(
     1 when it cannot (nothing is written), 2 for bad input.
     Example: svtprune quantize model.onnx --data val.npz --search greedy --max-accuracy-drop 1.5 -o q.onnx
     """
-    from svtprune.search.quantize_run import quantize as run_quantize
+    from svtprune.jobs.quantize import quantize as run_quantize
 
     report = run_search(
         "quantizing",
@@ -68,16 +68,16 @@ def quantize(
             model,
             data,
             out,
-            max_accuracy_drop,
-            search,
-            bits,
-            beam_width,
-            calib,
-            seed,
-            symmetric,
-            block_size,
-            rounding,
-            force,
+            max_accuracy_drop=max_accuracy_drop,
+            search=search,
+            bits=bits,
+            beam_width=beam_width,
+            calib=calib,
+            seed=seed,
+            symmetric=symmetric,
+            block_size=block_size,
+            rounding=rounding,
+            force=force,
             progress=progress,
             finetune_data=finetune_data,
             finetune_epochs=finetune_epochs,

@@ -23,7 +23,7 @@ class UserError(Exception):
         """The message with the option spelled as ``name_of`` says (the CLI passes flag names)."""
         if self.option is None:
             return self.problem
-        name = (name_of or {}).get(self.option, self.option)
+        name = self.option if name_of is None else name_of.get(self.option, self.option)
         return f"{name} {self.problem}"
 
 

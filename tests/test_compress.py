@@ -7,8 +7,10 @@ import pytest
 
 from svtprune.graph.analysis import analyze
 from svtprune.importance import group_scores
-from svtprune.search.executor import Executor, Measurement
-from svtprune.search.policies import Budget, primesvt, psvit, uniform
+from svtprune.search.budget import Budget
+from svtprune.search.policies import primesvt, psvit, uniform
+from svtprune.search.prune_executor import PruneExecutor as Executor
+from svtprune.search.records import Measurement
 
 
 class StubExecutor(Executor):
@@ -21,7 +23,7 @@ class StubExecutor(Executor):
     def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
         accuracy = 90.0 - sum(self.costs[name] * rate for name, rate in ratios.items())
         kept_bytes = self.original_bytes * (1 - 0.1 * sum(ratios.values()))
-        record = Measurement(label, dict(ratios), accuracy, int(kept_bytes), 0.0)
+        record = Measurement(label, accuracy, int(kept_bytes), 0.0, dict(ratios))
         self.records.append(record)
         return record
 
@@ -86,7 +88,7 @@ def test_real_executor_measures_pruned_models(analysis, images: np.ndarray) -> N
 
 def test_fit_keys_follow_the_graph_upstream() -> None:
     """A layer's cached fit depends on the groups at or above it, never on groups below it."""
-    from svtprune.search.executor import upstream_groups
+    from svtprune.search.prune_executor import upstream_groups
     from tests.model_builders import parse_with_weights
 
     text = """
@@ -213,10 +215,10 @@ def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
     compress_args: tuple,  # noqa: ANN001
 ) -> None:
     from svtprune.errors import ConstraintError, UserError
-    from svtprune.search.compress import compress
+    from svtprune.jobs.compress import compress
 
     args = compress_args
-    with pytest.raises(UserError, match="--objective latency"):
+    with pytest.raises(UserError, match="objective 'latency'"):
         compress(*args, min_speedup=1.5)
     with pytest.raises(UserError, match="primesvt"):
         compress(*args, method="psvit", objective="latency")
@@ -266,10 +268,10 @@ def test_objective_energy_checks_its_options_and_reports_an_unmet_saving(
     compress_args: tuple,  # noqa: ANN001
 ) -> None:
     from svtprune.errors import ConstraintError, UserError
-    from svtprune.search.compress import compress
+    from svtprune.jobs.compress import compress
 
     args = compress_args
-    with pytest.raises(UserError, match="--objective energy"):
+    with pytest.raises(UserError, match="objective 'energy'"):
         compress(*args, min_energy_saving=0.5)
     with pytest.raises(UserError, match="in \\(0, 1\\)"):
         compress(*args, objective="energy", min_energy_saving=1.5)
@@ -286,14 +288,14 @@ def test_objective_energy_checks_its_options_and_reports_an_unmet_saving(
 
 
 def test_steps_back_are_accepted_full_measurements_most_compressed_first(analysis) -> None:  # noqa: ANN001
-    from svtprune.search.compress import _steps_back
     from svtprune.search.held_out import MAX_STEPS_BACK
+    from svtprune.search.held_out import pruned_steps_back as _steps_back
 
     executor = StubExecutor(analysis, {})
     executor.data = np.zeros((100, 1))  # type: ignore[assignment]  # only its length matters: the full split
 
     def record(label: str, ratio: float, accuracy: float, size: int, images: int = 100) -> Measurement:
-        executor.records.append(Measurement(label, {"g": ratio}, accuracy, size, 0.0, images))
+        executor.records.append(Measurement(label, accuracy, size, 0.0, {"g": ratio}, images=images))
         return executor.records[-1]
 
     record("small step", 0.2, 89.5, 800)
@@ -310,15 +312,15 @@ def test_steps_back_are_accepted_full_measurements_most_compressed_first(analysi
 
 def test_held_out_miss_takes_the_first_smaller_accepted_plan(analysis, images: np.ndarray) -> None:  # noqa: ANN001
     from svtprune.data import Dataset
-    from svtprune.search.compress import _held_out_choice
-    from svtprune.search.policies import SearchResult
+    from svtprune.search.held_out import pruned_held_out as _held_out_choice
+    from svtprune.search.records import SearchResult
 
     data = Dataset(images, None)
     executor = Executor(analysis, group_scores(analysis), data, np.zeros(len(images), dtype=np.int64), 10**6)
     group = analysis.prunable_groups[0].name
     small, large = executor.measure({group: 0.2}, "small step"), executor.measure({group: 0.5}, "large step")
     verdicts = iter([False, True])  # the chosen plan misses on held-out, the next one holds
-    result = SearchResult({group: 0.5}, large)
+    result = SearchResult(large, ratios={group: 0.5})
     final, _accuracy, checks = _held_out_choice(
         executor, Budget(100.0, 100.0), result, data, np.zeros(len(images), dtype=np.int64),
         lambda _a: next(verdicts), True, lambda _m: None,
@@ -339,8 +341,8 @@ def test_a_pruned_model_past_the_budget_steps_back_to_unpruned_when_quantization
     from svtprune.data import Dataset
     from svtprune.evaluate import logits_of, make_session
     from svtprune.graph.io import param_bytes
-    from svtprune.search.compress import _held_out_choice
-    from svtprune.search.policies import SearchResult
+    from svtprune.search.held_out import pruned_held_out as _held_out_choice
+    from svtprune.search.records import SearchResult
 
     original = small_models["spikformer"]
     broken = original.__class__()

@@ -229,7 +229,7 @@ def with_sharp_head(model: onnx.ModelProto) -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def compressed_pair(small_models: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """compress with the same search budget, without fine-tuning and with --finetune-data."""
-    from svtprune.search.compress import compress
+    from svtprune.jobs.compress import compress
 
     torch.set_num_threads(1)
     folder = tmp_path_factory.mktemp("compress_ft")
@@ -248,7 +248,7 @@ def compressed_pair(small_models: dict, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_compress_finetune_recovers_and_reports_before_and_after(compressed_pair: dict) -> None:
-    from svtprune.search.compress import split
+    from svtprune.jobs.common import split
 
     folder, plain, tuned = compressed_pair["folder"], compressed_pair["plain"], compressed_pair["tuned"]
     assert "finetune" not in plain and plain["memory_saving"] > 0
@@ -284,7 +284,7 @@ def test_compress_finetune_recovers_and_reports_before_and_after(compressed_pair
 
 
 def test_compress_finetune_widens_the_search_budget(compressed_pair: dict) -> None:
-    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
+    from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
 
     plain, tuned = compressed_pair["plain"], compressed_pair["tuned"]
     budget = SEARCH_SHARE_OF_BUDGET * 10.0 * FINETUNE_SEARCH_FACTOR
@@ -296,7 +296,7 @@ def test_compress_finetune_widens_the_search_budget(compressed_pair: dict) -> No
 
 def test_compress_finetune_bad_input(compressed_pair: dict, tmp_path: Path) -> None:
     from svtprune.errors import UserError
-    from svtprune.search.compress import compress
+    from svtprune.jobs.compress import compress
 
     folder = compressed_pair["folder"]
     save_npz(tmp_path / "wrong.npz", Dataset(np.zeros((4, 3, 32, 32), np.float32), None))
@@ -305,9 +305,9 @@ def test_compress_finetune_bad_input(compressed_pair: dict, tmp_path: Path) -> N
     cases = [
         ({"finetune_data": tmp_path / "wrong.npz"}, "3x32x32"),
         ({"finetune_data": tmp_path / "labels.npz"}, "labels must lie in 0..9"),
-        ({"finetune_data": train, "finetune_epochs": 0}, "--finetune-epochs"),
-        ({"finetune_data": train, "finetune_lr": 0.0}, "--finetune-lr"),
-        ({"finetune_search_drop": 3.0}, "needs --finetune-data"),
+        ({"finetune_data": train, "finetune_epochs": 0}, "finetune_epochs"),
+        ({"finetune_data": train, "finetune_lr": 0.0}, "finetune_lr"),
+        ({"finetune_search_drop": 3.0}, "needs finetune_data"),
     ]
     for extra, words in cases:
         with pytest.raises(UserError, match=words.replace(".", r"\.")):

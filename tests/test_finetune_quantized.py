@@ -132,7 +132,7 @@ def test_side_vectors_train_as_they_are_stored(trained: dict) -> None:
 
 def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
     import svtprune
-    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
 
     torch.set_num_threads(1)
     from tests.test_finetune import run_ort, with_sharp_head
@@ -166,7 +166,7 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
 
 
 def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
-    from svtprune.search.compress import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
     from tests.test_finetune import run_ort, with_sharp_head
 
     onnx.save(with_sharp_head(small_models["spikformer"]), tmp_path / "m.onnx")

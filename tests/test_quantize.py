@@ -24,8 +24,11 @@ from svtprune.data import Dataset, save_npz
 from svtprune.evaluate import logits_of, make_session, predict, top1
 from svtprune.graph.io import param_bytes
 from svtprune.quantization import FP32, Quantizer, QuantScheme, dequantize, quantizable_layers
+from svtprune.search.budget import Budget as QuantBudget
 from svtprune.search.drift import DriftProbe
-from svtprune.search.quant_search import QuantBudget, QuantExecutor, QuantMeasurement, beam, exhaustive, greedy
+from svtprune.search.quant_executor import QuantExecutor
+from svtprune.search.quant_policies import beam, exhaustive, greedy
+from svtprune.search.records import Measurement
 
 
 def reference_quantize(w: np.ndarray, out_axis: int, bits: int, symmetric: bool, half: bool = False) -> np.ndarray:
@@ -319,11 +322,12 @@ class StubQuantExecutor(QuantExecutor):
         return sum(self.costs[n] * {8: 0.1, 4: 1.0, 2: 4.0, FP32: 0.0}[b] for n, b in setting.items())
 
     def drift(self, setting: dict[str, int]) -> float:
-        self._drifts[tuple(sorted(setting.items()))] = None
+        self.drifts[tuple(sorted(setting.items()))] = None
         return self.loss(setting)
 
-    def measure(self, setting: dict[str, int], label: str, drift: float | None = None) -> QuantMeasurement:
-        record = QuantMeasurement(label, dict(setting), 90.0 - self.loss(setting), self.bytes_of(setting), drift, 0.0)
+    def measure(self, setting: dict[str, int], label: str, drift: float | None = None) -> Measurement:
+        loss, size = self.loss(setting), self.bytes_of(setting)
+        record = Measurement(label, 90.0 - loss, size, 0.0, bits=dict(setting), drift=drift)
         self.records.append(record)
         return record
 
@@ -396,8 +400,8 @@ def test_real_greedy_on_a_small_model_keeps_agreement(small_models: dict) -> Non
 
 def test_the_budget_charges_each_candidate_its_measurement_noise() -> None:
     budget = QuantBudget(90.0, 1.0)
-    assert budget.accepts(QuantMeasurement("a", {}, 89.5, 0, None, 0.0, stderr=0.4))
-    assert not budget.accepts(QuantMeasurement("b", {}, 89.5, 0, None, 0.0, stderr=0.6))
+    assert budget.accepts(Measurement("a", 89.5, 0, 0.0, bits={}, stderr=0.4))
+    assert not budget.accepts(Measurement("b", 89.5, 0, 0.0, bits={}, stderr=0.6))
 
 
 def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict, tmp_path: Path) -> None:
@@ -466,15 +470,15 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
 
 
 def test_held_out_miss_steps_back_to_a_setting_the_search_accepted(quantizer: Quantizer) -> None:
-    from svtprune.search.quant_search import QuantResult
-    from svtprune.search.quantize_run import held_out_bits
+    from svtprune.search.held_out import bits_held_out as held_out_bits
+    from svtprune.search.records import SearchResult
 
     executor = StubQuantExecutor(quantizer, costs_for(quantizer))
     first, second = (layer.name for layer in quantizer.layers[:2])
     one = executor.measure({first: 8}, "one layer")
     two = executor.measure({first: 8, second: 8}, "two layers")
     executor.measure({first: 2, second: 2}, "over budget")  # never a step back: the budget refused it
-    result = QuantResult({first: 8, second: 8}, two)
+    result = SearchResult(two, bits={first: 8, second: 8})
     verdicts = iter([False, True])
     x = np.random.default_rng(0).standard_normal((4, 1, 28, 28)).astype(np.float32)
     final, _accuracy, checks = held_out_bits(
@@ -487,7 +491,7 @@ def test_held_out_miss_steps_back_to_a_setting_the_search_accepted(quantizer: Qu
 
 
 def test_the_gate_judges_the_drift_a_step_adds_not_the_total(quantizer: Quantizer) -> None:
-    from svtprune.search.quant_search import _Gate
+    from svtprune.search.quant_policies import Gate as _Gate
 
     executor = StubQuantExecutor(quantizer, costs_for(quantizer))
     gate = _Gate(executor, True)

@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from svtprune.errors import ConstraintError  # noqa: E402
-from svtprune.search.compress import compress  # noqa: E402
+from svtprune.jobs.compress import compress  # noqa: E402
 
 VAL = ROOT / "models" / "data" / "fashion_mnist_val.npz"
 

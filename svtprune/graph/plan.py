@@ -1,8 +1,11 @@
-"""Plans: which channels of each group stay, as a JSON file a person can read.
+"""Plans: which channels of each group stay and how many bits each layer keeps, as JSON a person can read.
 
 A plan names each group and lists the kept channel positions; ``keep_mask`` turns it
 into one boolean per atom that surgery and the oracle both use, after checking that
 heads stay rectangular (every kept head the same width) and coupled heads agree.
+Every command writes one format, ``svtprune-plan/2`` (kept channels per group, weight bits
+per quantized layer); ``svtprune-plan/1`` (channels only) and the early quantize command's
+``svtprune-quant-plan/1`` (bits only) still load.
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from svtprune.errors import UserError
 from svtprune.graph.analysis import Analysis, Group
 from svtprune.graph.labels import FIXED
 
+PLAN_FORMAT = "svtprune-plan/2"
+
 
 @dataclass
 class Plan:
     kept: dict[str, list[int]] = field(default_factory=dict)  # group name -> kept channel positions
     meta: dict[str, object] = field(default_factory=dict)
+    bits: dict[str, int] = field(default_factory=dict)  # quantized layer (weight initializer) -> weight bits
 
     def to_json(self, analysis: Analysis | None = None) -> str:
         groups = {}
@@ -32,16 +38,21 @@ class Plan:
                 entry["size"] = group.size
                 entry["members"] = sorted({f"{m.initializer}[axis {m.axis}, {m.role}]" for m in group.members})
             groups[name] = entry
-        return json.dumps({"format": "svtprune-plan/1", "meta": self.meta, "groups": groups}, indent=1)
+        bits = {name: int(b) for name, b in sorted(self.bits.items())}
+        return json.dumps({"format": PLAN_FORMAT, "meta": self.meta, "groups": groups, "bits": bits}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
         try:
             data = json.loads(text)
+            if data.get("format") == "svtprune-quant-plan/1":  # bits only, scheme and source beside them
+                meta = {k: v for k, v in data.items() if k not in ("format", "bits")}
+                return cls({}, meta, {name: int(b) for name, b in data["bits"].items()})
             kept = {name: [int(k) for k in entry["kept"]] for name, entry in data["groups"].items()}
-        except (ValueError, KeyError, TypeError) as exc:
+            bits = {name: int(b) for name, b in data.get("bits", {}).items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"not a svtprune plan: {exc}") from exc
-        return cls(kept, dict(data.get("meta", {})))
+        return cls(kept, dict(data.get("meta", {})), bits)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:

@@ -1,225 +1,29 @@
-"""The two calls every search policy makes: apply a plan, and measure the model it gives.
+"""The two calls every search policy makes: build a candidate, and measure the model it gives.
 
-Policies never edit graphs themselves; they hand plans to ``Executor.measure`` and read
-back accuracy and bytes. Every measurement is recorded for the report.
-
-Speed: a policy may ask for a *screen* (a fixed, seeded subset of the search split, scored as
-the paired difference to the original model on the same images, so the estimate is of the
-full-split accuracy) before paying for a full measurement. Re-fits are cached: the original
-layers' outputs once per search, and each layer's fit under the plan of everything upstream.
+Policies never edit graphs themselves: they hand candidates (pruning ratios or bit settings)
+to an executor and read back a ``Measurement``. Every measurement is recorded for the report.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Hashable
-from dataclasses import dataclass, field
+from typing import Protocol
 
-import numpy as np
 import onnx
 
-from svtprune.data import Dataset
-from svtprune.evaluate import latency_ms, logits_of, make_session
-from svtprune.graph.analysis import Analysis
-from svtprune.graph.io import param_bytes
-from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
-from svtprune.graph.surgery import prune
-from svtprune.hardware.energy import measure_energy
-from svtprune.reconstruct import reconstruct
+from svtprune.search.records import Measurement
 
-LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
+Candidate = dict  # group -> ratio removed (pruning), or layer -> weight bits (quantization)
 
 
-@dataclass
-class Measurement:
-    label: str
-    ratios: dict[str, float]
-    accuracy: float
-    param_bytes: int
-    seconds: float
-    images: int = 0  # how many images scored it (a screen uses fewer than the search split)
-    stderr: float = 0.0  # points: standard error of a screen's estimate (0 for a full measurement)
-    latency_ms: tuple[float, float] | None = None  # ORT CPU, batch 1 and 64 (objective latency only)
-    energy_uj: float | None = None  # estimated per image from measured firing rates (objective energy only)
-
-    def to_dict(self) -> dict:
-        return {
-            "label": self.label,
-            "ratios": self.ratios,
-            "accuracy": round(self.accuracy, 3),
-            "param_bytes": self.param_bytes,
-            "seconds": round(self.seconds, 3),
-            "images": self.images,
-            "stderr": round(self.stderr, 3),
-            **(
-                {"latency_ms_b1": round(self.latency_ms[0], 3), "latency_ms_b64": round(self.latency_ms[1], 2)}
-                if self.latency_ms
-                else {}
-            ),
-            **({"energy_uj": round(self.energy_uj, 3)} if self.energy_uj is not None else {}),
-        }
-
-
-@dataclass
-class Executor:
-    """Applies ratio plans to one analysed model and scores them on the search split."""
-
-    analysis: Analysis
-    scores: dict[str, np.ndarray]
-    data: Dataset
-    target: np.ndarray  # labels, or the original model's predictions when the data has none
+class Executor(Protocol):
+    records: list[Measurement]
     original_bytes: int
-    records: list[Measurement] = field(default_factory=list)
-    calibration: np.ndarray | None = None  # images for least-squares recovery; None turns it off
-    screen_images: int = 500  # size of the screening subset (used when the split has twice as many)
-    max_rows: int | None = 32768  # rows per fit: all 25,088 of a block layer, 1/12 of a stem conv
-    original_logits: np.ndarray | None = None  # the unpruned model on ``data``, if the caller has it already
-    time_candidates: bool = False  # objective latency: time every fully measured candidate on ORT
-    latency_rank: dict[str, float] | None = None  # group -> speedup of pruning it alone (objective latency)
-    energy_images: np.ndarray | None = None  # objective energy: firing rates of every full candidate on these
-    energy_rank: dict[str, float] | None = None  # group -> energy saving of pruning it alone (objective energy)
-    _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _fits: dict[Hashable, tuple] = field(default_factory=dict, repr=False)
-    _upstream: dict[str, list[str]] | None = field(default=None, repr=False)
-    _reference: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
-    _cached_for: np.ndarray | None = field(default=None, repr=False)
-    _last: tuple | None = field(default=None, repr=False)  # (plan key, model, image -> correct, calibration)
 
-    def plan_for(self, ratios: dict[str, float]) -> Plan:
-        plan = Plan(meta={"ratios": {k: v for k, v in ratios.items() if v > 0}})
-        for group in self.analysis.prunable_groups:
-            ratio = ratios.get(group.name, 0.0)
-            plan.kept[group.name] = kept_for_ratio(self.analysis, group, ratio, self.scores[group.name])
-        return plan
+    def build(self, candidate: Candidate) -> onnx.ModelProto:
+        """The model the candidate describes (dense, runnable by ONNX Runtime)."""
 
-    def build(self, ratios: dict[str, float]) -> onnx.ModelProto:
-        plan = self.plan_for(ratios)
-        model = prune(self.analysis, plan, check=False)
-        if self.calibration is None:
-            return model
-        atom_keep = keep_mask(self.analysis, plan)
-        layers: dict[str, np.ndarray | None] = {}
-        for member in self.analysis.members:
-            if member.role == "sink" and not atom_keep[member.ids].all():
-                layers.setdefault(member.node, None)
-        for member in self.analysis.members:
-            if member.role == "source" and member.node in layers:
-                layers[member.node] = atom_keep[member.ids]
-        if self._cached_for is not self.calibration:  # another calibration set: the caches do not apply
-            self._targets.clear()
-            self._fits.clear()
-            self._cached_for = self.calibration
-        keys = {name: self._fit_key(name, plan) for name in layers}
-        return reconstruct(
-            self.analysis.model,
-            model,
-            layers,
-            self.calibration,
-            targets=self._targets,
-            cache=self._fits,
-            keys=keys,
-            max_rows=self.max_rows,
-            gram_dtype=np.float32,
-        )
-
-    def _fit_key(self, layer: str, plan: Plan) -> Hashable:
-        """Everything a layer's fit depends on: the kept channels of every group at or above it."""
-        if self._upstream is None:
-            self._upstream = upstream_groups(self.analysis)
-        return (layer, tuple((g, tuple(int(k) for k in plan.kept[g])) for g in self._upstream.get(layer, [])))
-
-    def screen_index(self) -> np.ndarray | None:
-        """The screening subset (seeded, sorted), or None when the split is too small to bother."""
-        if len(self.data) < 2 * self.screen_images:
-            return None
-        chosen = np.random.default_rng(0).choice(len(self.data), self.screen_images, replace=False)
-        return np.sort(chosen)
-
-    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
-        """Accuracy on the search split, or with ``screen`` its paired estimate from the subset.
-
-        A full measurement right after a screen of the same plan reuses the built model and the
-        screened images' predictions, so screening first costs nothing when the step survives.
-        """
-        started = time.perf_counter()
-        key = tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
-        if self._last is not None and self._last[0] == key and self._last[3] is self.calibration:
-            model, known = self._last[1], self._last[2]
-        else:
-            model, known = self.build(ratios), {}
-        rows = self.screen_index() if screen else None
-        wanted = np.arange(len(self.data)) if rows is None else rows
-        missing = np.setdiff1d(wanted, np.fromiter(known, dtype=np.int64, count=len(known)))
-        if len(missing):
-            session = make_session(model)
-            hits = logits_of(session, self.data.x[missing]).argmax(axis=1) == self.target[missing]
-            known.update(zip(missing.tolist(), hits.tolist(), strict=True))
-        self._last = (key, model, known, self.calibration)
-        correct = np.array([known[i] for i in wanted.tolist()], dtype=np.float64)
-        accuracy, stderr = 100.0 * float(correct.mean()), 0.0
-        if rows is not None:  # paired with the original on the same images: far less noise than two samples
-            reference = self._original_correct()
-            change = correct - reference[rows]
-            accuracy = 100.0 * float(reference.mean() + change.mean())
-            stderr = 100.0 * float(change.std() / np.sqrt(len(rows)))
-        latency = measured_latency(model) if self.time_candidates and rows is None else None
-        energy = self._energy(model) if rows is None else None
-        record = Measurement(
-            label, dict(ratios), accuracy, param_bytes(model), time.perf_counter() - started, len(wanted), stderr,
-            latency, energy,
-        )  # fmt: skip
-        self.records.append(record)
-        return record
-
-    def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
-        """Latency of the plan's structure alone (no re-fit: weights do not change the time)."""
-        return measured_latency(prune(self.analysis, self.plan_for(ratios), check=False))
-
-    def energy_of(self, ratios: dict[str, float]) -> float:
-        """Estimated uJ per image of the plan (with recovery: re-fitted weights change the firing)."""
-        return self._energy(self.build(ratios))
-
-    def _energy(self, model: onnx.ModelProto) -> float | None:
-        if self.energy_images is None:
-            return None
-        return measure_energy(model, self.energy_images).energy_uj
-
-    def _original_correct(self) -> np.ndarray:
-        if "correct" not in self._reference:
-            logits = self.original_logits
-            if logits is None:
-                logits = logits_of(make_session(self.analysis.model), self.data.x)
-            self._reference["correct"] = (logits.argmax(axis=1) == self.target).astype(np.float64)
-        return self._reference["correct"]
+    def measure(self, candidate: Candidate, label: str) -> Measurement:
+        """The candidate's accuracy on the search split, recorded."""
 
     def saving(self, record: Measurement) -> float:
-        return 1.0 - record.param_bytes / self.original_bytes
-
-
-def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
-    """ORT CPU latency in ms at batch 1 and 64, fastest of several runs, as the user's session runs it.
-
-    Measured rather than predicted: the fitted per-op model (hardware/latency.py) misses whole
-    pruned models by a median 2.5-3.4% but up to 14%, as much as the steps a search tells apart.
-    """
-    session = make_session(model)
-    return latency_ms(session, 1, LATENCY_RUNS[0], fastest=True), latency_ms(session, 64, LATENCY_RUNS[1], fastest=True)
-
-
-def upstream_groups(analysis: Analysis) -> dict[str, list[str]]:
-    """For each node, the groups with a member at that node or any node it depends on."""
-    nodes = analysis.model.graph.node
-    producer = {out: node.name for node in nodes for out in node.output}
-    at_node: dict[str, set[str]] = {}
-    for group in analysis.groups:
-        for member in group.members:
-            at_node.setdefault(member.node, set()).add(group.name)
-    above: dict[str, set[str]] = {}
-    for node in nodes:  # topological order: every producer is done before its consumers
-        groups = set(at_node.get(node.name, ()))
-        for name in node.input:
-            if name in producer:
-                groups |= above[producer[name]]
-        above[node.name] = groups
-    prunable = {g.name for g in analysis.prunable_groups}
-    return {name: sorted(groups & prunable) for name, groups in above.items()}
+        """Fraction of the original parameter bytes the record's model saves."""

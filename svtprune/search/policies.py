@@ -14,71 +14,17 @@ per-group step takes the top rate or bisects the fine grid below the scan's firs
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from svtprune.search.executor import Executor, Measurement
+from svtprune.search.budget import Budget
+from svtprune.search.prune_executor import PruneExecutor
+from svtprune.search.records import Measurement, SearchResult
 
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-# the search aims this far past a speed goal: one plan's batch-1 time moved ~5% between the search's timing and
-# the final check on the shared 2-core machine (a search stopped at 1.50x, the check measured 1.44x)
-SPEED_MARGIN = 1.05
 SCAN_RATES = (0.2, 0.4, 0.6, 0.8)  # the scan's grid; the fine grid is tried only where it matters
 Progress = Callable[[str], None]
 
 
-@dataclass
-class Budget:
-    baseline: float  # accuracy of the unpruned model on the search split
-    max_drop: float  # points the search may lose on the search split
-    min_saving: float | None = None  # stop once this fraction of parameter bytes is saved
-    objective: str = "memory"  # what the prioritized order and the stopping goal are about: memory|latency|energy
-    original_latency: tuple[float, float] | None = None  # ms at batch 1 and 64 (objective latency)
-    min_speedup: float | None = None  # stop once both batch sizes run this much faster
-    max_latency_ms: float | None = None  # or once batch 1 runs within this many ms
-    original_energy: float | None = None  # uJ per image (objective energy)
-    min_energy_saving: float | None = None  # stop once this fraction of the energy is saved
-
-    def accepts(self, record: Measurement) -> bool:
-        return self.baseline - record.accuracy <= self.max_drop
-
-    def plausible(self, record: Measurement) -> bool:
-        """A screen's estimate could still be within budget (one standard error of slack)."""
-        return self.baseline - record.accuracy - record.stderr <= self.max_drop
-
-    def memory_met(self, executor: Executor, record: Measurement | None) -> bool:
-        return self.min_saving is not None and record is not None and executor.saving(record) >= self.min_saving
-
-    def speedup(self, latency: tuple[float, float]) -> float:
-        """The smaller of the batch-1 and batch-64 speedups: a goal must hold for both."""
-        return min(o / n for o, n in zip(self.original_latency, latency, strict=True))
-
-    def energy_saving(self, energy_uj: float) -> float:
-        return 1.0 - energy_uj / self.original_energy
-
-    def goal_met(self, executor: Executor, record: Measurement | None) -> bool:
-        """The user's goal for the objective is reached (no goal: keep compressing while accuracy holds)."""
-        if self.objective == "energy":
-            if self.min_energy_saving is None or record is None or record.energy_uj is None:
-                return False
-            return self.energy_saving(record.energy_uj) >= self.min_energy_saving
-        if self.objective != "latency":
-            return self.memory_met(executor, record)
-        if record is None or record.latency_ms is None:
-            return False
-        fast = self.min_speedup is None or self.speedup(record.latency_ms) >= self.min_speedup * SPEED_MARGIN
-        quick = self.max_latency_ms is None or record.latency_ms[0] <= self.max_latency_ms / SPEED_MARGIN
-        has_goal = self.min_speedup is not None or self.max_latency_ms is not None
-        return has_goal and fast and quick
-
-
-@dataclass
-class SearchResult:
-    ratios: dict[str, float]
-    best: Measurement | None
-    sensitivity: dict[str, list[tuple[float, float, int]]] = field(default_factory=dict)  # rate, acc, bytes
-
-
-def confirmed(executor: Executor, budget: Budget, ratios: dict[str, float], label: str) -> Measurement | None:
+def confirmed(executor: PruneExecutor, budget: Budget, ratios: dict[str, float], label: str) -> Measurement | None:
     """Screen a step, then measure it on the whole search split; the full record if it is within budget."""
     if not budget.plausible(executor.measure(ratios, f"{label} (screen)", screen=True)):
         return None
@@ -86,7 +32,7 @@ def confirmed(executor: Executor, budget: Budget, ratios: dict[str, float], labe
     return record if budget.accepts(record) else None
 
 
-def uniform(executor: Executor, budget: Budget, progress: Progress) -> SearchResult:
+def uniform(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
     """The largest single ratio every group can take (binary search over the rate grid)."""
     names = [g.name for g in executor.analysis.prunable_groups]
     low, high, best = 0, len(RATES) - 1, None
@@ -98,13 +44,13 @@ def uniform(executor: Executor, budget: Budget, progress: Progress) -> SearchRes
             best, low = record, middle + 1
         else:
             high = middle - 1
-    return SearchResult(best.ratios if best else {}, best)
+    return SearchResult(best, ratios=best.ratios if best else {})
 
 
 PROBE_RATE = 0.5  # each group alone at this rate, timed (or its energy measured), to rank the groups
 
 
-def _group_order(executor: Executor, budget: Budget | None = None) -> list[str]:
+def _group_order(executor: PruneExecutor, budget: Budget | None = None) -> list[str]:
     """Largest first: by parameters, or by the time (objective latency) or energy each group's pruning saves.
 
     Time and energy orders are measured, not looked up: one build per group, timed with ORT on
@@ -127,7 +73,7 @@ def _group_order(executor: Executor, budget: Budget | None = None) -> list[str]:
 
 
 def _robustness(
-    executor: Executor, budget: Budget, progress: Progress, base: dict[str, float], rates: tuple[float, ...]
+    executor: PruneExecutor, budget: Budget, progress: Progress, base: dict[str, float], rates: tuple[float, ...]
 ) -> tuple[dict[str, list[tuple[float, float, int]]], dict[str, float]]:
     """Each group alone (on top of ``base``) at rising rates, screened, until the budget breaks.
 
@@ -158,7 +104,12 @@ def _robustness(
 
 
 def _highest_passing(
-    executor: Executor, budget: Budget, progress: Progress, current: dict[str, float], name: str, rates: list[float]
+    executor: PruneExecutor,
+    budget: Budget,
+    progress: Progress,
+    current: dict[str, float],
+    name: str,
+    rates: list[float],
 ) -> Measurement | None:
     """The highest of ``rates`` (ascending) that keeps the budget on top of ``current``.
 
@@ -186,7 +137,7 @@ def _highest_passing(
     return best
 
 
-def primesvt(executor: Executor, budget: Budget, progress: Progress) -> SearchResult:
+def primesvt(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
     """PrimeSVT: robustness per group, then compress largest group first while accuracy holds."""
     curves, ceilings = _robustness(executor, budget, progress, {}, SCAN_RATES)
     current: dict[str, float] = {}
@@ -197,10 +148,10 @@ def primesvt(executor: Executor, budget: Budget, progress: Progress) -> SearchRe
             current, best = dict(record.ratios), record
         if budget.goal_met(executor, best):
             break
-    return SearchResult(current, best, curves)
+    return SearchResult(best, ratios=current, sensitivity=curves)
 
 
-def psvit(executor: Executor, budget: Budget, progress: Progress) -> SearchResult:
+def psvit(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
     """PSViT: a uniform step on half the budget, per-group sensitivity, then fine-grained rates."""
     half = Budget(budget.baseline, budget.max_drop / 2, budget.min_saving)
     start = uniform(executor, half, progress)
@@ -227,7 +178,7 @@ def psvit(executor: Executor, budget: Budget, progress: Progress) -> SearchResul
             current, best = dict(record.ratios), record
         if budget.goal_met(executor, best):
             break
-    return SearchResult(current, best, curves)
+    return SearchResult(best, ratios=current, sensitivity=curves)
 
 
 POLICIES = {"uniform": uniform, "psvit": psvit, "primesvt": primesvt}

@@ -14,119 +14,14 @@ measured to break the budget: a step that large has been seen to fail.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-import numpy as np
-
-from svtprune.data import Dataset
-from svtprune.evaluate import logits_of, make_session
-from svtprune.graph.io import param_bytes
-from svtprune.quantization import FP32, Quantizer
-from svtprune.search.drift import DriftProbe
+from svtprune.search.budget import Budget
+from svtprune.search.quant_executor import QuantExecutor, key_of
+from svtprune.search.records import FP32, Measurement, SearchResult
 
 Progress = Callable[[str], None]
 Setting = dict[str, int]
-
-
-def _key(setting: Setting) -> tuple[tuple[str, int], ...]:
-    return tuple(sorted((k, v) for k, v in setting.items() if v != FP32))
-
-
-@dataclass
-class QuantMeasurement:
-    label: str
-    bits: Setting
-    accuracy: float
-    param_bytes: int
-    drift: float | None
-    seconds: float
-    stderr: float = 0.0  # points: standard error of the change from the starting model, paired per image
-
-    def to_dict(self) -> dict:
-        return {
-            "label": self.label,
-            "bits": {k: v for k, v in self.bits.items() if v != FP32},
-            "accuracy": round(self.accuracy, 3),
-            "param_bytes": self.param_bytes,
-            "drift": None if self.drift is None else round(self.drift, 5),
-            "seconds": round(self.seconds, 3),
-            "stderr": round(self.stderr, 3),
-        }
-
-
-@dataclass
-class QuantBudget:
-    """The search split's budget, with one paired standard error held back from every acceptance.
-
-    A search that accepts whatever its split scores within budget walks to the edge of the
-    budget *and* the split's luck: measured on the reference Spikformer with 1,000 search images,
-    greedy stopped at -1.0 there and -3.4 on the 3,000 held-out images. Charging each candidate
-    its own measurement noise keeps the lucky ones out.
-    """
-
-    baseline: float  # accuracy of the starting model on the search split
-    max_drop: float
-
-    def accepts(self, record: QuantMeasurement) -> bool:
-        return self.baseline - record.accuracy + record.stderr <= self.max_drop
-
-
-@dataclass
-class QuantExecutor:
-    quantizer: Quantizer
-    data: Dataset
-    target: np.ndarray
-    probe: DriftProbe | None
-    records: list[QuantMeasurement] = field(default_factory=list)
-    gated: int = 0  # candidates the proxy kept from a full evaluation
-    drift_seconds: float = 0.0
-    _drifts: dict = field(default_factory=dict)
-    _measured: dict = field(default_factory=dict)
-    _start: np.ndarray | None = None  # the starting model's per-image hits, for paired standard errors
-
-    def bytes_of(self, setting: Setting) -> int:
-        return param_bytes(self.quantizer.apply(setting))
-
-    def drift(self, setting: Setting) -> float:
-        key = _key(setting)
-        if not key:  # the unquantized model: no probe run, and not counted as a drift evaluation
-            return 0.0
-        if key not in self._drifts:
-            started = time.perf_counter()
-            self._drifts[key] = self.probe.drift(self.quantizer.apply(setting))
-            self.drift_seconds += time.perf_counter() - started
-        return self._drifts[key]
-
-    def measure(self, setting: Setting, label: str, drift: float | None = None) -> QuantMeasurement:
-        key = _key(setting)
-        if key in self._measured:
-            return self._measured[key]
-        started = time.perf_counter()
-        model = self.quantizer.apply(setting)
-        correct = self._correct(model)
-        if self._start is None:
-            self._start = self._correct(self.quantizer.model)
-        change = correct - self._start
-        stderr = 100.0 * float(change.std() / np.sqrt(len(change)))
-        seconds = time.perf_counter() - started
-        record = QuantMeasurement(
-            label, dict(setting), 100.0 * float(correct.mean()), param_bytes(model), drift, seconds, stderr
-        )
-        self.records.append(record)
-        self._measured[key] = record
-        return record
-
-    def _correct(self, model) -> np.ndarray:
-        return (logits_of(make_session(model), self.data.x).argmax(axis=1) == self.target).astype(np.float64)
-
-
-@dataclass
-class QuantResult:
-    bits: Setting
-    best: QuantMeasurement | None
-    sensitivity: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # layer -> (bits, drift)
 
 
 def _lower(bits: int, widths: tuple[int, ...]) -> int | None:
@@ -158,7 +53,7 @@ def _sensitivity(executor: QuantExecutor, widths: tuple[int, ...], progress: Pro
     return table
 
 
-class _Gate:
+class Gate:
     """Skips steps whose added drift reaches the smallest added drift already measured to fail.
 
     The step's own drift, not the setting's total: totals only grow along a search, so one
@@ -182,15 +77,15 @@ class _Gate:
 
 
 def greedy(
-    executor: QuantExecutor, budget: QuantBudget, widths: tuple[int, ...], progress: Progress, gate: bool = True
-) -> QuantResult:
+    executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress, gate: bool = True
+) -> SearchResult:
     """Lower the layer with the best bytes saved per unit of drift; measure it only if the gate passes."""
     table = _sensitivity(executor, widths, progress)
     alone = {(name, w): d for name, points in table.items() for w, d in points}
     current: Setting = {}
     best = None
     blocked: set = set()
-    gatekeeper = _Gate(executor, gate)
+    gatekeeper = Gate(executor, gate)
     while True:
         options = _expansions(executor, current, widths, blocked)
         if not options:
@@ -213,12 +108,12 @@ def greedy(
             blocked.add((name, new))
         if not accepted:
             break
-    return QuantResult(current, best, table)
+    return SearchResult(best, bits=current, sensitivity=table)
 
 
 def beam(
-    executor: QuantExecutor, budget: QuantBudget, widths: tuple[int, ...], progress: Progress, width: int = 4
-) -> QuantResult:
+    executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress, width: int = 4
+) -> SearchResult:
     """Greedy's ranking over the moves of ``width`` settings at once; the ``width`` first that pass go on.
 
     With width 1 this is greedy. Wider beams keep alternatives alive when the best-ranked path
@@ -227,15 +122,15 @@ def beam(
     table = _sensitivity(executor, widths, progress)
     alone = {(name, w): d for name, points in table.items() for w, d in points}
     frontier: list[Setting] = [{}]
-    best: QuantMeasurement | None = None
-    gatekeeper = _Gate(executor, True)
+    best: Measurement | None = None
+    gatekeeper = Gate(executor, True)
     failed: set = set()
     while frontier:
         pool: dict = {}
         for setting in frontier:
             for name, new, saved in _expansions(executor, setting, widths, set()):
                 candidate = {**setting, name: new}
-                key = _key(candidate)
+                key = key_of(candidate)
                 if key not in pool and key not in failed:
                     pool[key] = (candidate, saved / (alone[(name, new)] + 1e-4), setting)
         frontier = []
@@ -244,7 +139,7 @@ def beam(
                 break
             drift, base = executor.drift(candidate), executor.drift(parent)
             if not gatekeeper.passes(drift, base):
-                failed.add(_key(candidate))
+                failed.add(key_of(candidate))
                 continue
             progress(f"beam: {len(candidate)} layers quantized, drift {drift:.3f}")
             record = executor.measure(candidate, f"beam {len(frontier)}", drift)
@@ -254,13 +149,11 @@ def beam(
                     best = record
             else:
                 gatekeeper.failed(drift, base)
-                failed.add(_key(candidate))
-    return QuantResult(best.bits if best else {}, best, table)
+                failed.add(key_of(candidate))
+    return SearchResult(best, bits=best.bits if best else {}, sensitivity=table)
 
 
-def exhaustive(
-    executor: QuantExecutor, budget: QuantBudget, widths: tuple[int, ...], progress: Progress
-) -> QuantResult:
+def exhaustive(executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress) -> SearchResult:
     """Ungated greedy: every one-step lowering fully measured; the most bytes per point lost wins."""
     current: Setting = {}
     best = None
@@ -279,7 +172,7 @@ def exhaustive(
             break
         best = max(passing, key=lambda item: item[0])[1]
         current = dict(best.bits)
-    return QuantResult(current, best)
+    return SearchResult(best, bits=current)
 
 
 SEARCHES = {"greedy": greedy, "beam": beam, "exhaustive": exhaustive}

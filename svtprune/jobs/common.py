@@ -1,0 +1,143 @@
+"""The skeleton every search job shares: split the data, measure the start, fine-tune, write the set.
+
+The data is split once (seeded) into a search split, on which every candidate is scored, and a
+held-out split that only the final model sees: the reported accuracy is never the number the
+search tuned on.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from svtprune.data import Dataset
+from svtprune.errors import UserError
+from svtprune.evaluate import logits_of, make_session, run_times_ms, top1
+from svtprune.graph.io import save_model, write_text_atomic
+from svtprune.jobs.options import FinetuneOptions
+from svtprune.search.prune_executor import LATENCY_RUNS
+
+SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
+FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
+Say = Callable[[str], None]
+
+
+def split(data: Dataset, calib: int | None, seed: int) -> tuple[Dataset, Dataset]:
+    if len(data) < 100:
+        raise UserError(f"has {len(data)} images; the search needs at least 100 (2,000+ recommended)", "data_path")
+    order = np.random.default_rng(seed).permutation(len(data))
+    size = min(calib or len(data) // 2, len(data) - 50)
+    return data.subset(np.sort(order[:size])), data.subset(np.sort(order[size:]))
+
+
+@dataclass
+class Start:
+    """The starting model on both halves of the data: its session, targets and accuracy."""
+
+    search: Dataset
+    held: Dataset
+    session: ort.InferenceSession
+    logits: dict[str, np.ndarray]  # "search" / "held" -> the starting model's logits
+    targets: dict[str, np.ndarray]  # labels, or the starting model's predictions when the data has none
+    baseline: dict[str, float]  # top-1 of the starting model on each half
+
+    @classmethod
+    def measure(cls, model: onnx.ModelProto, search: Dataset, held: Dataset) -> Start:
+        session = make_session(model)
+        logits = {name: logits_of(session, part.x) for name, part in (("search", search), ("held", held))}
+        targets = {
+            name: part.y if part.y is not None else logits[name].argmax(axis=1)
+            for name, part in (("search", search), ("held", held))
+        }
+        baseline = {name: top1(logits[name], targets[name]) for name in ("search", "held")}
+        return cls(search, held, session, logits, targets, baseline)
+
+    def held_accuracy(self, model: onnx.ModelProto) -> float:
+        return top1(logits_of(make_session(model), self.held.x), self.targets["held"])
+
+    def holds(self, max_accuracy_drop: float) -> Callable[[float], bool]:
+        """The user's accuracy constraint on held-out data, exactly as the report checks it."""
+        return lambda accuracy: self.baseline["held"] - accuracy <= max_accuracy_drop
+
+    def metric(self) -> str:
+        return "top1 accuracy" if self.search.y is not None else "top1 agreement with the original"
+
+    def data_section(self, data_path: str | Path, seed: int) -> dict:
+        return {
+            "path": str(data_path),
+            "labels": self.search.y is not None,
+            "seed": seed,
+            "search_images": len(self.search),
+            "held_out_images": len(self.held),
+        }
+
+
+def tuning(model: onnx.ModelProto, search: Dataset, options: FinetuneOptions, seed: int) -> Tuning | None:
+    """The fine-tuning step, its data checked before the search so a bad file fails in seconds, not after it."""
+    if options.finetune_data is None:
+        return None
+    from svtprune.finetune.recover import load_training_data
+
+    shape = model.graph.output[0].type.tensor_type.shape.dim
+    classes = shape[-1].dim_value if shape and shape[-1].dim_value > 0 else 2**31
+    return Tuning(load_training_data(options.finetune_data, search, classes, options.finetune_epochs), options, seed)
+
+
+def search_drop(max_accuracy_drop: float, finetune: FinetuneOptions) -> float:
+    """Points the search may lose: the user's budget, or the fine-tuning budget when fine-tuning follows."""
+    if finetune.finetune_data is None:
+        return max_accuracy_drop
+    if finetune.finetune_search_drop is not None:
+        return finetune.finetune_search_drop
+    return FINETUNE_SEARCH_FACTOR * max_accuracy_drop
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Fine-tuning as a step of a job: the checked training data and the options."""
+
+    data: Dataset
+    options: FinetuneOptions
+    seed: int
+
+    def run(self, model: onnx.ModelProto, before: float, start: Start, notes: dict, say: Say) -> tuple:
+        """Distil the starting model into ``model`` (on its grids when quantized), then check held-out.
+
+        The search split picks the best epoch; the held-out split stays unseen until the check.
+        ``before`` is the model's held-out accuracy; ``notes`` go into the report section.
+        Returns the tuned model, the report section and the tuned model's held-out accuracy.
+        """
+        from svtprune.finetune.recover import finetune_model
+
+        epochs, lr = self.options.finetune_epochs, self.options.finetune_lr
+        tuned, section = finetune_model(model, start.session, self.data, start.search, epochs, self.seed, lr, log=say)
+        after = start.held_accuracy(tuned)
+        section.update(data=str(self.options.finetune_data), **notes)
+        section.update(accuracy_before=round(before, 3), accuracy_after=round(after, 3))
+        return tuned, section, after
+
+
+def check_out(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        raise UserError(f"is not set and {out} already exists", "force")
+
+
+def timed(session: ort.InferenceSession) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(median, fastest) ms at batch 1 and 64, both from one set of runs."""
+    one, many = run_times_ms(session, 1, LATENCY_RUNS[0]), run_times_ms(session, 64, LATENCY_RUNS[1])
+    return (statistics.median(one), statistics.median(many)), (min(one), min(many))
+
+
+def write_outputs(model: onnx.ModelProto, out: Path, plan_json: str, report: dict) -> None:
+    """The model, its plan and its reports beside it."""
+    from svtprune.report import write_reports
+
+    save_model(model, out, force=True)
+    write_text_atomic(out.with_suffix(".plan.json"), plan_json)
+    write_reports(report, out)

@@ -1,0 +1,194 @@
+"""``compress``: find how much to prune where (and, optionally, how many bits), under the user's constraints.
+
+A short script over shared steps: split and measure the start (jobs/common.py), the pruning
+search and its held-out check (below), the bit-width search (jobs/quant_step.py), fine-tuning,
+the report (jobs/compress_report.py), and the outputs written as a set.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from svtprune.data import Dataset, load_npz
+from svtprune.errors import ConstraintError, UserError
+from svtprune.graph.analysis import Analysis, analyze
+from svtprune.graph.io import load_model, param_bytes
+from svtprune.hardware.energy import energy_section, measure_energy
+from svtprune.importance import group_scores
+from svtprune.jobs.common import (
+    SEARCH_SHARE_OF_BUDGET,
+    Say,
+    Start,
+    check_out,
+    search_drop,
+    split,
+    tuning,
+    write_outputs,
+)
+from svtprune.jobs.compress_report import budget_split, compress_report
+from svtprune.jobs.options import CompressOptions
+from svtprune.jobs.quant_step import quantize_after_pruning
+from svtprune.quantization import stored_bytes
+from svtprune.search.budget import Budget
+from svtprune.search.held_out import pruned_held_out
+from svtprune.search.policies import POLICIES
+from svtprune.search.prune_executor import PruneExecutor, measured_latency
+from svtprune.search.records import SearchResult
+
+ENERGY_IMAGES = 64  # images whose firing rates give the energy estimate (search slice; held-out slice for the report)
+
+
+@dataclass
+class Pruned:
+    """The pruning step's outcome: what the search chose and what the held-out split said of it."""
+
+    executor: PruneExecutor
+    budget: Budget
+    result: SearchResult
+    model: onnx.ModelProto
+    held_accuracy: float
+    held_out_checks: list[dict]
+    without_reconstruction: float  # held-out accuracy of the same channels removed, no re-fit
+
+
+def compress(
+    model_path: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    max_accuracy_drop: float | None = None,
+    *,
+    options: CompressOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+    **fields: Any,
+) -> dict:
+    """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
+
+    ``options``, or the same as keywords after the budget (``max_accuracy_drop=1.0, quantize="greedy"``).
+    With fine-tuning data (training images, never the evaluation data), the search may lose
+    ``finetune_search_drop`` points (default 3x the budget); the chosen model is then distilled
+    from the original before the held-out check, which applies to the fine-tuned model.
+    Raises ConstraintError (carrying the report) when the constraints cannot be met; then nothing is written.
+    """
+    started = time.perf_counter()
+    if max_accuracy_drop is not None:
+        fields["max_accuracy_drop"] = max_accuracy_drop
+    options = options or CompressOptions.from_fields(**fields)
+    out = Path(out)
+    check_out(out, options.force)
+    say = progress or (lambda _message: None)
+    original = load_model(model_path)
+    search, held = split(load_npz(data_path), options.split.calib, options.split.seed)
+    tune = tuning(original, search, options.finetune, options.split.seed)
+    say("analysing the graph")
+    analysis = analyze(original)
+    if not analysis.prunable_groups:
+        raise UserError(f"{model_path}: no prunable channel group")
+    start = Start.measure(analysis.model, search, held)
+    pruned = prune_step(analysis, original, start, options, say)
+    plan = pruned.executor.plan_for(pruned.result.ratios)
+    plan.meta.update(
+        {"method": options.prune.method, "importance": options.prune.importance, "source": str(model_path)}
+    )
+    final, held_accuracy = pruned.model, pruned.held_accuracy
+    quantization, spent_points = None, pruned.budget.max_drop  # what the fine-tuning, if any, has to win back
+    if options.quantize is not None:
+        say("choosing weight bits for the pruned model")
+        spent_points = SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
+        check = (held, start.targets["held"], start.holds(options.max_accuracy_drop))
+        final, accuracy, quantization, plan.bits = quantize_after_pruning(
+            final, search, start.targets["search"], start.baseline["search"], spent_points, options.quantize, say,
+            None if tune is not None else check,
+        )  # fmt: skip
+        held_accuracy = accuracy if accuracy is not None else start.held_accuracy(final)
+        quantization["budget_split"] = budget_split(
+            options.prune_share, pruned.budget.max_drop, spent_points, tune is not None
+        )
+    finetune = None
+    if tune is not None:
+        say("fine-tuning" + (" on the quantization grids" if options.quantize is not None else ""))
+        notes = {"search_budget_points": spent_points, "quantization_aware": options.quantize is not None}
+        final, finetune, held_accuracy = tune.run(final, held_accuracy, start, notes, say)
+        plan.meta["finetuned"] = {
+            "data": str(options.finetune.finetune_data),
+            "epochs": options.finetune.finetune_epochs,
+        }
+    energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
+    paths = (model_path, data_path)
+    report = compress_report(paths, options, analysis, start, pruned, plan, final, held_accuracy, energy, started)
+    if quantization is not None:
+        report["quantization"] = {**quantization, "stored_bytes": stored_bytes(final)}
+        report["method"] = f"{options.prune.method}+aq4svit-{options.quantize.search}"
+    if finetune is not None:
+        report["finetune"] = finetune
+    if not report["constraints_met"]:
+        raise ConstraintError(report["reason"], report)
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    write_outputs(final, out, plan.to_json(analysis), report)
+    return report
+
+
+def prune_step(
+    analysis: Analysis, original: onnx.ModelProto, start: Start, options: CompressOptions, say: Say
+) -> Pruned:
+    """The pruning search on the search split, then its choice checked (and stepped back) on held-out data."""
+    executor = _executor(analysis, original, start.search, start, options)
+    budget = _budget(original, start, options, executor, say)
+    result = POLICIES[options.prune.method](executor, budget, say)
+    say("measuring the chosen model on the held-out split")
+    # with quantization next, a pruned model already past the whole budget on held-out data can only get
+    # worse: step back (to the unpruned model at the end) and let quantization have the budget
+    tuned = options.finetune.finetune_data is not None
+    final, held_accuracy, checks = pruned_held_out(
+        executor, budget, result, start.held, start.targets["held"], start.holds(options.max_accuracy_drop),
+        not tuned, say, or_unpruned=options.quantize is not None and not tuned,
+    )  # fmt: skip
+    without = held_accuracy
+    if options.prune.reconstruct:  # the same channels removed, no re-fit: what recovery is worth
+        calibration, executor.calibration = executor.calibration, None
+        without = start.held_accuracy(executor.build(result.ratios))
+        executor.calibration = calibration
+    return Pruned(executor, budget, result, final, held_accuracy, checks, without)
+
+
+def _executor(
+    analysis: Analysis, original: onnx.ModelProto, search: Dataset, start: Start, options: CompressOptions
+) -> PruneExecutor:
+    images = options.prune.calibration_images
+    executor = PruneExecutor(
+        analysis,
+        group_scores(analysis, options.prune.importance, calibration=search.x[:images]),
+        search,
+        start.targets["search"],
+        param_bytes(original),
+        calibration=search.x[:images] if options.prune.reconstruct else None,
+        original_logits=start.logits["search"],
+    )
+    executor.time_candidates = options.goal.objective == "latency"
+    return executor
+
+
+def _budget(
+    original: onnx.ModelProto, start: Start, options: CompressOptions, executor: PruneExecutor, say: Say
+) -> Budget:
+    """The pruning search's budget and goal (with quantization next, pruning searches on its share)."""
+    goal = options.goal
+    points = SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
+    budget = Budget(start.baseline["search"], points, goal.min_memory_saving, goal.objective)
+    if goal.objective == "latency":
+        say("timing the original model")
+        budget.original_latency = measured_latency(original)
+        budget.min_speedup, budget.max_latency_ms = goal.min_speedup, goal.max_latency_ms
+    if goal.objective == "energy":  # firing rates on a fixed slice of the search split, never the held-out images
+        say("estimating the original model's energy")
+        executor.energy_images = start.search.x[:ENERGY_IMAGES]
+        budget.original_energy = measure_energy(original, executor.energy_images).energy_uj
+        budget.min_energy_saving = goal.min_energy_saving
+    if options.quantize is not None:  # quantization then gets what pruning left
+        budget.max_drop *= options.prune_share
+    return budget

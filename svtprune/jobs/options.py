@@ -1,0 +1,228 @@
+"""Typed options of the search jobs, validated once, when they are made.
+
+Each group of options is one frozen dataclass whose fields carry the names the Python API and
+the command line use (``finetune_epochs`` is the ``--finetune-epochs`` flag), so an error names
+the field the caller passed. A job takes the groups it needs; ``compress`` and ``quantize`` also
+accept the flat keyword arguments of their first versions and sort them into groups here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from svtprune.errors import UserError
+
+PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when quantization follows pruning
+POLICY_NAMES = ("uniform", "psvit", "primesvt")
+OBJECTIVES = ("memory", "latency", "energy")
+QUANT_SEARCHES = ("greedy", "beam", "exhaustive")
+BIT_WIDTHS = (8, 4, 2)  # what the exporter can store (int8, int4, int2 initializers)
+
+
+def check_number(value: Any, option: str, low: float | None = None, high: float | None = None, **open_: bool) -> None:
+    """A finite number within [low, high] (``low_open``/``high_open`` exclude the end); NaN never passes."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError(f"must be a finite number, got {value!r}", option=option)
+    below = low is not None and (value <= low if open_.get("low_open") else value < low)
+    above = high is not None and (value >= high if open_.get("high_open") else value > high)
+    if below or above:
+        left, right = "(" if open_.get("low_open") else "[", ")" if open_.get("high_open") else "]"
+        span = f"{left}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}{right}"
+        raise UserError(f"must be in {span}, got {value}", option=option)
+
+
+def check_choice(value: str, option: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"unknown value {value!r}; choose one of {', '.join(choices)}", option=option)
+
+
+def parse_bits(text: str | tuple[int, ...], option: str = "bits") -> tuple[int, ...]:
+    """'8,4,2' -> (8, 4, 2); rejects widths the exporter cannot store."""
+    try:
+        widths = tuple(int(b) for b in text.split(",")) if isinstance(text, str) else tuple(int(b) for b in text)
+    except (TypeError, ValueError):
+        raise UserError(f"must be a comma-separated list such as 8,4,2, not {text!r}", option=option) from None
+    if not widths or any(b not in BIT_WIDTHS for b in widths):
+        raise UserError(f"must be chosen from {', '.join(map(str, BIT_WIDTHS))}; got {text}", option=option)
+    return tuple(sorted(set(widths), reverse=True))
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    """How the data is split into the search and the held-out halves."""
+
+    calib: int | None = None  # search-split size (default half the data)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.calib is not None:
+            check_number(self.calib, "calib", low=1)
+        check_number(self.seed, "seed", low=0)
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Fine-tuning after the search, on training images (never the evaluation data)."""
+
+    finetune_data: Path | None = None
+    finetune_epochs: int = 1
+    finetune_lr: float = 3e-4
+    finetune_search_drop: float | None = None  # points the search may lose when fine-tuning follows
+
+    def __post_init__(self) -> None:
+        if self.finetune_data is None and self.finetune_search_drop is not None:
+            raise UserError("needs finetune_data", option="finetune_search_drop")
+        if self.finetune_data is None:
+            return
+        check_number(self.finetune_epochs, "finetune_epochs", low=1)
+        check_number(self.finetune_lr, "finetune_lr", low=0, low_open=True)
+        if self.finetune_search_drop is not None:
+            check_number(self.finetune_search_drop, "finetune_search_drop", low=0)
+
+
+@dataclass(frozen=True)
+class QuantOptions:
+    """The bit-width search (AQ4SViT) and how weights are stored."""
+
+    search: str = "greedy"
+    bits: tuple[int, ...] = BIT_WIDTHS
+    beam_width: int = 4
+    rounding: str | None = None  # None: the commands' default (gptq)
+    scale_codes: bool = True
+    side_int8: bool = True
+    symmetric: bool = True
+    block_size: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice(self.search, "search", QUANT_SEARCHES)
+        object.__setattr__(self, "bits", parse_bits(self.bits))
+        check_number(self.beam_width, "beam_width", low=1)
+        check_number(self.block_size, "block_size", low=0)
+        if self.rounding is not None:  # a typo should fail now, not after a search
+            from svtprune.quantization import QuantScheme
+
+            QuantScheme(rounding=self.rounding)
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """The pruning search: policy, channel criterion, least-squares recovery."""
+
+    method: str = "primesvt"
+    importance: str = "l2"
+    reconstruct: bool = True
+    calibration_images: int = 128
+
+    def __post_init__(self) -> None:
+        from svtprune.importance import CRITERIA, DATA_DRIVEN
+
+        check_choice(self.method, "method", POLICY_NAMES)
+        check_choice(self.importance, "importance", (*CRITERIA, *DATA_DRIVEN))
+        check_number(self.calibration_images, "calibration_images", low=1)
+
+
+@dataclass(frozen=True)
+class GoalOptions:
+    """What the search optimises and when it may stop early."""
+
+    objective: str = "memory"
+    min_memory_saving: float | None = None
+    min_speedup: float | None = None
+    max_latency_ms: float | None = None
+    min_energy_saving: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.objective, "objective", OBJECTIVES)
+        if self.min_memory_saving is not None:
+            check_number(self.min_memory_saving, "min_memory_saving", 0, 1, low_open=True, high_open=True)
+        if self.objective != "latency" and (self.min_speedup is not None or self.max_latency_ms is not None):
+            option = "min_speedup" if self.min_speedup is not None else "max_latency_ms"
+            raise UserError("needs objective 'latency'", option=option)
+        if self.objective != "energy" and self.min_energy_saving is not None:
+            raise UserError("needs objective 'energy'", option="min_energy_saving")
+        if self.min_energy_saving is not None:
+            check_number(self.min_energy_saving, "min_energy_saving", 0, 1, low_open=True, high_open=True)
+        if self.min_speedup is not None:
+            check_number(self.min_speedup, "min_speedup", low=1, low_open=True)
+        if self.max_latency_ms is not None:
+            check_number(self.max_latency_ms, "max_latency_ms", low=0, low_open=True)
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    max_accuracy_drop: float = 1.0
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    goal: GoalOptions = field(default_factory=GoalOptions)
+    quantize: QuantOptions | None = None  # None: pruning only
+    prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
+    split: SplitOptions = field(default_factory=SplitOptions)
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
+        check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
+        if self.goal.objective != "memory" and self.prune.method != "primesvt":
+            raise UserError(f"{self.goal.objective} orders the prioritized policy: use method 'primesvt'", "objective")
+
+    # flat keyword names of compress() -> QuantOptions' fields
+    QUANT_FIELDS = {
+        "quantize": "search",
+        "quantize_bits": "bits",
+        "quantize_rounding": "rounding",
+        "quantize_scale_codes": "scale_codes",
+        "quantize_side_int8": "side_int8",
+        "beam_width": "beam_width",
+    }
+
+    @classmethod
+    def from_fields(cls, **flat: Any) -> CompressOptions:
+        """The options from ``compress()``'s flat keyword arguments (``quantize="none"``: no quantization)."""
+        quant = {cls.QUANT_FIELDS[k]: flat.pop(k) for k in list(flat) if k in cls.QUANT_FIELDS}
+        if quant.get("search", "none") == "none":
+            quantize = None
+        else:
+            renamed = {v: k for k, v in cls.QUANT_FIELDS.items()}
+            try:
+                quantize = QuantOptions(**quant)
+            except UserError as exc:
+                raise UserError(exc.problem, renamed.get(exc.option, exc.option)) from None
+        groups = {"prune": PruneOptions, "goal": GoalOptions, "finetune": FinetuneOptions, "split": SplitOptions}
+        parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
+        return cls(quantize=quantize, **parts, **_known(flat, cls))
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    max_accuracy_drop: float = 1.5
+    quant: QuantOptions = field(default_factory=QuantOptions)
+    finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
+    split: SplitOptions = field(default_factory=SplitOptions)
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
+
+    @classmethod
+    def from_fields(cls, **flat: Any) -> QuantizeOptions:
+        groups = {"quant": QuantOptions, "finetune": FinetuneOptions, "split": SplitOptions}
+        parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
+        return cls(**parts, **_known(flat, cls))
+
+
+def _take(flat: dict[str, Any], kind: type) -> dict[str, Any]:
+    """Remove and return the entries of ``flat`` that are fields of ``kind``."""
+    names = {f.name for f in fields(kind)}
+    return {k: flat.pop(k) for k in list(flat) if k in names}
+
+
+def _known(flat: dict[str, Any], kind: type) -> dict[str, Any]:
+    """What is left of ``flat``: fields of ``kind`` itself; anything else is the caller's typo."""
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(flat) - names)
+    if unknown:
+        raise TypeError(f"unexpected option(s): {', '.join(unknown)}")
+    return flat

@@ -1,0 +1,135 @@
+"""``quantize``: choose each layer's weight bits under an accuracy budget, and write the result."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from svtprune.data import load_npz
+from svtprune.errors import ConstraintError
+from svtprune.evaluate import latency_ms, make_session
+from svtprune.graph.io import load_model, param_bytes, written_bytes
+from svtprune.graph.plan import Plan
+from svtprune.jobs.common import SEARCH_SHARE_OF_BUDGET, Start, check_out, search_drop, split, tuning, write_outputs
+from svtprune.jobs.options import QuantizeOptions
+from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
+from svtprune.quantization import stored_bytes
+from svtprune.search.budget import Budget
+from svtprune.search.held_out import bits_held_out
+from svtprune.search.records import SearchResult
+
+
+def quantize(
+    model_path: str | Path,
+    data_path: str | Path,
+    out: str | Path,
+    max_accuracy_drop: float | None = None,
+    *,
+    options: QuantizeOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+    **fields: Any,
+) -> dict:
+    """Quantize ``model_path``'s weights layer by layer as far as the budget allows; returns the report.
+
+    ``options``, or the same as keywords after the budget (``max_accuracy_drop=1.5, search="beam", bits="8,4"``).
+    With fine-tuning data the search may lose ``finetune_search_drop`` points (default 3x the budget),
+    then the chosen model is fine-tuned on its stored grids before the held-out check (no step-back:
+    each step back would need its own fine-tuning).
+    Raises ConstraintError (carrying the report) when even the best setting breaks the budget.
+    """
+    started = time.perf_counter()
+    if max_accuracy_drop is not None:
+        fields["max_accuracy_drop"] = max_accuracy_drop
+    options = options or QuantizeOptions.from_fields(**fields)
+    out = Path(out)
+    check_out(out, options.force)
+    quant = options.quant
+    scheme = command_scheme(quant, symmetric=quant.symmetric, block_size=quant.block_size)
+    say = progress or (lambda _message: None)
+    original = load_model(model_path)
+    search_part, held = split(load_npz(data_path), options.split.calib, options.split.seed)
+    tune = tuning(original, search_part, options.finetune, options.split.seed)  # a bad file fails in seconds
+    start = Start.measure(original, search_part, held)
+    budget = Budget(
+        start.baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
+    )
+    result, executor = run_search(original, search_part, start.targets["search"], budget, quant, scheme, say)
+    say("measuring the chosen model on the held-out split")
+    finetune = None
+    if tune is None:
+        holds = start.holds(options.max_accuracy_drop)
+        final, held_accuracy, checks = bits_held_out(executor, budget, result, held, start.targets["held"], holds, say)
+    else:
+        final, checks = executor.build(result.bits), []
+        before = start.held_accuracy(final)
+        say("fine-tuning on the quantization grids")
+        notes = {"search_budget_points": budget.max_drop, "quantization_aware": True}
+        final, finetune, held_accuracy = tune.run(final, before, start, notes, say)
+    report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget)
+    report["quantization"] = {
+        **quantization_section(result, executor, quant.search, started),
+        "stored_bytes": stored_bytes(final),
+    }
+    report["evaluations"] = [r.to_dict() for r in executor.records]
+    report["held_out_checks"] = checks
+    if finetune is not None:
+        report["finetune"] = finetune
+    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    if not report["constraints_met"]:
+        raise ConstraintError(report["reason"], report)
+    meta = {"source": str(model_path), "method": f"aq4svit-{quant.search}", "scheme": vars(scheme)}
+    write_outputs(final, out, Plan({}, meta, dict(result.bits)).to_json() + "\n", report)
+    return report
+
+
+def _report(
+    model_path: str | Path,
+    data_path: str | Path,
+    options: QuantizeOptions,
+    start: Start,
+    original: onnx.ModelProto,
+    final: onnx.ModelProto,
+    held_accuracy: float,
+    result: SearchResult,
+    budget: Budget,
+) -> dict:
+    """The report's fixed part (keys used from outside: original/compressed bytes and accuracy, saving, drop)."""
+    final_session = make_session(final)
+    original_bytes, final_bytes = param_bytes(original), param_bytes(final)
+    drop = start.baseline["held"] - held_accuracy
+    met = drop <= options.max_accuracy_drop
+    return {
+        "command": "quantize",
+        "method": f"aq4svit-{options.quant.search}",
+        "model": str(model_path),
+        "data": start.data_section(data_path, options.split.seed),
+        "constraints": {"max_accuracy_drop": options.max_accuracy_drop, "search_budget_points": budget.max_drop},
+        "metric": start.metric(),
+        "runtime": "ONNX Runtime CPU, default session options (as a user runs the file)",
+        "original": {
+            "param_bytes": original_bytes,
+            "file_bytes": Path(model_path).stat().st_size,
+            "accuracy": round(start.baseline["held"], 3),
+            "accuracy_search": round(start.baseline["search"], 3),
+            "latency_ms_b1": round(latency_ms(start.session, 1), 3),
+            "latency_ms_b64": round(latency_ms(start.session, 64, repeats=5), 2),
+        },
+        "compressed": {
+            "param_bytes": final_bytes,
+            "file_bytes": written_bytes(final),
+            "accuracy": round(held_accuracy, 3),
+            "accuracy_search": round(result.best.accuracy, 3) if result.best else round(start.baseline["search"], 3),
+            "latency_ms_b1": round(latency_ms(final_session, 1), 3),
+            "latency_ms_b64": round(latency_ms(final_session, 64, repeats=5), 2),
+        },
+        "memory_saving": round(1 - final_bytes / original_bytes, 5),
+        "accuracy_drop": round(drop, 3),
+        "constraints_met": met,
+        "reason": "constraints met"
+        if met
+        else f"accuracy drop {drop:.2f} points on held-out data exceeds {options.max_accuracy_drop}",
+    }
