@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from svtprune.data import load_npz  # noqa: E402
 from svtprune.errors import ConstraintError  # noqa: E402
-from svtprune.evaluate import logits_of, make_session, top1  # noqa: E402
+from svtprune.evaluate import top1  # noqa: E402
 from svtprune.graph.io import load_model, param_bytes  # noqa: E402
 from svtprune.quantization import FP32, ROUNDINGS, Quantizer, QuantScheme  # noqa: E402
+from svtprune.runtime import logits_of, make_session  # noqa: E402
 from svtprune.search.compress import split  # noqa: E402
 from svtprune.search.drift import DriftProbe  # noqa: E402
 from svtprune.search.quantize_run import DRIFT_IMAGES, GPTQ_IMAGES, quantize  # noqa: E402

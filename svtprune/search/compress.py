@@ -19,12 +19,13 @@ import onnxruntime as ort
 
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import ConstraintError, UserError
-from svtprune.evaluate import logits_of, make_session, run_times_ms, top1
+from svtprune.evaluate import top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic, written_bytes
 from svtprune.hardware.energy import energy_section, measure_energy
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
-from svtprune.search.executor import LATENCY_RUNS, Executor, Measurement, measured_latency
+from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, measured_latency, run_times_ms
+from svtprune.search.executor import Executor, Measurement
 from svtprune.search.held_out import held_out_choice, steps_back
 from svtprune.search.policies import POLICIES, Budget, SearchResult
 
@@ -176,7 +177,7 @@ def compress(
         quantization["budget_split"] = _budget_split(prune_share, budget.max_drop, quant_points, tune_data is not None)
     finetune = None
     if tune_data is not None:  # the search split picks the best epoch; the held-out split stays unseen
-        from svtprune.finetune.recover import finetune_model
+        from svtprune.recover.finetune import finetune_model
 
         say("fine-tuning" + (" on the quantization grids" if quantize != "none" else ""))
         final, finetune = finetune_model(
@@ -308,7 +309,7 @@ def check_finetune_inputs(
         raise UserError("--finetune-search-drop must be >= 0")
     if not lr > 0:
         raise UserError(f"--finetune-lr must be > 0, got {lr}")
-    from svtprune.finetune.recover import load_training_data
+    from svtprune.recover.finetune import load_training_data
 
     shape = model.graph.output[0].type.tensor_type.shape.dim
     classes = shape[-1].dim_value if shape and shape[-1].dim_value > 0 else 2**31

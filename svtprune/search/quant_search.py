@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from svtprune.data import Dataset
-from svtprune.evaluate import logits_of, make_session
 from svtprune.graph.io import param_bytes
 from svtprune.quantization import FP32, Quantizer
+from svtprune.runtime import logits_of, make_session
 from svtprune.search.drift import DriftProbe
 
 Progress = Callable[[str], None]

@@ -17,9 +17,10 @@ import onnx
 
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import ConstraintError, UserError
-from svtprune.evaluate import latency_ms, logits_of, make_session, top1
+from svtprune.evaluate import top1
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic, written_bytes
 from svtprune.quantization import BITS, Quantizer, QuantScheme, bits_table, stored_bytes
+from svtprune.runtime import latency_ms, logits_of, make_session
 from svtprune.search.drift import DriftProbe
 from svtprune.search.held_out import held_out_choice, steps_back
 from svtprune.search.quant_search import SEARCHES, QuantBudget, QuantExecutor, QuantMeasurement, QuantResult
@@ -172,7 +173,7 @@ def quantize(
             executor, budget, result, held, targets["held"], lambda a: baseline["held"] - a <= max_accuracy_drop, say
         )
     else:
-        from svtprune.finetune.recover import finetune_model
+        from svtprune.recover.finetune import finetune_model
 
         final, checks = executor.quantizer.apply(result.bits), []
         before = top1(logits_of(make_session(final), held.x), targets["held"])

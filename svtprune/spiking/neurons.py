@@ -16,6 +16,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from svtprune.graph.io import attribute
+from svtprune.runtime import with_outputs
+
 FIRE_OPS = {"GreaterOrEqual", "Greater", "Less", "LessOrEqual"}
 STATE_OPS = {"Add", "Sub", "Mul", "Div", "Neg", "Cast", "Where", "Identity", "Max", "Min", "Clip"}
 
@@ -36,12 +39,12 @@ class Neuron:
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node tensors by name (thresholds may be either)."""
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(a.t)
+        value = attribute(node, "value") if node.op_type == "Constant" else None
+        if value is not None:
+            values[node.output[0]] = numpy_helper.to_array(value)
     return values
 
 
@@ -159,12 +162,4 @@ def _weighted_ancestor(start: str, producer) -> str:  # noqa: ANN001
 
 def with_taps(model: onnx.ModelProto, neurons: list[Neuron], spikes: bool = False) -> onnx.ModelProto:
     """A copy whose extra graph outputs are every membrane (and spike) tensor, per time step."""
-    tapped = onnx.ModelProto()
-    tapped.CopyFrom(model)
-    existing = {o.name for o in tapped.graph.output}
-    for neuron in neurons:
-        for name in neuron.membranes + (neuron.spikes if spikes else []):
-            if name not in existing:
-                tapped.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-                existing.add(name)
-    return tapped
+    return with_outputs(model, [name for n in neurons for name in n.membranes + (n.spikes if spikes else [])])

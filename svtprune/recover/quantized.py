@@ -12,8 +12,8 @@ from __future__ import annotations
 import onnx
 import torch
 
-from svtprune.finetune.convert import OnnxModule, convert
 from svtprune.quantization import QuantizedWeight, Quantizer, Thawed, grid_bounds, side_vector_names, thaw
+from svtprune.recover.convert import OnnxModule, convert
 
 
 class _StraightThrough(torch.autograd.Function):

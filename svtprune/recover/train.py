@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from svtprune.data import Dataset
-from svtprune.finetune.convert import OnnxModule
-from svtprune.finetune.export import torch_logits
+from svtprune.recover.convert import OnnxModule
+from svtprune.recover.export import torch_logits
 
 
 @dataclass
