@@ -21,6 +21,8 @@ from svtprune.runtime import with_outputs
 
 FIRE_OPS = {"GreaterOrEqual", "Greater", "Less", "LessOrEqual"}
 STATE_OPS = {"Add", "Sub", "Mul", "Div", "Neg", "Cast", "Where", "Identity", "Max", "Min", "Clip"}
+Constants = dict[str, np.ndarray]
+Producers = dict[str, onnx.NodeProto]
 
 
 @dataclass
@@ -70,7 +72,9 @@ def find_neurons(model: onnx.ModelProto) -> list[Neuron]:
     return _cluster(fires, producer, consts)
 
 
-def _match_fire(node, consts, producer, consumers) -> tuple[str, str, float] | None:  # noqa: ANN001
+def _match_fire(
+    node: onnx.NodeProto, consts: Constants, producer: Producers, consumers: dict[str, list[onnx.NodeProto]]
+) -> tuple[str, str, float] | None:
     """(membrane, spike, threshold) when ``node`` is the comparison of a neuron."""
     if node.op_type not in FIRE_OPS or len(node.input) != 2:
         return None
@@ -100,7 +104,8 @@ def _match_fire(node, consts, producer, consumers) -> tuple[str, str, float] | N
     return compared, spike, threshold
 
 
-def _cluster(fires: list[tuple[str, str, float]], producer, consts) -> list[Neuron]:  # noqa: ANN001
+def _cluster(fires: list[tuple[str, str, float]], producer: Producers, consts: Constants) -> list[Neuron]:
+    """Fires tied by reset arithmetic into one neuron each, numbered in execution order."""
     owner = {}
     for index, (membrane, spike, _) in enumerate(fires):
         owner[membrane] = index
@@ -129,7 +134,7 @@ def _cluster(fires: list[tuple[str, str, float]], producer, consts) -> list[Neur
     return ordered
 
 
-def _state_ancestors(start: str, producer, consts, owner) -> set[int]:  # noqa: ANN001
+def _state_ancestors(start: str, producer: Producers, consts: Constants, owner: dict[str, int]) -> set[int]:
     """Fire indices reached backwards from a membrane through elementwise state arithmetic."""
     found, stack, seen = set(), [start], {start}
     while stack:
@@ -145,7 +150,8 @@ def _state_ancestors(start: str, producer, consts, owner) -> set[int]:  # noqa: 
     return found
 
 
-def _weighted_ancestor(start: str, producer) -> str:  # noqa: ANN001
+def _weighted_ancestor(start: str, producer: Producers) -> str:
+    """The nearest Conv/MatMul/Gemm upstream of ``start`` (breadth first), named for reports."""
     stack, seen = [start], {start}
     while stack:
         node = producer.get(stack.pop(0))
