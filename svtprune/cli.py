@@ -104,8 +104,9 @@ def eval_command(
     Example: svtprune eval models/reference/spikformer_fmnist.onnx --data models/data/fashion_mnist_val.npz
     """
     from svtprune.data import load_npz
-    from svtprune.evaluate import evaluate, logits_of, make_session
+    from svtprune.evaluate import evaluate
     from svtprune.graph.io import load_model
+    from svtprune.runtime import logits_of, make_session
 
     dataset = load_npz(data)
     load_model(model)  # one clear error for a missing or corrupt file

@@ -24,9 +24,9 @@ def energy_command(
     Example: svtprune energy models/reference/spikformer_fmnist.onnx --data models/data/fashion_mnist_val.npz
     """
     from svtprune.data import load_npz
-    from svtprune.evaluate import check_data, make_session
     from svtprune.graph.io import load_model
     from svtprune.hardware.energy import SOURCE, measure_energy
+    from svtprune.runtime import check_data, make_session
 
     if limit < 1:
         raise UserError("--limit must be at least 1")

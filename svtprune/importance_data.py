@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from svtprune.graph.analysis import Analysis, Group, Member
+from svtprune.runtime import make_session
 
 DAMPING = 1e-6  # relative to mean(diag H): keeps H invertible when a channel never fires
 
@@ -75,9 +75,7 @@ def calibrate(analysis: Analysis, x: np.ndarray, batch: int = 64) -> Calibration
     model.CopyFrom(analysis.model)
     present = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in present)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = make_session(model, env_threads=False)
     names = list(wanted)
     calibration = Calibration()
     input_name = session.get_inputs()[0].name

@@ -14,6 +14,7 @@ from svtprune.graph.io import load_model, param_bytes, save_model, write_text_at
 from svtprune.graph.plan import Plan, keep_mask, uniform_plan
 from svtprune.graph.surgery import prune, zero_out
 from svtprune.importance import group_scores
+from svtprune.runtime import make_session, predict
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 
@@ -187,6 +188,4 @@ def _random_input(model: onnx.ModelProto, batch: int = 8) -> np.ndarray:
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
-    from svtprune.evaluate import make_session, predict
-
     return predict(make_session(model), x)

@@ -442,16 +442,16 @@ class Quantizer:
 
 def _features(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) -> np.ndarray | None:
     """One row per (sample, position), features ordered as the weight's input axes flatten; None if unsupported."""
-    from svtprune.reconstruct import _conv_geometry, _patches, _rows
+    from svtprune.recover.features import conv_geometry, patches, rows
 
     if node.op_type == "Conv":
-        geometry = _conv_geometry(node, weight)  # stride 1, one group: patches are the layer's exact inputs
-        return None if geometry is None else _patches(value, *geometry)
+        geometry = conv_geometry(node, weight)  # stride 1, one group: patches are the layer's exact inputs
+        return None if geometry is None else patches(value, *geometry)
     if weight.ndim != 2:
         return None
     if node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute):
         value = value.T
-    return _rows(value, node.op_type) if node.op_type in ("MatMul", "Gemm") else None
+    return rows(value, node.op_type) if node.op_type in ("MatMul", "Gemm") else None
 
 
 def layer_hessians(
@@ -462,14 +462,14 @@ def layer_hessians(
     All inputs are tapped in one run per chunk of images; layers whose inputs cannot be laid
     out as features (strided/grouped convolutions, ConvTranspose, batched MatMul) get None.
     """
-    from svtprune.reconstruct import _tap
+    from svtprune.runtime import tap
 
     names = {layer.name for layer in layers}
     users = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in names]
     hessians: dict[str, np.ndarray | None] = {layer.name: None for layer in layers}
     unsupported: set[str] = set()
     for start in range(0, len(calib), GPTQ_CHUNK):
-        values = _tap(model, sorted({n.input[0] for n in users}), calib[start : start + GPTQ_CHUNK])
+        values = tap(model, sorted({n.input[0] for n in users}), calib[start : start + GPTQ_CHUNK])
         for node in users:
             name = node.input[1]
             if name in unsupported:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.evaluate import make_session, predict
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.plan import Plan, kept_for_ratio
 from svtprune.graph.surgery import prune, zero_out
+from svtprune.runtime import make_session, predict
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 

@@ -119,7 +119,7 @@ def test_fit_keys_follow_the_graph_upstream() -> None:
 def test_screen_is_the_paired_estimate_of_the_full_split(analysis, images: np.ndarray) -> None:  # noqa: ANN001
     """Screened accuracy = full-split accuracy of the original + (candidate - original) on the subset."""
     from svtprune.data import Dataset
-    from svtprune.evaluate import logits_of, make_session
+    from svtprune.runtime import logits_of, make_session
 
     rng = np.random.default_rng(5)
     x = np.concatenate([images] * 4) + 0.3 * rng.standard_normal((20, *images.shape[1:])).astype(np.float32)
@@ -339,8 +339,8 @@ def test_a_pruned_model_past_the_budget_steps_back_to_unpruned_when_quantization
     from onnx import numpy_helper
 
     from svtprune.data import Dataset
-    from svtprune.evaluate import logits_of, make_session
     from svtprune.graph.io import param_bytes
+    from svtprune.runtime import logits_of, make_session
     from svtprune.search.held_out import pruned_held_out as _held_out_choice
     from svtprune.search.records import SearchResult
 

@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from svtprune.data import Dataset, load_npz, save_npz
-from svtprune.finetune.convert import convert
-from svtprune.finetune.export import torch_logits, write_back
-from svtprune.finetune.train import TrainConfig, distill_loss, train
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import uniform_plan
 from svtprune.graph.surgery import prune
 from svtprune.importance import group_scores
+from svtprune.recover.convert import convert
+from svtprune.recover.export import torch_logits, write_back
+from svtprune.recover.train import TrainConfig, distill_loss, train
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 ARCHS = ["spikformer", "sdt", "qkformer"]
@@ -143,7 +143,7 @@ def test_exported_model_runs_in_ort_and_equals_module(tuned: dict) -> None:
 
 
 def test_export_check_fails_a_wrong_write_back(tuned: dict) -> None:
-    from svtprune.finetune.export import assert_export_agrees, check_export
+    from svtprune.recover.export import assert_export_agrees, check_export
 
     student, module, x = tuned["student"], tuned["module"], tuned["x"][:20]
     exported = write_back(student, module)
@@ -305,7 +305,7 @@ def test_compress_finetune_bad_input(compressed_pair: dict, tmp_path: Path) -> N
     cases = [
         ({"finetune_data": tmp_path / "wrong.npz"}, "3x32x32"),
         ({"finetune_data": tmp_path / "labels.npz"}, "labels must lie in 0..9"),
-        ({"finetune_data": train, "finetune_epochs": 0}, "finetune_epochs"),
+        ({"finetune_data": train, "finetune_epochs": 0}, "finetune_epochs must be >= 1"),
         ({"finetune_data": train, "finetune_lr": 0.0}, "finetune_lr"),
         ({"finetune_search_drop": 3.0}, "needs finetune_data"),
     ]

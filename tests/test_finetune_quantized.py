@@ -22,10 +22,10 @@ import torch
 from onnx import numpy_helper
 
 from svtprune.data import Dataset, save_npz
-from svtprune.finetune.export import torch_logits, write_back
-from svtprune.finetune.quantized import stored_again, trainable_student
-from svtprune.finetune.train import TrainConfig, train
 from svtprune.quantization import Quantizer, QuantScheme, dequantize, on_grid, thaw
+from svtprune.recover.export import torch_logits, write_back
+from svtprune.recover.quantized import stored_again, trainable_student
+from svtprune.recover.train import TrainConfig, train
 
 
 def mixed_bits(quantizer: Quantizer) -> dict[str, int]:

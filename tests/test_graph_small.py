@@ -155,9 +155,9 @@ def test_sum_over_channels_is_followed() -> None:
 def test_written_models_leave_out_intermediate_shapes_and_run_the_same(small_models: dict, tmp_path) -> None:  # noqa: ANN001
     import os
 
-    from svtprune.evaluate import logits_of, make_session
     from svtprune.graph.io import save_model
     from svtprune.graph.normalize import infer_shapes
+    from svtprune.runtime import logits_of, make_session
 
     model = infer_shapes(small_models["sdt"])
     assert len(model.graph.value_info)  # what normalize leaves on every model svtprune writes

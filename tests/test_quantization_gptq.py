@@ -18,9 +18,9 @@ from onnx import helper, numpy_helper
 
 from svtprune.data import Dataset, save_npz
 from svtprune.errors import UserError
-from svtprune.evaluate import logits_of, make_session
 from svtprune.graph.io import param_bytes
 from svtprune.quantization import Layer, Quantizer, QuantScheme, dequantize, quantize_weight
+from svtprune.runtime import logits_of, make_session
 
 
 def correlated_inputs(rows: int, features: int, seed: int) -> np.ndarray:
@@ -140,7 +140,7 @@ def test_gptq_model_runs_in_ort_and_stores_what_it_dequantizes(gptq_quantizer: Q
 
 def test_hessian_gives_the_real_output_error_of_each_layer(gptq_quantizer: Quantizer) -> None:
     """trace(ΔW H ΔWᵀ) equals ||ΔY||² measured in ONNX Runtime: H's features are in the weight's order."""
-    from svtprune.reconstruct import _tap
+    from svtprune.runtime import tap as _tap
 
     model = gptq_quantizer.model  # biases stay float32 here: their float16 rounding would add its own error
     quantizer = Quantizer(model, QuantScheme(rounding="gptq", half_side=False), calib=gptq_quantizer.calib)

@@ -21,9 +21,10 @@ import pytest
 from onnx import helper, numpy_helper
 
 from svtprune.data import Dataset, save_npz
-from svtprune.evaluate import logits_of, make_session, predict, top1
+from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
 from svtprune.quantization import FP32, Quantizer, QuantScheme, dequantize, quantizable_layers
+from svtprune.runtime import logits_of, make_session, predict
 from svtprune.search.budget import Budget as QuantBudget
 from svtprune.search.drift import DriftProbe
 from svtprune.search.quant_executor import QuantExecutor

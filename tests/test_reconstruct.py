@@ -11,7 +11,7 @@ from onnx import numpy_helper
 from svtprune.graph.analysis import analyze
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune
-from svtprune.reconstruct import least_squares, reconstruct
+from svtprune.recover.reconstruct import least_squares, reconstruct
 from tests.model_builders import parse_with_weights
 from tests.oracle import run
 

@@ -16,7 +16,7 @@ from svtprune.graph.plan import Plan, kept_for_ratio
 from svtprune.graph.surgery import prune
 from svtprune.hardware.latency import cost_features, fit_latency_model, width_sweep
 from svtprune.importance import group_scores
-from svtprune.search.prune_executor import measured_latency
+from svtprune.runtime import measured_latency
 
 REFERENCE = "models/reference/spikformer_fmnist.onnx"
 PASSES = 3

@@ -12,13 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 from svtprune.data import load_npz
-from svtprune.evaluate import logits_of, make_session, top1
+from svtprune.evaluate import top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes
 from svtprune.graph.plan import Plan, head_units, kept_for_ratio
 from svtprune.importance import group_scores
+from svtprune.runtime import logits_of, make_session, measured_latency
 from svtprune.search.prune_executor import PruneExecutor as Executor
-from svtprune.search.prune_executor import measured_latency
 
 REFERENCE = "models/reference/spikformer_fmnist.onnx"
 DATA = "models/data/fashion_mnist_val.npz"

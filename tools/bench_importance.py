@@ -7,12 +7,13 @@ import sys
 import time
 
 from svtprune.data import load_npz
-from svtprune.evaluate import logits_of, make_session, top1
+from svtprune.evaluate import top1
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model, param_bytes
 from svtprune.graph.plan import uniform_plan
 from svtprune.graph.surgery import prune
 from svtprune.importance import group_scores
+from svtprune.runtime import logits_of, make_session
 
 m = load_model("models/reference/spikformer_fmnist.onnx")
 d = load_npz("models/data/fashion_mnist_val.npz")

@@ -23,9 +23,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from svtprune.data import load_npz  # noqa: E402
-from svtprune.evaluate import logits_of, make_session, top1  # noqa: E402
+from svtprune.evaluate import top1  # noqa: E402
 from svtprune.graph.io import load_model, param_bytes  # noqa: E402
 from svtprune.jobs.common import split  # noqa: E402
+from svtprune.runtime import logits_of, make_session  # noqa: E402
 from svtprune.spiking.export import load_weights  # noqa: E402
 from svtprune.spiking.zoo import build_model, reset_states  # noqa: E402
 

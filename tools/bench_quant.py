@@ -25,12 +25,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from svtprune.data import load_npz  # noqa: E402
 from svtprune.errors import ConstraintError  # noqa: E402
-from svtprune.evaluate import logits_of, make_session, top1  # noqa: E402
+from svtprune.evaluate import top1  # noqa: E402
 from svtprune.graph.io import load_model, param_bytes  # noqa: E402
 from svtprune.jobs.common import split  # noqa: E402
 from svtprune.jobs.quant_step import DRIFT_IMAGES, GPTQ_IMAGES  # noqa: E402
 from svtprune.jobs.quantize import quantize  # noqa: E402
 from svtprune.quantization import FP32, ROUNDINGS, Quantizer, QuantScheme  # noqa: E402
+from svtprune.runtime import logits_of, make_session  # noqa: E402
 from svtprune.search.drift import DriftProbe  # noqa: E402
 
 VAL = ROOT / "models" / "data" / "fashion_mnist_val.npz"

@@ -17,11 +17,12 @@ import typer
 
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import UserError
-from svtprune.evaluate import logits_of, make_session, top1
+from svtprune.evaluate import top1
 from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.runtime import logits_of, make_session
 
 if TYPE_CHECKING:
-    from svtprune.finetune.train import TrainConfig
+    from svtprune.recover.train import TrainConfig
 
 
 def _accuracy(logits: np.ndarray, val: Dataset, teacher_val: np.ndarray) -> float:
@@ -33,9 +34,9 @@ def finetune_file(
     progress: bool = True,
 ) -> dict:  # fmt: skip
     """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``."""
-    from svtprune.finetune.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
-    from svtprune.finetune.quantized import stored_again, trainable_student
-    from svtprune.finetune.train import train
+    from svtprune.recover.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
+    from svtprune.recover.quantized import stored_again, trainable_student
+    from svtprune.recover.train import train
 
     started = time.perf_counter()
     out = Path(out)
@@ -106,7 +107,7 @@ def finetune_command(
     """
     import torch
 
-    from svtprune.finetune.train import TrainConfig
+    from svtprune.recover.train import TrainConfig
 
     torch.set_num_threads(max(1, threads))
     config = TrainConfig(epochs=epochs, lr=lr, batch=batch, seed=seed)

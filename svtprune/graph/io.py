@@ -8,9 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from svtprune.errors import UserError
+
+
+def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
+    """The value of ``node``'s attribute ``name`` (ints, floats, tensors as onnx gives them), else ``default``."""
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
 
 
 def load_model(path: str | Path) -> onnx.ModelProto:

@@ -106,7 +106,7 @@ def _constantify_reshape_targets(model: onnx.ModelProto) -> bool:
         if small.shape != large.shape or int((small != large).sum()) > 1:
             continue
         _replace_input(model, node, 1, np.where(small != large, -1, small).astype(np.int64))
-        for attribute in node.attribute:
+        for attribute in node.attribute:  # a constant target has no zeros to keep
             if attribute.name == "allowzero":
                 attribute.i = 0
         changed = True
@@ -126,14 +126,11 @@ def _replace_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, val
 
 
 def _probe(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str, np.ndarray] | None:
-    import onnxruntime as ort
+    """Values of ``names`` with every input zero at this batch size (None: the graph cannot run so)."""
+    from svtprune.runtime import make_session, with_outputs  # ORT loads only when a graph needs probing
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
-    for name in names:
-        elem = types.get(name) or onnx.TensorProto.FLOAT
-        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+    probe = with_outputs(model, names, types={name: types.get(name) or onnx.TensorProto.FLOAT for name in names})
     feeds = {}
     for value in probe.graph.input:
         if value.name in {t.name for t in probe.graph.initializer}:
@@ -144,11 +141,8 @@ def _probe(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str, np
         shape = [batch if d is None else d for d in dims]
         dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
         feeds[value.name] = np.zeros(shape, dtype=dtype)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
-        session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = make_session(probe, env_threads=False, optimize=False)
         values = session.run(names, feeds)
     except Exception:  # a graph ORT cannot run is reported later, by evaluation
         return None

@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from svtprune.graph.analysis import constants_of
+from svtprune.graph.io import attribute
+from svtprune.runtime import batches, make_session, with_outputs
 
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Horowitz, ISSCC 2014)
 E_AC_PJ = 0.9  # 32-bit float add, 45 nm (Horowitz, ISSCC 2014)
@@ -73,24 +74,13 @@ def _weighted_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     return [n for n in model.graph.node if n.op_type in WEIGHTED]
 
 
-def _exposed(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy whose graph also outputs ``names`` (types left open so ORT infers them)."""
-    copy = onnx.ModelProto()
-    copy.CopyFrom(model)
-    present = {o.name for o in copy.graph.output}
-    for name in dict.fromkeys(names):
-        if name not in present:
-            copy.graph.output.append(onnx.ValueInfoProto(name=name))
-    return copy
-
-
 def _macs(node: onnx.NodeProto, inputs: list[np.ndarray], out: np.ndarray) -> float:
     """Dense multiply-accumulates of one run of ``node`` (whole batch)."""
     if node.op_type == "Conv":
         weight = inputs[1]
         return float(out.size) * float(np.prod(weight.shape[1:]))
     if node.op_type == "Gemm":
-        trans_a = any(a.name == "transA" and a.i for a in node.attribute)
+        trans_a = bool(attribute(node, "transA", 0))
         k = inputs[0].shape[0] if trans_a else inputs[0].shape[-1]
         return float(out.size) * float(k)
     return float(out.size) * float(inputs[0].shape[-1])  # MatMul: [..., M, K] @ [..., K, N]
@@ -115,16 +105,12 @@ def measure_energy(model: onnx.ModelProto, x: np.ndarray, batch: int = 64) -> En
     # weights stored low-bit are DequantizeLinear outputs of constants: weights all the same, never spikes
     stored = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in consts}
     wanted = [name for n in nodes for name in list(n.input[:2]) + [n.output[0]] if name not in consts]
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(_exposed(model, wanted).SerializeToString(), options)
+    session = make_session(with_outputs(model, wanted, elem_type=None), threads=1, optimize=False, quiet=False)
     values = {c: v for c, v in constants_of(model).items()}
     input_name = session.get_inputs()[0].name
     sums = {n.name: np.zeros(3) for n in nodes}  # macs, nonzero inputs, input elements
     spiking = {n.name: True for n in nodes}
-    for start in range(0, len(x), batch):
-        run = dict(zip(wanted, session.run(wanted, {input_name: x[start : start + batch]}), strict=True))
+    for run in batches(session, x, batch, wanted):
         for node in nodes:
             inputs = [run.get(name, values.get(name)) for name in node.input[:2]]
             side = _spike_side(node, inputs, consts | stored | {input_name})

@@ -10,13 +10,13 @@ which latency steps is read off a measurement, not assumed.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper, shape_inference
+
+from svtprune.runtime import make_session, timed_runs_ms
 
 
 @dataclass
@@ -115,17 +115,7 @@ def conv1x1_model(c_in: int, c_out: int, length: int, batch: int) -> onnx.ModelP
 
 def time_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], repeats: int = 20) -> float:
     """Median wall time (ms) of one ORT run, one intra-op thread (stable on shared cores)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-    session.run(None, feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))
+    return float(np.median(timed_runs_ms(make_session(model, threads=1), feeds, repeats)))
 
 
 def width_sweep(

@@ -18,10 +18,10 @@ import onnxruntime as ort
 
 from svtprune.data import Dataset
 from svtprune.errors import UserError
-from svtprune.evaluate import logits_of, make_session, run_times_ms, top1
+from svtprune.evaluate import top1
 from svtprune.graph.io import save_model, write_text_atomic
 from svtprune.jobs.options import FinetuneOptions
-from svtprune.search.prune_executor import LATENCY_RUNS
+from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, run_times_ms
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
 FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
@@ -82,7 +82,7 @@ def tuning(model: onnx.ModelProto, search: Dataset, options: FinetuneOptions, se
     """The fine-tuning step, its data checked before the search so a bad file fails in seconds, not after it."""
     if options.finetune_data is None:
         return None
-    from svtprune.finetune.recover import load_training_data
+    from svtprune.recover.finetune import load_training_data
 
     shape = model.graph.output[0].type.tensor_type.shape.dim
     classes = shape[-1].dim_value if shape and shape[-1].dim_value > 0 else 2**31
@@ -113,7 +113,7 @@ class Tuning:
         ``before`` is the model's held-out accuracy; ``notes`` go into the report section.
         Returns the tuned model, the report section and the tuned model's held-out accuracy.
         """
-        from svtprune.finetune.recover import finetune_model
+        from svtprune.recover.finetune import finetune_model
 
         epochs, lr = self.options.finetune_epochs, self.options.finetune_lr
         tuned, section = finetune_model(model, start.session, self.data, start.search, epochs, self.seed, lr, log=say)

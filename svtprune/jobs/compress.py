@@ -35,10 +35,11 @@ from svtprune.jobs.compress_report import budget_split, compress_report
 from svtprune.jobs.options import CompressOptions
 from svtprune.jobs.quant_step import quantize_after_pruning
 from svtprune.quantization import stored_bytes
+from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import pruned_held_out
 from svtprune.search.policies import POLICIES
-from svtprune.search.prune_executor import PruneExecutor, measured_latency
+from svtprune.search.prune_executor import PruneExecutor
 from svtprune.search.records import SearchResult
 
 ENERGY_IMAGES = 64  # images whose firing rates give the energy estimate (search slice; held-out slice for the report)

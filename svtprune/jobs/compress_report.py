@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import onnx
 
-from svtprune.evaluate import make_session
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import Start, timed
 from svtprune.jobs.options import CompressOptions
+from svtprune.runtime import make_session
 
 if TYPE_CHECKING:
     from svtprune.jobs.compress import Pruned

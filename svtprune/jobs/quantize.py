@@ -11,13 +11,13 @@ import onnx
 
 from svtprune.data import load_npz
 from svtprune.errors import ConstraintError
-from svtprune.evaluate import latency_ms, make_session
 from svtprune.graph.io import load_model, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import SEARCH_SHARE_OF_BUDGET, Start, check_out, search_drop, split, tuning, write_outputs
 from svtprune.jobs.options import QuantizeOptions
 from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
 from svtprune.quantization import stored_bytes
+from svtprune.runtime import latency_ms, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import bits_held_out
 from svtprune.search.records import SearchResult

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from svtprune.errors import UserError
-from svtprune.evaluate import make_session, predict
+from svtprune.runtime import make_session, predict
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.evaluate import logits_of, make_session, top1
+from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
+from svtprune.runtime import logits_of, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.prune_executor import PruneExecutor
 from svtprune.search.quant_executor import QuantExecutor

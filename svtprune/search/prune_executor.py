@@ -16,16 +16,14 @@ import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.evaluate import latency_ms, logits_of, make_session
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
 from svtprune.graph.surgery import prune
 from svtprune.hardware.energy import measure_energy
-from svtprune.reconstruct import reconstruct
+from svtprune.recover.reconstruct import reconstruct
+from svtprune.runtime import logits_of, make_session, measured_latency
 from svtprune.search.records import Measurement
-
-LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
 
 
 @dataclass
@@ -162,16 +160,6 @@ class PruneExecutor:
 
     def saving(self, record: Measurement) -> float:
         return 1.0 - record.param_bytes / self.original_bytes
-
-
-def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
-    """ORT CPU latency in ms at batch 1 and 64, fastest of several runs, as the user's session runs it.
-
-    Measured rather than predicted: the fitted per-op model (hardware/latency.py) misses whole
-    pruned models by a median 2.5-3.4% but up to 14%, as much as the steps a search tells apart.
-    """
-    session = make_session(model)
-    return latency_ms(session, 1, LATENCY_RUNS[0], fastest=True), latency_ms(session, 64, LATENCY_RUNS[1], fastest=True)
 
 
 def upstream_groups(analysis: Analysis) -> dict[str, list[str]]:

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.evaluate import logits_of, make_session
 from svtprune.graph.io import param_bytes
 from svtprune.quantization import FP32, Quantizer
+from svtprune.runtime import logits_of, make_session
 from svtprune.search.drift import DriftProbe
 from svtprune.search.records import Measurement
 

@@ -16,8 +16,13 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from svtprune.graph.io import attribute
+from svtprune.runtime import with_outputs
+
 FIRE_OPS = {"GreaterOrEqual", "Greater", "Less", "LessOrEqual"}
 STATE_OPS = {"Add", "Sub", "Mul", "Div", "Neg", "Cast", "Where", "Identity", "Max", "Min", "Clip"}
+Constants = dict[str, np.ndarray]
+Producers = dict[str, onnx.NodeProto]
 
 
 @dataclass
@@ -36,12 +41,12 @@ class Neuron:
 
 
 def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node tensors by name (thresholds may be either)."""
     values = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(a.t)
+        value = attribute(node, "value") if node.op_type == "Constant" else None
+        if value is not None:
+            values[node.output[0]] = numpy_helper.to_array(value)
     return values
 
 
@@ -67,7 +72,9 @@ def find_neurons(model: onnx.ModelProto) -> list[Neuron]:
     return _cluster(fires, producer, consts)
 
 
-def _match_fire(node, consts, producer, consumers) -> tuple[str, str, float] | None:  # noqa: ANN001
+def _match_fire(
+    node: onnx.NodeProto, consts: Constants, producer: Producers, consumers: dict[str, list[onnx.NodeProto]]
+) -> tuple[str, str, float] | None:
     """(membrane, spike, threshold) when ``node`` is the comparison of a neuron."""
     if node.op_type not in FIRE_OPS or len(node.input) != 2:
         return None
@@ -97,7 +104,8 @@ def _match_fire(node, consts, producer, consumers) -> tuple[str, str, float] | N
     return compared, spike, threshold
 
 
-def _cluster(fires: list[tuple[str, str, float]], producer, consts) -> list[Neuron]:  # noqa: ANN001
+def _cluster(fires: list[tuple[str, str, float]], producer: Producers, consts: Constants) -> list[Neuron]:
+    """Fires tied by reset arithmetic into one neuron each, numbered in execution order."""
     owner = {}
     for index, (membrane, spike, _) in enumerate(fires):
         owner[membrane] = index
@@ -126,7 +134,7 @@ def _cluster(fires: list[tuple[str, str, float]], producer, consts) -> list[Neur
     return ordered
 
 
-def _state_ancestors(start: str, producer, consts, owner) -> set[int]:  # noqa: ANN001
+def _state_ancestors(start: str, producer: Producers, consts: Constants, owner: dict[str, int]) -> set[int]:
     """Fire indices reached backwards from a membrane through elementwise state arithmetic."""
     found, stack, seen = set(), [start], {start}
     while stack:
@@ -142,7 +150,8 @@ def _state_ancestors(start: str, producer, consts, owner) -> set[int]:  # noqa: 
     return found
 
 
-def _weighted_ancestor(start: str, producer) -> str:  # noqa: ANN001
+def _weighted_ancestor(start: str, producer: Producers) -> str:
+    """The nearest Conv/MatMul/Gemm upstream of ``start`` (breadth first), named for reports."""
     stack, seen = [start], {start}
     while stack:
         node = producer.get(stack.pop(0))
@@ -159,12 +168,4 @@ def _weighted_ancestor(start: str, producer) -> str:  # noqa: ANN001
 
 def with_taps(model: onnx.ModelProto, neurons: list[Neuron], spikes: bool = False) -> onnx.ModelProto:
     """A copy whose extra graph outputs are every membrane (and spike) tensor, per time step."""
-    tapped = onnx.ModelProto()
-    tapped.CopyFrom(model)
-    existing = {o.name for o in tapped.graph.output}
-    for neuron in neurons:
-        for name in neuron.membranes + (neuron.spikes if spikes else []):
-            if name not in existing:
-                tapped.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-                existing.add(name)
-    return tapped
+    return with_outputs(model, [name for n in neurons for name in n.membranes + (n.spikes if spikes else [])])

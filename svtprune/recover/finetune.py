@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import UserError
-from svtprune.evaluate import logits_of
+from svtprune.runtime import logits_of
 
 
 def load_training_data(path: str | Path, like: Dataset, classes: int, epochs: int) -> Dataset:
@@ -27,7 +27,7 @@ def load_training_data(path: str | Path, like: Dataset, classes: int, epochs: in
     C x H x W, when a label is outside the model's classes, or when ``epochs`` < 1.
     """
     if epochs < 1:
-        raise UserError(f"--finetune-epochs must be >= 1, got {epochs}")
+        raise UserError(f"must be >= 1, got {epochs}", option="finetune_epochs")
     data = load_npz(path)
     if data.x.shape[1:] != like.x.shape[1:]:
         raise UserError(
@@ -54,9 +54,9 @@ def finetune_model(
     Returns the written-back model (same graph, new weights) and a summary for the report.
     ``val`` must not be the held-out data whose accuracy is reported.
     """
-    from svtprune.finetune.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
-    from svtprune.finetune.quantized import stored_again, trainable_student
-    from svtprune.finetune.train import TrainConfig, train
+    from svtprune.recover.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
+    from svtprune.recover.quantized import stored_again, trainable_student
+    from svtprune.recover.train import TrainConfig, train
 
     started = time.perf_counter()
     say = log or (lambda _text: None)

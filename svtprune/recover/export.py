@@ -12,8 +12,8 @@ import onnx
 import torch
 from onnx import numpy_helper
 
-from svtprune.evaluate import logits_of, make_session
-from svtprune.finetune.convert import OnnxModule
+from svtprune.recover.convert import OnnxModule
+from svtprune.runtime import logits_of, make_session
 
 
 def write_back(model: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:

@@ -9,18 +9,20 @@ grid: what was trained is what runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import onnx
 import torch
 
-from svtprune.finetune.convert import OnnxModule, convert
 from svtprune.quantization import QuantizedWeight, Quantizer, Thawed, grid_bounds, side_vector_names, thaw
+from svtprune.recover.convert import OnnxModule, convert
 
 
 class _StraightThrough(torch.autograd.Function):
     """Forward: the stored value, exactly; backward: the identity (rounding has no useful gradient)."""
 
     @staticmethod
-    def forward(ctx, value: torch.Tensor, store) -> torch.Tensor:  # noqa: ANN001 - a callable
+    def forward(ctx, value: torch.Tensor, store: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # noqa: ANN001
         return store(value)
 
     @staticmethod

@@ -19,10 +19,12 @@ from collections.abc import Hashable
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
-from svtprune.evaluate import make_session, predict
 from svtprune.graph.analysis import constants_of
+from svtprune.graph.io import attribute
+from svtprune.recover.features import conv_geometry, patches, rows
+from svtprune.runtime import tap
 
 
 def least_squares(
@@ -48,44 +50,14 @@ def least_squares(
     return (solution[:-1].T, solution[-1]) if bias else (solution.T, None)
 
 
-def _rows(value: np.ndarray, op: str) -> np.ndarray:
-    """Features last, one row per (sample, position)."""
-    if op == "Conv":
-        return np.moveaxis(value, 1, -1).reshape(-1, value.shape[1])
-    return value.reshape(-1, value.shape[-1])
-
-
-def _patches(value: np.ndarray, kernel: tuple[int, ...], pads: list[int]) -> np.ndarray:
-    """im2col for a stride-1 convolution: one row per output position, features (C, *kernel)."""
-    spatial = len(kernel)
-    width = [(0, 0), (0, 0)] + [(pads[i], pads[i + spatial]) for i in range(spatial)]
-    padded = np.pad(value, width)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, kernel, axis=tuple(range(2, 2 + spatial)))
-    # [N, C, *out, *kernel] -> [N, *out, C, *kernel]
-    windows = np.moveaxis(windows, 1, 1 + spatial)
-    return windows.reshape(-1, value.shape[1] * int(np.prod(kernel)))
-
-
-def _conv_geometry(node: onnx.NodeProto, weight: np.ndarray) -> tuple[tuple[int, ...], list[int]] | None:
-    """Kernel and pads of a convolution the patch re-fit can reproduce (stride 1, no dilation)."""
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    kernel = tuple(weight.shape[2:])
-    if any(s != 1 for s in attrs.get("strides", [1] * len(kernel))) or attrs.get("group", 1) != 1:
-        return None
-    if any(d != 1 for d in attrs.get("dilations", [1] * len(kernel))):
-        return None
-    if attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        return None
-    return kernel, list(attrs.get("pads", [0] * 2 * len(kernel)))
-
-
 def refittable(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool:
+    """Whether the re-fit can reproduce this layer: a stride-1 Conv, or an untransposed 2-D MatMul/Gemm weight."""
     if node.op_type == "Conv":
         w = weights.get(node.input[1])
-        return w is not None and _conv_geometry(node, w) is not None
+        return w is not None and conv_geometry(node, w) is not None
     if node.op_type in ("MatMul", "Gemm"):
         w = weights.get(node.input[1])
-        trans = any(a.name in ("transA", "transB") and a.i for a in node.attribute)
+        trans = bool(attribute(node, "transA", 0) or attribute(node, "transB", 0))
         return w is not None and w.ndim == 2 and not trans
     return False
 
@@ -121,20 +93,20 @@ def reconstruct(
     targets = {} if targets is None else targets
     missing = [nodes[name].output[0] for name in todo if nodes[name].output[0] not in targets]
     if missing:
-        targets.update(_tap(original, missing, x))
+        targets.update(tap(original, missing, x))
     for name in todo:
         node = nodes[name]
         key = keys.get(name) if cache is not None and keys is not None else None
         fit = cache.get(key) if cache is not None and key is not None else None
         if fit is None:
-            inputs = _tap(model, [node.input[0]], x)[node.input[0]]
-            target = _rows(targets[node.output[0]], node.op_type)
+            inputs = tap(model, [node.input[0]], x)[node.input[0]]
+            target = rows(targets[node.output[0]], node.op_type)
             if layers[name] is not None:
                 target = target[:, layers[name]]
             if node.op_type == "Conv":
-                features = _patches(inputs, *_conv_geometry(node, weights[node.input[1]]))  # type: ignore[misc]
+                features = patches(inputs, *conv_geometry(node, weights[node.input[1]]))  # type: ignore[misc]
             else:
-                features = _rows(inputs, node.op_type)
+                features = rows(inputs, node.op_type)
             features, target = _subsample(features, target, max_rows)
             fit = least_squares(features, target, ridge, node.op_type in ("Conv", "Gemm"), gram_dtype)
             if cache is not None and key is not None:
@@ -148,36 +120,8 @@ def _subsample(x: np.ndarray, y: np.ndarray, max_rows: int | None) -> tuple[np.n
     """At most ``max_rows`` rows, the same ones from both (seeded, so a search stays repeatable)."""
     if max_rows is None or len(x) <= max_rows:
         return x, y
-    rows = np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))
-    return x[rows], y[rows]
-
-
-def _tap(model: onnx.ModelProto, names: list[str], x: np.ndarray) -> dict[str, np.ndarray]:
-    """Values of ``names`` on ``x``, running only the nodes they depend on."""
-    feed = model.graph.input[0].name
-    wanted = [n for n in names if n != feed]
-    values = {n: x for n in names if n == feed}
-    if not wanted:
-        return values
-    producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
-    needed: set[int] = set()
-    stack = list(wanted)
-    while stack:
-        index = producer.get(stack.pop())
-        if index is None or index in needed:
-            continue
-        needed.add(index)
-        stack.extend(i for i in model.graph.node[index].input if i)
-    tapped = onnx.ModelProto()
-    tapped.CopyFrom(model)
-    kept = [node for i, node in enumerate(model.graph.node) if i in needed]
-    del tapped.graph.node[:]
-    tapped.graph.node.extend(kept)
-    del tapped.graph.output[:]
-    for name in wanted:
-        tapped.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    values.update(predict(make_session(tapped), x, outputs=wanted))
-    return values
+    picked = np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))
+    return x[picked], y[picked]
 
 
 def _install(model: onnx.ModelProto, node: onnx.NodeProto, weights: dict, w: np.ndarray, b: np.ndarray | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,7 @@ def ints(value: Tensor | None) -> list[int] | None:
     return None if value is None else [int(v) for v in value.reshape(-1).tolist()]
 
 
-def to_torch(array) -> Tensor:  # noqa: ANN001 - numpy array
+def to_torch(array: np.ndarray) -> Tensor:
     return torch.from_numpy(array.copy())
 
 

@@ -2,7 +2,7 @@
 
 Why our own converter: onnx2torch (the maintained one) imports torchvision, which does not
 load beside this CPU torch, and has no converter for ``GreaterOrEqual``; onnxruntime-training
-needs onnx <= 1.17. The op set SViT exporters produce is small (``svtprune.finetune.ops``), so
+needs onnx <= 1.17. The op set SViT exporters produce is small (``svtprune.recover.torch_ops``), so
 the module interprets the graph node by node in its stored (topological) order.
 
 Why it exports exactly: the module runs on the user's graph as given, not on a normalised
@@ -28,7 +28,8 @@ from spikingjelly.activation_based import surrogate
 from torch import nn
 
 from svtprune.errors import UserError
-from svtprune.finetune.ops import OPS, attrs, to_torch
+from svtprune.graph.io import attribute
+from svtprune.recover.torch_ops import OPS, attrs, to_torch
 from svtprune.spiking.neurons import find_neurons
 
 WEIGHTED = {"Conv", "MatMul", "Gemm"}
@@ -115,8 +116,9 @@ class OnnxModule(nn.Module):
         self.trainable = [name for name in arrays if name in trainable]
         consts = dict(arrays)
         for node in model.graph.node:
-            if node.op_type == "Constant" and node.attribute[0].name == "value":
-                consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+            value = attribute(node, "value") if node.op_type == "Constant" else None
+            if value is not None:
+                consts[node.output[0]] = numpy_helper.to_array(value)
         self.sites = _spike_sites(model, consts)
         self.input_name = [i.name for i in model.graph.input if i.name not in arrays][0]
         self.output_names = [o.name for o in model.graph.output]

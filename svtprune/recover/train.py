@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from svtprune.data import Dataset
-from svtprune.finetune.convert import OnnxModule
-from svtprune.finetune.export import torch_logits
+from svtprune.recover.convert import OnnxModule
+from svtprune.recover.export import torch_logits
 
 
 @dataclass
@@ -99,18 +99,8 @@ def train(
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         order = torch.randperm(len(data), generator=generator)
-        sums = {"loss": 0.0, "distill": 0.0}
         with _bar(progress, f"epoch {epoch}/{config.epochs}", steps) as advance:
-            for step in range(steps):
-                index = order[step * config.batch : (step + 1) * config.batch]
-                loss, distill = _step(module, optimizer, x_all[index], t_all[index], _pick(y_all, index), config)
-                schedule.step()
-                sums["loss"] += loss
-                sums["distill"] += distill
-                advance(f"loss {sums['loss'] / (step + 1):.4f}")
-                if log is not None and (step % 10 == 0 or step == steps - 1):
-                    log(f"fine-tuning epoch {epoch}/{config.epochs}: step {step + 1}/{steps}, "
-                        f"loss {sums['loss'] / (step + 1):.4f}")  # fmt: skip
+            sums = _epoch(module, optimizer, schedule, (x_all, t_all, y_all), order, steps, config, epoch, advance, log)
         score = held_out(module, val, teacher_val, config.temperature)
         row = {key: value / steps for key, value in sums.items()}
         row.update(epoch=epoch, accuracy=score[0], val_distill=score[1], seconds=time.perf_counter() - epoch_start)
@@ -137,7 +127,43 @@ def train(
     return result
 
 
-def _step(module: OnnxModule, optimizer, x, teacher, labels, config: TrainConfig) -> tuple[float, float]:  # noqa: ANN001
+def _epoch(
+    module: OnnxModule,
+    optimizer: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None],
+    order: torch.Tensor,
+    steps: int,
+    config: TrainConfig,
+    epoch: int,
+    advance: Callable[[str], None],
+    log: Callable[[str], None] | None,
+) -> dict[str, float]:
+    """One pass over ``steps`` batches in ``order``: summed loss and distillation loss."""
+    x_all, t_all, y_all = tensors
+    sums = {"loss": 0.0, "distill": 0.0}
+    for step in range(steps):
+        index = order[step * config.batch : (step + 1) * config.batch]
+        loss, distill = _step(module, optimizer, x_all[index], t_all[index], _pick(y_all, index), config)
+        schedule.step()
+        sums["loss"] += loss
+        sums["distill"] += distill
+        advance(f"loss {sums['loss'] / (step + 1):.4f}")
+        if log is not None and (step % 10 == 0 or step == steps - 1):
+            log(f"fine-tuning epoch {epoch}/{config.epochs}: step {step + 1}/{steps}, "
+                f"loss {sums['loss'] / (step + 1):.4f}")  # fmt: skip
+    return sums
+
+
+def _step(
+    module: OnnxModule,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    teacher: torch.Tensor,
+    labels: torch.Tensor | None,
+    config: TrainConfig,
+) -> tuple[float, float]:
+    """One optimiser step on a batch: distillation, mixed with cross-entropy when labels exist."""
     module.train()
     optimizer.zero_grad(set_to_none=True)
     logits = module(x)
@@ -171,7 +197,7 @@ class _bar:
     def __init__(self, enabled: bool, label: str, total: int) -> None:
         self.enabled, self.label, self.total = enabled, label, total
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self) -> Callable[[str], None]:
         if not self.enabled:
             return lambda text: None
         from rich.console import Console

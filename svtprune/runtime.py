@@ -1,0 +1,212 @@
+"""The one place that makes ONNX Runtime sessions, runs them in batches, taps tensors, times runs.
+
+Numpy, onnx and onnxruntime only (no torch), so running an ONNX file stays fast to start.
+Every site that runs a model goes through ``make_session``; the few that need other options
+than a user's default session (no graph optimisation, one thread, ORT's own thread count) ask
+for them by keyword, so what each site runs is written where it is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import helper
+
+from svtprune.errors import UserError
+
+LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
+FLOAT = onnx.TensorProto.FLOAT
+
+
+def make_session(
+    model: onnx.ModelProto | str | Path,
+    threads: int | None = None,
+    *,
+    env_threads: bool = True,
+    optimize: bool = True,
+    quiet: bool = True,
+    matmulnbits_accuracy_level: int | None = None,
+) -> ort.InferenceSession:
+    """A CPU session as a user would make one (default graph optimisations), quiet.
+
+    SVTPRUNE_THREADS caps ORT's threads when the caller gives none, so that jobs sharing a
+    machine (benchmarks side by side, CI) do not oversubscribe its cores; ``env_threads=False``
+    leaves ORT's own default instead. ``optimize=False`` disables graph optimisations (every
+    node runs as written, so tapped values are the graph's own); ``quiet=False`` keeps ORT's
+    default log level; ``matmulnbits_accuracy_level`` sets the accuracy level of the
+    MatMulNBits kernels ORT fuses DequantizeLinear+MatMul into (``"0"``: float accuracy).
+    """
+    options = ort.SessionOptions()
+    if quiet:
+        options.log_severity_level = 3
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    if env_threads:
+        threads = threads or int(os.environ.get("SVTPRUNE_THREADS", "0") or 0)
+    if threads:
+        options.intra_op_num_threads = threads
+    if matmulnbits_accuracy_level is not None:
+        options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", str(matmulnbits_accuracy_level))
+    source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+        raise UserError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from exc
+
+
+def input_shape(session: ort.InferenceSession) -> list[int | None]:
+    """The first input's dims, symbolic ones (the batch) as None."""
+    return [d if isinstance(d, int) else None for d in session.get_inputs()[0].shape]
+
+
+def check_data(session: ort.InferenceSession, x: np.ndarray) -> None:
+    """Wrong image size or channel count is the user's mistake: say which shapes differ."""
+    expected = input_shape(session)
+    actual = list(x.shape)
+    if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
+        shown = ["N" if e is None else e for e in expected]
+        raise UserError(f"data has shape {tuple(actual)} but the model expects {tuple(shown)}")
+
+
+def batches(
+    session: ort.InferenceSession, x: np.ndarray, batch: int, outputs: list[str], progress: bool = False
+) -> Iterator[dict[str, np.ndarray]]:
+    """The requested outputs of each batch of ``x`` in turn, for callers that reduce as they go."""
+    feed_name = session.get_inputs()[0].name
+    for start in _progress(range(0, len(x), batch), progress, "evaluating"):
+        values = session.run(outputs, {feed_name: x[start : start + batch]})
+        yield dict(zip(outputs, values, strict=True))
+
+
+def predict(
+    session: ort.InferenceSession,
+    x: np.ndarray,
+    batch: int = 256,
+    outputs: list[str] | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Run in batches; returns every requested output (default: all) concatenated."""
+    check_data(session, x)
+    names = outputs or [o.name for o in session.get_outputs()]
+    chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for values in batches(session, x, batch, names, progress):
+        for name in names:
+            chunks[name].append(values[name])
+    return {n: np.concatenate(v) for n, v in chunks.items()}
+
+
+def logits_of(session: ort.InferenceSession, x: np.ndarray, batch: int = 256, progress: bool = False) -> np.ndarray:
+    """The first output (the logits) for every row of ``x``."""
+    first = session.get_outputs()[0].name
+    return predict(session, x, batch, [first], progress)[first]
+
+
+def with_outputs(
+    model: onnx.ModelProto,
+    names: Iterable[str],
+    elem_type: int | None = FLOAT,
+    types: Mapping[str, int] | None = None,
+) -> onnx.ModelProto:
+    """A copy whose graph also outputs ``names`` (each once, after the outputs it has).
+
+    Declared as ``types[name]`` or else ``elem_type`` with an open shape; ``elem_type=None``
+    declares no type, so ORT infers it (for tensors whose type the caller does not know).
+    """
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(model)
+    present = {o.name for o in tapped.graph.output}
+    for name in dict.fromkeys(names):
+        if name in present:
+            continue
+        kind = (types or {}).get(name, elem_type)
+        value = onnx.ValueInfoProto(name=name) if kind is None else helper.make_tensor_value_info(name, kind, None)
+        tapped.graph.output.append(value)
+    return tapped
+
+
+def upstream_of(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy that computes only ``names`` (its only outputs), keeping just the nodes they depend on."""
+    producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
+    needed: set[int] = set()
+    stack = list(names)
+    while stack:
+        index = producer.get(stack.pop())
+        if index is None or index in needed:
+            continue
+        needed.add(index)
+        stack.extend(i for i in model.graph.node[index].input if i)
+    tapped = onnx.ModelProto()
+    tapped.CopyFrom(model)
+    kept = [node for i, node in enumerate(model.graph.node) if i in needed]
+    del tapped.graph.node[:]
+    tapped.graph.node.extend(kept)
+    del tapped.graph.output[:]
+    for name in names:
+        tapped.graph.output.append(helper.make_tensor_value_info(name, FLOAT, None))
+    return tapped
+
+
+def tap(model: onnx.ModelProto, names: list[str], x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+    """Values of the (float) tensors ``names`` on ``x``, running only the nodes they depend on."""
+    feed = model.graph.input[0].name
+    wanted = [n for n in names if n != feed]
+    values = {n: x for n in names if n == feed}
+    if not wanted:
+        return values
+    values.update(predict(make_session(upstream_of(model, wanted)), x, batch, outputs=wanted))
+    return values
+
+
+def timed_runs_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> list[float]:
+    """Wall time (ms) of each of ``repeats`` calls on ``feeds``, after a warm-up call."""
+    session.run(None, feeds)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append(1000 * (time.perf_counter() - start))
+    return times
+
+
+def run_times_ms(session: ort.InferenceSession, batch: int, repeats: int) -> list[float]:
+    """Wall time of each of ``repeats`` calls at this batch size (seeded random images), after a warm-up call."""
+    shape = [batch if d is None else d for d in input_shape(session)]
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    return timed_runs_ms(session, {session.get_inputs()[0].name: x}, repeats)
+
+
+def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10, fastest: bool = False) -> float:
+    """Median (or with ``fastest`` the shortest) wall time of one call at this batch size, after a warm-up call.
+
+    The shortest run is the one other processes disturbed least: a search comparing candidates
+    on a shared machine ranks them by it; reports quote the median a user would see.
+    """
+    times = run_times_ms(session, batch, repeats)
+    return min(times) if fastest else statistics.median(times)
+
+
+def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
+    """ORT CPU latency in ms at batch 1 and 64, fastest of several runs, as the user's session runs it.
+
+    Measured rather than predicted: the fitted per-op model (hardware/latency.py) misses whole
+    pruned models by a median 2.5-3.4% but up to 14%, as much as the steps a search tells apart.
+    """
+    session = make_session(model)
+    return latency_ms(session, 1, LATENCY_RUNS[0], fastest=True), latency_ms(session, 64, LATENCY_RUNS[1], fastest=True)
+
+
+def _progress(items: range, enabled: bool, label: str) -> Iterable[int]:
+    """``items``, with a progress bar on stderr when enabled (rich loads only then)."""
+    if not enabled:
+        return items
+    from rich.console import Console
+    from rich.progress import track
+
+    return track(items, description=label, transient=True, console=Console(stderr=True))
