@@ -1,0 +1,99 @@
+"""``svtprune quantize``: AQ4SViT per-layer weight bit widths under an accuracy budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svtprune.cli.options import (
+    Calib,
+    FinetuneData,
+    FinetuneEpochs,
+    FinetuneLr,
+    FinetuneSearchDrop,
+    Force,
+    Int8Biases,
+    Json,
+    MaxAccuracyDrop,
+    ModelArg,
+    ScaleCodes,
+    SearchData,
+    SplitSeed,
+    out_option,
+)
+from svtprune.cli.render import print_quantize, run_search
+
+
+def quantize(
+    model: ModelArg,
+    data: SearchData,
+    out: Annotated[Path, out_option("Quantized ONNX file to write.")],
+    search: Annotated[str, typer.Option(help="greedy, beam, or exhaustive (ungated baseline).")] = "greedy",
+    max_accuracy_drop: MaxAccuracyDrop = 1.5,
+    bits: Annotated[str, typer.Option(help="Allowed weight widths, from 8,4,2.")] = "8,4,2",
+    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --search beam.", min=1)] = 4,
+    calib: Calib = None,
+    seed: SplitSeed = 0,
+    symmetric: Annotated[
+        bool, typer.Option("--symmetric/--asymmetric", help="Signed integers without a zero point, or unsigned with.")
+    ] = True,
+    block_size: Annotated[int, typer.Option(help="0: one scale per output channel; n: blocks of n inputs.", min=0)] = 0,
+    rounding: Annotated[
+        str | None,
+        typer.Option(
+            help="nearest (full range), mse (clipping search per channel) or gptq (mse's scales, error-feedback "
+            "rounding on the layers' inputs from search-split images). Default: gptq."
+        ),
+    ] = None,
+    scale_codes: ScaleCodes = True,
+    int8_biases: Int8Biases = True,
+    finetune_data: FinetuneData = None,
+    finetune_epochs: FinetuneEpochs = 1,
+    finetune_lr: FinetuneLr = 3e-4,
+    finetune_search_drop: FinetuneSearchDrop = None,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """Choose each layer's weight bits (8/4/2) within your accuracy budget; write a smaller ONNX.
+
+    Candidates are ranked by membrane-potential drift on a calibration batch; only those the drift gate
+    passes get a full accuracy evaluation. Weights are stored as int8/int4/int2 initializers feeding
+    DequantizeLinear (opset 21, or 25 when int2 is used), so stock ONNX Runtime runs the file.
+    With --finetune-data the search may lose --finetune-search-drop points, then the weights are
+    fine-tuned on their stored grids (quantization-aware) before the held-out check.
+    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html. Exit 0 when the budget holds,
+    1 when it cannot (nothing is written), 2 for bad input.
+    Example: svtprune quantize model.onnx --data val.npz --search greedy --max-accuracy-drop 1.5 -o q.onnx
+    """
+    from svtprune.search.quantize_run import quantize as run_quantize
+
+    report = run_search(
+        "quantizing",
+        lambda progress: run_quantize(
+            model_path=model,
+            data_path=data,
+            out=out,
+            max_accuracy_drop=max_accuracy_drop,
+            search=search,
+            bits=bits,
+            beam_width=beam_width,
+            calib=calib,
+            seed=seed,
+            symmetric=symmetric,
+            block_size=block_size,
+            rounding=rounding,
+            force=force,
+            progress=progress,
+            finetune_data=finetune_data,
+            finetune_epochs=finetune_epochs,
+            finetune_lr=finetune_lr,
+            finetune_search_drop=finetune_search_drop,
+            scale_codes=scale_codes,
+            side_int8=int8_biases,
+        ),
+        as_json,
+    )
+    if report is not None:
+        print_quantize(report, out)
