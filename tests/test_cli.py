@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import typer
 
 from svtprune.data import Dataset, save_npz
 
@@ -171,3 +173,105 @@ def test_html_report_renders_in_a_browser(files: dict[str, Path], unlabelled: Pa
         timeout=120,
     )
     assert shot.is_file() and shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+USAGE_MISTAKES = {
+    "no command": ([], "missing command"),
+    "unknown command": (["frobnicate"], "frobnicate"),
+    "unknown option": (["analyze", "m.onnx", "--bogus"], "--bogus"),
+    "missing -o": (["prune", "m.onnx"], "--out"),
+    "--ratio abc": (["prune", "m.onnx", "-o", "p.onnx", "--ratio", "abc"], "--ratio"),
+    "--max-accuracy-drop nan": (
+        ["compress", "m.onnx", "--data", "d.npz", "-o", "s.onnx", "--max-accuracy-drop", "nan"],
+        "--max-accuracy-drop",
+    ),
+    "eval --batch 0": (["eval", "m.onnx", "--data", "d.npz", "--batch", "0"], "--batch"),
+    "verify --samples -3": (["verify", "m.onnx", "p.onnx", "--plan", "p.json", "--samples", "-3"], "--samples"),
+    "export --embed 0": (["export", "-o", "m.onnx", "--embed", "0"], "--embed"),
+    "export --T 0": (["export", "-o", "m.onnx", "--T", "0"], "--T"),
+    "finetune --lr nan": (
+        [
+            "finetune",
+            "s.onnx",
+            "--teacher",
+            "t.onnx",
+            "--data",
+            "d.npz",
+            "--val",
+            "v.npz",
+            "-o",
+            "o.onnx",
+            "--lr",
+            "nan",
+        ],
+        "--lr",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", USAGE_MISTAKES)
+def test_usage_mistake_is_one_line_exit_2(case: str, tmp_path: Path) -> None:
+    args, words = USAGE_MISTAKES[case]
+    result = subprocess.run(
+        [sys.executable, "-m", "svtprune.cli", *args], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert words in result.stderr and result.stderr.startswith("error: ")
+    assert not list(tmp_path.iterdir()), "a usage mistake writes nothing"
+
+
+def test_library_errors_name_the_flag(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "exists.onnx"
+    out.write_bytes(b"keep me")
+    result = svtprune("prune", str(files["model"]), "-o", str(out))
+    assert result.returncode == 2 and result.stderr.startswith("error: --force ")
+    assert len(result.stderr.strip().splitlines()) == 1 and out.read_bytes() == b"keep me"
+
+
+def test_flags_map_names_real_options() -> None:
+    from svtprune.cli import app
+    from svtprune.cli.options import COMMAND_FLAGS, FLAGS
+
+    command = typer.main.get_command(app)
+    spelled = {
+        opt
+        for sub in command.commands.values()
+        for param in sub.params
+        for opt in [*param.opts, *param.secondary_opts, (param.name or "").upper()]
+    }
+    names = {*FLAGS.values(), *(flag for table in COMMAND_FLAGS.values() for flag in table.values())}
+    assert names <= spelled, names - spelled
+
+
+def test_help_does_not_cut_option_names() -> None:
+    result = svtprune("compress", "--help")
+    assert result.returncode == 0
+    for flag in ("--max-accuracy-drop", "--min-memory-saving", "--finetune-search-drop", "--min-energy-saving"):
+        assert flag in result.stdout
+    assert "…" not in result.stdout
+
+
+def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    model = root / "models" / "reference" / "spikformer_fmnist.onnx"
+    data = root / "models" / "data" / "fashion_mnist_val.npz"
+    out = tmp_path / "small.onnx"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "svtprune.cli", "compress", str(model), "--data", str(data), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell may ignore SIGINT
+    )
+    try:
+        first = run.stderr.readline()  # the first progress line: the search has started
+        assert first.startswith("compressing"), first
+        run.send_signal(signal.SIGINT)
+        _, rest = run.communicate(timeout=120)
+    finally:
+        run.kill()
+    assert run.returncode == 130, rest
+    assert rest.strip().splitlines()[-1] == "interrupted" and "Traceback" not in rest
+    assert not out.exists() and not list(tmp_path.iterdir())

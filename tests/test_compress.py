@@ -34,7 +34,7 @@ def analysis(small_models: dict):  # noqa: ANN201
 
 
 def sizes(analysis) -> dict[str, int]:  # noqa: ANN001
-    from svtprune.pruning import group_table
+    from svtprune.graph.analysis import group_table
 
     return {row["group"]: row["params"] for row in group_table(analysis) if row["prunable"]}
 

@@ -183,7 +183,7 @@ def test_cli_finetune(tuned: dict, small_models: dict, tmp_path: Path) -> None:
 
 
 def test_finetune_a_quantized_model_keeps_its_bit_widths(tuned: dict, small_models: dict, tmp_path: Path) -> None:
-    from svtprune.finetune.command import finetune_file
+    from svtprune.jobs.finetune import finetune_file
     from svtprune.quantization import Quantizer, thaw
 
     quantizer = Quantizer(tuned["student"])

@@ -80,7 +80,7 @@ def test_depthwise_conv_follows_its_input_channels() -> None:
 
 
 def test_no_prunable_group_is_a_user_error(tmp_path) -> None:  # noqa: ANN001
-    from svtprune.pruning import prune_uniform
+    from svtprune.jobs.prune import prune_uniform
 
     path = tmp_path / "m.onnx"
     onnx.save(conv_chain("m = Softmax <axis = 1> (r)"), path)
@@ -89,7 +89,7 @@ def test_no_prunable_group_is_a_user_error(tmp_path) -> None:  # noqa: ANN001
 
 
 def test_corrupt_file_is_a_user_error(tmp_path) -> None:  # noqa: ANN001
-    from svtprune.pruning import prune_uniform
+    from svtprune.jobs.prune import prune_uniform
 
     path = tmp_path / "bad.onnx"
     path.write_bytes(b"\x00not an onnx model at all")

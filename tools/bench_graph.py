@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from svtprune.data import load_npz  # noqa: E402
 from svtprune.evaluate import evaluate  # noqa: E402
-from svtprune.pruning import analyze_report, prune_uniform, verify, write_outputs  # noqa: E402
+from svtprune.jobs.analyze import analyze_report  # noqa: E402
+from svtprune.jobs.prune import prune_uniform, write_outputs  # noqa: E402
+from svtprune.jobs.verify import verify  # noqa: E402
 from svtprune.runtime import latency_ms, make_session  # noqa: E402
 
 VAL = ROOT / "models" / "data" / "fashion_mnist_val.npz"

@@ -167,3 +167,28 @@ def _head_rows(grids: list[np.ndarray], atoms: set[int], channel_of_atom: np.nda
     grid = max(candidates, key=lambda g: (g.size, -g.shape[0]))
     rows = grid.reshape(-1, grid.shape[-1])  # innermost axis = one head's width
     return [channel_of_atom[r] for r in rows]
+
+
+def group_table(analysis: Analysis) -> list[dict]:
+    """One row per group: what a person needs to decide what to prune."""
+    weights = constants_of(analysis.model)
+    rows = []
+    for group in analysis.groups:
+        params = 0
+        atoms = set(np.flatnonzero(np.isin(analysis.channel_of_atom, group.channels)).tolist())
+        for member in group.members:
+            tensor = weights[member.initializer]
+            per_slice = tensor.size // max(tensor.shape[member.axis], 1)
+            params += per_slice * sum(1 for a in member.ids.tolist() if a in atoms)
+        rows.append(
+            {
+                "group": group.name,
+                "channels": group.size,
+                "heads": len(group.head_rows),
+                "params": int(params),
+                "members": sorted({f"{m.initializer}[{m.axis}]:{m.role}" for m in group.members}),
+                "prunable": group.prunable,
+                "refused": group.refused,
+            }
+        )
+    return rows

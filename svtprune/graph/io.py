@@ -50,7 +50,7 @@ def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) ->
     """
     path = Path(path)
     if path.exists() and not force:
-        raise UserError(f"{path} already exists; pass --force to overwrite it")
+        raise UserError(f"is needed to overwrite {path}, which already exists", option="force")
     path.parent.mkdir(parents=True, exist_ok=True)
     model = as_written(model)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

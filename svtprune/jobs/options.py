@@ -30,7 +30,8 @@ def check_number(value: Any, option: str, low: float | None = None, high: float 
     above = high is not None and (value >= high if open_.get("high_open") else value > high)
     if below or above:
         left, right = "(" if open_.get("low_open") else "[", ")" if open_.get("high_open") else "]"
-        span = f"{left}{'-inf' if low is None else low:g}, {'inf' if high is None else high:g}{right}"
+        lower, upper = ("-inf" if low is None else f"{low:g}"), ("inf" if high is None else f"{high:g}")
+        span = f"{left}{lower}, {upper}{right}"
         raise UserError(f"must be in {span}, got {value}", option=option)
 
 

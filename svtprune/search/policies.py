@@ -57,7 +57,7 @@ def _group_order(executor: PruneExecutor, budget: Budget | None = None) -> list[
     the machine that runs the search (structure only), or run on calibration images for firing
     rates (with recovery, since re-fitted weights change how often neurons fire).
     """
-    from svtprune.pruning import group_table
+    from svtprune.graph.analysis import group_table
 
     names = [g.name for g in executor.analysis.prunable_groups]
     if budget is not None and budget.objective == "latency":

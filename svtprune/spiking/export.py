@@ -51,7 +51,7 @@ def export_onnx(
 
     out = Path(out)
     if out.exists() and not force:
-        raise UserError(f"{out} already exists; pass --force to overwrite it")
+        raise UserError(f"is needed to overwrite {out}, which already exists", option="force")
     torch.manual_seed(seed)
     try:
         model = build_model(config)

@@ -1,4 +1,4 @@
-"""``svtprune finetune``: pruned ONNX + teacher ONNX + data -> fine-tuned ONNX and a report.
+"""The finetune job: pruned ONNX + teacher ONNX + data -> fine-tuned ONNX and a report.
 
 Accuracies in the report are measured with ONNX Runtime on the files as written, so they are
 what a user running the output sees, not the torch module's view.
@@ -7,13 +7,13 @@ what a user running the output sees, not the torch module's view.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import numpy as np
-import typer
 
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import UserError
@@ -25,7 +25,24 @@ if TYPE_CHECKING:
     from svtprune.recover.train import TrainConfig
 
 
+def use_threads(threads: int) -> None:
+    """torch's CPU threads for the training (at least one)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse a training configuration that cannot run, naming the field."""
+    for name in ("epochs", "batch"):
+        if getattr(config, name) < 1:
+            raise UserError(f"must be >= 1, got {getattr(config, name)}", option=name)
+    if not (math.isfinite(config.lr) and config.lr > 0):
+        raise UserError(f"must be a finite number > 0, got {config.lr}", option="lr")
+
+
 def _accuracy(logits: np.ndarray, val: Dataset, teacher_val: np.ndarray) -> float:
+    """Top-1 on ``val``'s labels, or agreement with the teacher when it has none."""
     return top1(logits, val.y if val.y is not None else teacher_val.argmax(axis=1))
 
 
@@ -43,9 +60,8 @@ def finetune_file(
     report_path = out.with_suffix(".report.json")
     for path in (out, report_path):
         if path.exists() and not force:
-            raise UserError(f"{path} already exists; pass --force to overwrite it")
-    if config.epochs < 1 or config.lr <= 0 or config.batch < 1:
-        raise UserError("--epochs and --batch must be >= 1 and --lr > 0")
+            raise UserError(f"is needed to overwrite {path}, which already exists", option="force")
+    check_config(config)
     student_model, teacher_model = load_model(pruned), load_model(teacher)
     train_data, val_data = load_npz(data), load_npz(val)
     teacher_session, student_session = make_session(teacher_model), make_session(student_model)
@@ -84,43 +100,3 @@ def finetune_file(
     }  # fmt: skip
     write_text_atomic(report_path, json.dumps(report, indent=2))
     return report
-
-
-def finetune_command(
-    model: Annotated[Path, typer.Argument(help="Pruned (student) ONNX model.", show_default=False)],
-    teacher: Annotated[Path, typer.Option(help="Original ONNX model whose logits are distilled.")],
-    data: Annotated[Path, typer.Option(help="Training .npz (x, optional y).")],
-    val: Annotated[Path, typer.Option(help="Held-out .npz for accuracy and early stop.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Fine-tuned ONNX file to write.")],
-    epochs: Annotated[int, typer.Option(help="Passes over the training data (early stop may end sooner).")] = 3,
-    lr: Annotated[float, typer.Option(help="AdamW peak learning rate (cosine decay).")] = 3e-4,
-    batch: Annotated[int, typer.Option(help="Training batch size.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for shuffling (runs are repeatable).")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")] = False,
-) -> None:
-    """Recover accuracy after pruning: distil the teacher's logits into the pruned model.
-
-    Writes OUT (same graph, new weights) and OUT.report.json (accuracy before/after, wall time).
-    Example: svtprune finetune pruned.onnx --teacher model.onnx --data train.npz --val val.npz -o tuned.onnx
-    """
-    import torch
-
-    from svtprune.recover.train import TrainConfig
-
-    torch.set_num_threads(max(1, threads))
-    config = TrainConfig(epochs=epochs, lr=lr, batch=batch, seed=seed)
-    report = finetune_file(model, teacher, data, val, out, config, force, progress=not as_json)
-    if as_json:
-        typer.echo(json.dumps(report))
-        return
-    typer.echo(
-        f"{out}: accuracy {report['accuracy_before_finetune']:.2f}% -> {report['accuracy_after_finetune']:.2f}% "
-        f"(original {report['original']['accuracy']:.2f}%, memory saved {100 * report['memory_saving']:.1f}%, "
-        f"{report['wall_seconds']:.0f} s)"
-    )
-
-
-def register(app: typer.Typer) -> None:
-    app.command("finetune")(finetune_command)

@@ -6,33 +6,40 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from svtprune.cli_report import (
+from svtprune.cli.options import (
+    Calib,
     FinetuneData,
     FinetuneEpochs,
     FinetuneLr,
     FinetuneSearchDrop,
+    Force,
     Int8Biases,
+    Json,
+    MaxAccuracyDrop,
+    ModelArg,
     ScaleCodes,
-    run_search,
+    SearchData,
+    SplitSeed,
+    out_option,
 )
+from svtprune.cli.render import print_quantize, run_search
 
 
 def quantize(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)],
-    data: Annotated[Path, typer.Option(help=".npz with x and optional y (labels); split into search and held-out.")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="Quantized ONNX file to write.")],
+    model: ModelArg,
+    data: SearchData,
+    out: Annotated[Path, out_option("Quantized ONNX file to write.")],
     search: Annotated[str, typer.Option(help="greedy, beam, or exhaustive (ungated baseline).")] = "greedy",
-    max_accuracy_drop: Annotated[float, typer.Option(help="Accuracy points the result may lose.")] = 1.5,
+    max_accuracy_drop: MaxAccuracyDrop = 1.5,
     bits: Annotated[str, typer.Option(help="Allowed weight widths, from 8,4,2.")] = "8,4,2",
-    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --search beam.")] = 4,
-    calib: Annotated[int | None, typer.Option(help="Images in the search split (default: half).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the search/held-out split.")] = 0,
+    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --search beam.", min=1)] = 4,
+    calib: Calib = None,
+    seed: SplitSeed = 0,
     symmetric: Annotated[
         bool, typer.Option("--symmetric/--asymmetric", help="Signed integers without a zero point, or unsigned with.")
     ] = True,
-    block_size: Annotated[int, typer.Option(help="0: one scale per output channel; n: blocks of n inputs.")] = 0,
+    block_size: Annotated[int, typer.Option(help="0: one scale per output channel; n: blocks of n inputs.", min=0)] = 0,
     rounding: Annotated[
         str | None,
         typer.Option(
@@ -46,8 +53,8 @@ def quantize(
     finetune_epochs: FinetuneEpochs = 1,
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")] = False,
+    force: Force = False,
+    as_json: Json = False,
 ) -> None:
     """Choose each layer's weight bits (8/4/2) within your accuracy budget; write a smaller ONNX.
 
@@ -65,9 +72,9 @@ def quantize(
     report = run_search(
         "quantizing",
         lambda progress: run_quantize(
-            model,
-            data,
-            out,
+            model_path=model,
+            data_path=data,
+            out=out,
             max_accuracy_drop=max_accuracy_drop,
             search=search,
             bits=bits,
@@ -88,28 +95,5 @@ def quantize(
         ),
         as_json,
     )
-    if report is None:
-        return
-    q = report["quantization"]
-    widths = {}
-    for row in q["layers"]:
-        widths[row["bits"]] = widths.get(row["bits"], 0) + 1
-    spread = ", ".join(f"{count} at {b} bits" for b, count in sorted(widths.items()))
-    Console().print(
-        f"{report['memory_saving']:.1%} of parameter bytes saved ({report['original']['param_bytes']:,} -> "
-        f"{report['compressed']['param_bytes']:,}); layers: {spread}\n"
-        f"accuracy {report['original']['accuracy']:.2f}% -> {report['compressed']['accuracy']:.2f}% on "
-        f"{report['data']['held_out_images']} held-out images; {q['full_evaluations']} full evaluations, "
-        f"{q['gated_out']} gated out by drift, {report['wall_seconds']:.0f} s.\n"
-        + (
-            f"fine-tuned on the quantization grids ({report['finetune']['images']} images): held-out accuracy "
-            f"{report['finetune']['accuracy_before']:.2f}% -> {report['finetune']['accuracy_after']:.2f}%\n"
-            if "finetune" in report
-            else ""
-        )
-        + f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
-    )
-
-
-def register(app: typer.Typer) -> None:
-    app.command()(quantize)
+    if report is not None:
+        print_quantize(report, out)

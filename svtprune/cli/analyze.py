@@ -1,0 +1,20 @@
+"""``svtprune analyze``: the channel groups, what is refused and why, the neurons found."""
+
+from __future__ import annotations
+
+from svtprune.cli.options import Json, ModelArg
+from svtprune.cli.render import emit_json, print_analyze
+
+
+def analyze(model: ModelArg, as_json: Json = False) -> None:
+    """List the channel groups that can be pruned together, and the spiking neurons found.
+
+    Example: svtprune analyze models/reference/spikformer_fmnist.onnx
+    """
+    from svtprune.jobs.analyze import analyze_report
+
+    report = analyze_report(model)
+    if as_json:
+        emit_json(report)
+    else:
+        print_analyze(model, report)

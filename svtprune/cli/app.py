@@ -1,0 +1,100 @@
+"""The ``svtprune`` typer app and its entry point, where the error contract is kept.
+
+- a usage mistake (no or unknown command, unknown option, missing or malformed value): one line, exit 2;
+- a ``UserError`` from the library: one line ``error: ...`` naming the flag, exit 2;
+- a ``ConstraintError`` (constraints cannot be met, or verify found a mismatch): exit 1;
+- Ctrl-C: one line ``interrupted``, exit 130.
+Anything else is a bug and shows its traceback. typer >= 0.26 vendors click (``import click`` fails
+on a fresh install), so its exceptions are reached through typer only.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Sequence
+
+import typer
+from typer import rich_utils
+
+from svtprune.cli.analyze import analyze
+from svtprune.cli.compress import compress
+from svtprune.cli.demo import demo
+from svtprune.cli.energy import energy
+from svtprune.cli.eval import eval_model
+from svtprune.cli.export import export
+from svtprune.cli.finetune import finetune
+from svtprune.cli.options import flags_for
+from svtprune.cli.prune import prune
+from svtprune.cli.quantize import quantize
+from svtprune.cli.render import problem
+from svtprune.cli.verify import verify
+from svtprune.errors import ConstraintError, UserError
+
+INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+HELP_WIDTH = 120  # --help is rendered at least this wide, so no option name is cut ("--max-accuracy-dr…")
+
+app = typer.Typer(
+    name="svtprune",
+    help="Make Spiking Vision Transformers in ONNX smaller: structured pruning and quantization, measured.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+COMMANDS = {
+    "analyze": analyze,
+    "prune": prune,
+    "verify": verify,
+    "energy": energy,
+    "quantize": quantize,
+    "finetune": finetune,
+    "export": export,
+    "eval": eval_model,
+    "compress": compress,
+    "demo": demo,
+}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(_command)
+# typer reads TERMINAL_WIDTH once; without it, help off a terminal (a pipe, CI) was cut at 80 columns
+rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or max(HELP_WIDTH, shutil.get_terminal_size().columns)
+
+
+def command_in(args: Sequence[str]) -> str | None:
+    """The command named on the line (the app has no options of its own that take a value)."""
+    return next((arg for arg in args if not arg.startswith("-")), None)
+
+
+def usage_message(exc: typer.TyperException) -> str:
+    """typer's message for a usage mistake, with where to read more."""
+    ctx = getattr(exc, "ctx", None)
+    message = exc.format_message()
+    return f"{message} (see '{ctx.command_path} --help')" if ctx is not None else message
+
+
+def run(args: Sequence[str]) -> int:
+    """Run the command line ``args``; returns the exit code after printing any problem as one line."""
+    if not args:
+        problem("error", "red", f"missing command; choose one of {', '.join(COMMANDS)} (see 'svtprune --help')")
+        return 2
+    try:
+        code = app(args=list(args), standalone_mode=False)
+    except UserError as exc:
+        problem("error", "red", exc.phrased(flags_for(command_in(args))))
+        return 2
+    except ConstraintError as exc:
+        problem("constraints not met", "yellow", str(exc))
+        return 1
+    except typer.TyperException as exc:  # typer's click exceptions: usage mistakes (exit 2)
+        problem("error", "red", usage_message(exc))
+        return exc.exit_code
+    except (KeyboardInterrupt, typer.Abort):
+        code = INTERRUPTED
+    if code == INTERRUPTED:  # typer turns Ctrl-C during a command into Exit(130), returned here
+        sys.stderr.write("interrupted\n")
+        return INTERRUPTED
+    return code if isinstance(code, int) else 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (``svtprune``): exits with the contract's code."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv))

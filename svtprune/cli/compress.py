@@ -1,0 +1,132 @@
+"""``svtprune compress``: prune (and optionally quantize) within an accuracy budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svtprune.cli.options import (
+    Calib,
+    FinetuneData,
+    FinetuneEpochs,
+    FinetuneLr,
+    FinetuneSearchDrop,
+    Force,
+    Int8Biases,
+    Json,
+    MaxAccuracyDrop,
+    ModelArg,
+    ScaleCodes,
+    SearchData,
+    SplitSeed,
+    number,
+    out_option,
+)
+from svtprune.cli.render import print_compress, run_search
+
+
+def compress(
+    model: ModelArg,
+    data: SearchData,
+    out: Annotated[Path, out_option("Compressed ONNX file to write.")],
+    max_accuracy_drop: MaxAccuracyDrop = 1.0,
+    min_memory_saving: Annotated[
+        float | None,
+        typer.Option(help="Fraction of parameter bytes that must be saved, e.g. 0.3.", callback=number()),
+    ] = None,
+    method: Annotated[str, typer.Option(help="primesvt (largest group first), psvit or uniform.")] = "primesvt",
+    calib: Calib = None,
+    seed: SplitSeed = 0,
+    importance: Annotated[str, typer.Option(help="Channel ranking: l2, l1, taylor or hessian (data-driven).")] = "l2",
+    reconstruct: Annotated[
+        bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
+    ] = True,
+    finetune_data: FinetuneData = None,
+    finetune_epochs: FinetuneEpochs = 1,
+    finetune_lr: FinetuneLr = 3e-4,
+    finetune_search_drop: FinetuneSearchDrop = None,
+    quantize: Annotated[
+        str, typer.Option(help="After pruning, choose weight bits per layer (AQ4SViT): none, greedy or beam.")
+    ] = "none",
+    bits: Annotated[str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.")] = "8,4,2",
+    rounding: Annotated[
+        str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: gptq.")
+    ] = None,
+    scale_codes: ScaleCodes = True,
+    int8_biases: Int8Biases = True,
+    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --quantize beam.", min=1)] = 4,
+    prune_share: Annotated[
+        float,
+        typer.Option(
+            help="With --quantize: share of the accuracy budget pruning may use first.", callback=number(above=0)
+        ),
+    ] = 0.5,
+    objective: Annotated[
+        str,
+        typer.Option(
+            help="memory (largest groups first), latency (groups ordered by measured ORT time) or energy "
+            "(ordered by the estimated energy each group's pruning saves, from measured firing rates)."
+        ),
+    ] = "memory",
+    min_speedup: Annotated[
+        float | None,
+        typer.Option(help="With --objective latency: required speedup at batch 1 and 64, e.g. 1.5.", callback=number()),
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None,
+        typer.Option(help="With --objective latency: required batch-1 latency in ms.", callback=number(above=0)),
+    ] = None,
+    min_energy_saving: Annotated[
+        float | None,
+        typer.Option(
+            help="With --objective energy: fraction of the energy per image to save, e.g. 0.5.", callback=number()
+        ),
+    ] = None,
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """Find how many channels to remove from which groups, within your accuracy budget; write a smaller ONNX.
+
+    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html. Exit 0 when the constraints are met,
+    1 when they cannot be (nothing is written), 2 for bad input.
+    Example: svtprune compress model.onnx --data val.npz --max-accuracy-drop 1.0 -o small.onnx
+    """
+    from svtprune.jobs.compress import compress as run_compress
+
+    report = run_search(
+        "compressing",
+        lambda progress: run_compress(
+            model_path=model,
+            data_path=data,
+            out=out,
+            max_accuracy_drop=max_accuracy_drop,
+            min_memory_saving=min_memory_saving,
+            method=method,
+            calib=calib,
+            seed=seed,
+            importance=importance,
+            force=force,
+            progress=progress,
+            reconstruct=reconstruct,
+            finetune_data=finetune_data,
+            finetune_epochs=finetune_epochs,
+            finetune_search_drop=finetune_search_drop,
+            finetune_lr=finetune_lr,
+            quantize=quantize,
+            quantize_bits=bits,
+            quantize_rounding=rounding,
+            quantize_scale_codes=scale_codes,
+            quantize_side_int8=int8_biases,
+            beam_width=beam_width,
+            prune_share=prune_share,
+            objective=objective,
+            min_speedup=min_speedup,
+            max_latency_ms=max_latency_ms,
+            min_energy_saving=min_energy_saving,
+        ),
+        as_json,
+    )
+    if report is not None:
+        print_compress(report, out)

@@ -1,0 +1,31 @@
+"""``svtprune eval``: accuracy, bytes and latency of one model on ORT CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svtprune.cli.options import Json, ModelArg
+from svtprune.cli.render import emit_json, print_eval
+
+
+def eval_model(
+    model: ModelArg,
+    data: Annotated[Path, typer.Option(help=".npz with x (N x C x H x W) and optional y.")],
+    reference: Annotated[Path | None, typer.Option(help="Model to agree with when data has no labels.")] = None,
+    batch: Annotated[int, typer.Option(help="Batch size for accuracy.", min=1)] = 256,
+    as_json: Json = False,
+) -> None:
+    """Accuracy (or agreement), parameter and file bytes, median latency at batch 1 and 64 on ORT CPU.
+
+    Example: svtprune eval models/reference/spikformer_fmnist.onnx --data models/data/fashion_mnist_val.npz
+    """
+    from svtprune.jobs.evaluate import evaluate_file
+
+    result = evaluate_file(model=model, data=data, reference=reference, batch=batch, progress=not as_json)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        print_eval(model, result.to_dict())

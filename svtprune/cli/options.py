@@ -1,0 +1,159 @@
+"""Options shared by several commands, number checks, and the map from library fields to flags.
+
+The library names the parameter a problem is about (``UserError(problem, option="max_accuracy_drop")``);
+``flags_for`` says how the shell spells it, so the one-line error names the flag the user typed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+# library field -> the flag (or argument) a shell user types for it
+FLAGS: dict[str, str] = {
+    "model": "MODEL",
+    "model_path": "MODEL",
+    "original": "ORIGINAL",
+    "pruned": "PRUNED",
+    "data": "--data",
+    "data_path": "--data",
+    "out": "--out",
+    "out_dir": "--out-dir",
+    "force": "--force",
+    "max_accuracy_drop": "--max-accuracy-drop",
+    "min_memory_saving": "--min-memory-saving",
+    "method": "--method",
+    "calib": "--calib",
+    "seed": "--seed",
+    "importance": "--importance",
+    "reconstruct": "--reconstruct",
+    "finetune_data": "--finetune-data",
+    "finetune_epochs": "--finetune-epochs",
+    "finetune_lr": "--finetune-lr",
+    "finetune_search_drop": "--finetune-search-drop",
+    "quantize": "--quantize",
+    "quantize_bits": "--bits",
+    "quantize_rounding": "--rounding",
+    "quantize_scale_codes": "--scale-codes",
+    "quantize_side_int8": "--int8-biases",
+    "beam_width": "--beam-width",
+    "prune_share": "--prune-share",
+    "objective": "--objective",
+    "min_speedup": "--min-speedup",
+    "max_latency_ms": "--max-latency-ms",
+    "min_energy_saving": "--min-energy-saving",
+    "search": "--search",
+    "bits": "--bits",
+    "symmetric": "--symmetric",
+    "block_size": "--block-size",
+    "rounding": "--rounding",
+    "scale_codes": "--scale-codes",
+    "side_int8": "--int8-biases",
+    "ratio": "--ratio",
+    "plan_out": "--plan-out",
+    "plan": "--plan",
+    "plan_path": "--plan",
+    "samples": "--samples",
+    "reference": "--reference",
+    "batch": "--batch",
+    "arch": "--arch",
+    "weights": "--weights",
+    "embed": "--embed",
+    "depths": "--depths",
+    "heads": "--heads",
+    "steps": "--T",
+    "in_channels": "--in-channels",
+    "img_size": "--img-size",
+    "teacher": "--teacher",
+    "val": "--val",
+    "epochs": "--epochs",
+    "lr": "--lr",
+    "threads": "--threads",
+    "limit": "--limit",
+}
+# where one command spells a field another way (compress fine-tunes with --finetune-epochs, not --epochs)
+COMMAND_FLAGS: dict[str, dict[str, str]] = {
+    "compress": {"epochs": "--finetune-epochs", "lr": "--finetune-lr", "search_drop": "--finetune-search-drop"},
+    "quantize": {"epochs": "--finetune-epochs", "lr": "--finetune-lr", "search_drop": "--finetune-search-drop"},
+}
+
+
+def flags_for(command: str | None) -> dict[str, str]:
+    """The field -> flag map as ``command`` spells its options."""
+    return {**FLAGS, **COMMAND_FLAGS.get(command or "", {})}
+
+
+def number(
+    minimum: float | None = None, above: float | None = None, maximum: float | None = None, below: float | None = None
+) -> Callable[[float | None], float | None]:
+    """A typer callback: the value must be finite and inside the bounds (checked before any work)."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        for bound, fails, words in (
+            (minimum, lambda b: value < b, "at least"),
+            (above, lambda b: value <= b, "greater than"),
+            (maximum, lambda b: value > b, "at most"),
+            (below, lambda b: value >= b, "less than"),
+        ):
+            if bound is not None and fails(bound):
+                raise typer.BadParameter(f"must be {words} {bound:g}, got {value:g}")
+        return value
+
+    return check
+
+
+ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
+SearchData = Annotated[Path, typer.Option(help=".npz with x and optional y (labels); split into search and held-out.")]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+MaxAccuracyDrop = Annotated[
+    float, typer.Option(help="Accuracy points the result may lose.", callback=number(minimum=0))
+]
+Calib = Annotated[int | None, typer.Option(help="Images in the search split (default: half).", min=1)]
+SplitSeed = Annotated[int, typer.Option(help="Seed of the search/held-out split.", min=0)]
+
+# fine-tuning options shared by compress and quantize
+FinetuneData = Annotated[
+    Path | None,
+    typer.Option(help="Training .npz (never the --data images): fine-tune the result from the original model."),
+]
+FinetuneEpochs = Annotated[int, typer.Option(help="Passes over --finetune-data.", min=1)]
+FinetuneLr = Annotated[
+    float, typer.Option(help="AdamW peak learning rate of the fine-tuning.", callback=number(above=0))
+]
+FinetuneSearchDrop = Annotated[
+    float | None,
+    typer.Option(
+        help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop).",
+        callback=number(minimum=0),
+    ),
+]
+ScaleCodes = Annotated[
+    bool,
+    typer.Option(
+        "--scale-codes/--float16-scales",
+        help="Store each quantized layer's scales as uint8 codes of one power-of-two step (1 byte per channel) "
+        "or as float16 (2 bytes).",
+    ),
+]
+Int8Biases = Annotated[
+    bool,
+    typer.Option(
+        "--int8-biases/--float16-biases",
+        help="Store a layer's bias (and the scale and shift of a BatchNormalization right after it) as int8 "
+        "with one scale (1 byte per value) once its weight takes 4 bits or fewer, or keep them float16 (2 bytes).",
+    ),
+]
+
+
+def out_option(help: str) -> typer.models.OptionInfo:
+    """``-o/--out``: the file a command writes (its plan and reports go beside it)."""
+    return typer.Option("-o", "--out", help=help)

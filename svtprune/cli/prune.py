@@ -1,0 +1,48 @@
+"""``svtprune prune``: uniform structured pruning, the same ratio in every group."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svtprune.cli.options import Force, Json, ModelArg, number, out_option
+from svtprune.cli.render import emit_json, print_prune
+
+
+def prune(
+    model: ModelArg,
+    out: Annotated[Path, out_option("Pruned ONNX file to write.")],
+    ratio: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of channels removed from every prunable group.", callback=number(minimum=0, below=1)
+        ),
+    ] = 0.3,
+    plan_out: Annotated[Path | None, typer.Option(help="Plan JSON (default: OUT with .plan.json).")] = None,
+    importance: Annotated[str, typer.Option(help="Channel ranking: l2 (the papers') or l1.")] = "l2",
+    force: Force = False,
+    as_json: Json = False,
+) -> None:
+    """Uniform structured pruning (PSViT's first step): the same ratio in every group, by filter norm.
+
+    Example: svtprune prune model.onnx --ratio 0.3 -o pruned.onnx
+    """
+    from svtprune.jobs.prune import prune_uniform, write_outputs
+
+    result = prune_uniform(path=model, ratio=ratio, importance=importance)
+    plan_path = write_outputs(result=result, out=out, plan_out=plan_out, force=force)
+    summary = {
+        "output": str(out),
+        "plan": str(plan_path),
+        "ratio": ratio,
+        "original_param_bytes": result.original_bytes,
+        "pruned_param_bytes": result.pruned_bytes,
+        "expected_param_bytes": result.expected_bytes,
+        "memory_saving": 1 - result.pruned_bytes / result.original_bytes,
+    }
+    if as_json:
+        emit_json(summary)
+    else:
+        print_prune(summary)

@@ -1,0 +1,215 @@
+"""Everything the commands print: summaries and tables (rich), JSON on stdout, progress on stderr.
+
+Progress goes to stderr so that ``--json`` leaves one object on stdout: a spinner on a terminal,
+one line per step otherwise (a log, a CI job or a test reading the pipe sees where the run is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from svtprune.errors import ConstraintError
+
+Progress = Callable[[str], None]
+
+
+def emit_json(report: Any) -> None:
+    """One JSON object on stdout, nothing else."""
+    typer.echo(json.dumps(report))
+
+
+def problem(kind: str, style: str, message: str) -> None:
+    """One line on stderr: ``kind: message`` (never wrapped, never read as rich markup)."""
+    line = " ".join(message.split())
+    Console(stderr=True).print(Text.assemble((f"{kind}:", style), " ", line), soft_wrap=True, highlight=False)
+
+
+@contextlib.contextmanager
+def progress(label: str) -> Iterator[Progress]:
+    """A ``progress(message)`` callback for the library: a status line, or a line per step off a terminal."""
+    console = Console(stderr=True)
+    if console.is_terminal:
+        with console.status(label) as status:
+            yield status.update
+        return
+
+    def say(message: str) -> None:
+        sys.stderr.write(f"{label}: {message}\n")
+        sys.stderr.flush()
+
+    yield say
+
+
+def run_search(label: str, run: Callable[[Progress], dict], as_json: bool) -> dict | None:
+    """``run(progress)`` with progress shown; with ``as_json`` the report (a failed one too) goes to stdout.
+
+    Returns the report for the command to print, or None when it was already printed as JSON.
+    """
+    with progress(label) as say:
+        try:
+            report = run(say)
+        except ConstraintError as exc:
+            if as_json and exc.report:
+                emit_json(exc.report)
+            raise
+    if as_json:
+        emit_json(report)
+        return None
+    return report
+
+
+def _files_line(out: Path) -> str:
+    return f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
+
+
+def _finetune_line(report: dict, done: str) -> str:
+    """``done`` names what was fine-tuned, with ``{images}`` where the image count goes."""
+    if "finetune" not in report:
+        return ""
+    tune = report["finetune"]
+    return (
+        f"{done.format(images=tune['images'])}: held-out accuracy "
+        f"{tune['accuracy_before']:.2f}% -> {tune['accuracy_after']:.2f}%\n"
+    )
+
+
+def print_compress(report: dict, out: Path) -> None:
+    """The compress (and demo) summary: bytes, accuracy, latency, energy, where the files are."""
+    original, compressed, energy = report["original"], report["compressed"], report["energy"]
+    Console().print(
+        f"{report['memory_saving']:.1%} of parameter bytes saved ({original['param_bytes']:,} -> "
+        f"{compressed['param_bytes']:,}), accuracy {original['accuracy']:.2f}% -> "
+        f"{compressed['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
+        f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
+        f"ORT CPU latency (fastest run) {original['fastest_ms_b1']:.2f} -> "
+        f"{compressed['fastest_ms_b1']:.2f} ms (batch 1, {report['speedup']['b1']:.2f}x), "
+        f"{original['fastest_ms_b64']:.1f} -> {compressed['fastest_ms_b64']:.1f} ms "
+        f"(batch 64, {report['speedup']['b64']:.2f}x)\n"
+        f"energy (45 nm estimate) {energy['original']['energy_uJ_per_image']:.1f} -> "
+        f"{energy['compressed']['energy_uJ_per_image']:.1f} uJ per image "
+        f"({report['energy_saving']:.1%} saved)\n"
+        + _finetune_line(report, "fine-tuned on {images} images")
+        + _files_line(out)
+    )
+
+
+def print_quantize(report: dict, out: Path) -> None:
+    """The quantize summary: bytes, how many layers took each width, accuracy, where the files are."""
+    q = report["quantization"]
+    widths: dict[int, int] = {}
+    for row in q["layers"]:
+        widths[row["bits"]] = widths.get(row["bits"], 0) + 1
+    spread = ", ".join(f"{count} at {b} bits" for b, count in sorted(widths.items()))
+    Console().print(
+        f"{report['memory_saving']:.1%} of parameter bytes saved ({report['original']['param_bytes']:,} -> "
+        f"{report['compressed']['param_bytes']:,}); layers: {spread}\n"
+        f"accuracy {report['original']['accuracy']:.2f}% -> {report['compressed']['accuracy']:.2f}% on "
+        f"{report['data']['held_out_images']} held-out images; {q['full_evaluations']} full evaluations, "
+        f"{q['gated_out']} gated out by drift, {report['wall_seconds']:.0f} s.\n"
+        + _finetune_line(report, "fine-tuned on the quantization grids ({images} images)")
+        + _files_line(out)
+    )
+
+
+def print_eval(model: Path, r: dict) -> None:
+    """Accuracy, bytes and latency of one model."""
+    label = "accuracy" if r["metric"] == "top1" else "agreement with reference"
+    Console().print(
+        f"{model}\n  {label}: {r['accuracy']:.2f}% on {r['samples']} images\n"
+        f"  parameter bytes: {r['param_bytes']:,}   file bytes: {r['file_bytes']:,}\n"
+        f"  latency (ORT CPU, median): batch 1 {r['latency_ms_b1']:.2f} ms, batch 64 {r['latency_ms_b64']:.1f} ms"
+    )
+
+
+def print_analyze(model: Path, report: dict) -> None:
+    """The channel groups as a table (refused ones with their reasons), then the neurons found."""
+    console = Console()
+    table = Table(title=f"{model}: {report['nodes']} nodes, {report['param_bytes']:,} parameter bytes")
+    table.add_column("group", overflow="fold", min_width=24)
+    for column in ("channels", "heads", "params", "members"):
+        table.add_column(column, justify="right")
+    table.add_column("status", overflow="fold")
+    for row in report["groups"]:
+        status = "prunable" if row["prunable"] else "refused: " + "; ".join(row["refused"])
+        table.add_row(
+            row["group"],
+            str(row["channels"]),
+            str(row["heads"] or ""),
+            f"{row['params']:,}",
+            str(len(row["members"])),
+            status,
+        )
+    console.print(table)
+    steps = {n["time_steps"] for n in report["neurons"]}
+    console.print(f"{len(report['neurons'])} spiking neurons found, time steps {sorted(steps)}")
+
+
+def print_prune(summary: dict) -> None:
+    """What prune wrote and how many bytes it saved."""
+    Console(stderr=True).print(
+        f"wrote {summary['output']} ({summary['pruned_param_bytes']:,} parameter bytes, was "
+        f"{summary['original_param_bytes']:,}: {summary['memory_saving']:.1%} saved) and {summary['plan']}"
+    )
+
+
+def print_verify(result: dict) -> None:
+    """PASS or FAIL with the counts of identical, tied and failing samples."""
+    verdict = "PASS" if result["passed"] else "FAIL"
+    Console(stderr=True).print(
+        f"{verdict}: {result.get('exact', 0)} of {result['samples']} samples identical (logits to 1e-4, "
+        f"every spike count), {result.get('threshold_ties', 0)} diverge at a membrane on its threshold "
+        f"(float summation order), {result.get('failures', result['samples'])} fail"
+    )
+
+
+def print_export(summary: dict) -> None:
+    """Which file was written, of which architecture."""
+    Console(stderr=True).print(f"wrote {summary['output']}: {summary['arch']}, {summary['nodes']} nodes")
+
+
+def print_finetune(report: dict, out: Path) -> None:
+    """Accuracy before and after fine-tuning, against the original's."""
+    typer.echo(
+        f"{out}: accuracy {report['accuracy_before_finetune']:.2f}% -> {report['accuracy_after_finetune']:.2f}% "
+        f"(original {report['original']['accuracy']:.2f}%, memory saved {100 * report['memory_saving']:.1f}%, "
+        f"{report['wall_seconds']:.0f} s)"
+    )
+
+
+def print_energy(model: Path, report: dict, source: str) -> None:
+    """The per-layer energy table and the total per image."""
+    table = Table(title=f"{model} on {report['images']} images (per image)")
+    for column in ("layer", "op", "input", "firing rate", "dense MACs", "ops", "energy (nJ)"):
+        table.add_column(column, justify="left" if column in ("layer", "op", "input") else "right")
+    for layer in report["layers"]:
+        kind = "spikes" if layer["spike_input"] else "real"
+        table.add_row(
+            layer["node"],
+            layer["op"],
+            kind,
+            f"{layer['firing_rate']:.3f}",
+            f"{layer['macs']:,.0f}",
+            f"{layer['ops']:,.0f}",
+            f"{layer['energy_pj'] / 1e3:,.1f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print(
+        f"total: {report['total_sops']:,.0f} SOPs + {report['total_macs_real_input']:,.0f} MACs "
+        f"(dense {report['total_dense_macs']:,.0f}) = {report['energy_uJ_per_image']:.2f} µJ per image  [{source}]"
+    )
+
+
+def print_demo_start(model: Path, data: Path, max_drop: float) -> None:
+    """What the demo is about to do (it takes minutes)."""
+    Console(stderr=True).print(f"compressing {model.name} on {data.name} (PrimeSVT, max drop {max_drop} point)")

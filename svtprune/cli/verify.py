@@ -1,0 +1,38 @@
+"""``svtprune verify``: check a pruned model against the oracle (the original, slices zeroed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from svtprune.cli.options import Json, ModelArg
+from svtprune.cli.render import emit_json, print_verify
+from svtprune.errors import ConstraintError
+
+
+def verify(
+    original: ModelArg,
+    pruned: Annotated[Path, typer.Argument(help="Pruned ONNX file.", show_default=False)],
+    plan: Annotated[Path, typer.Option(help="Plan JSON written by prune or compress.")],
+    data: Annotated[Path | None, typer.Option(help=".npz whose x to run (default: random inputs).")] = None,
+    samples: Annotated[int, typer.Option(help="How many images of --data to run.", min=1)] = 64,
+    as_json: Json = False,
+) -> None:
+    """Check a pruned model against the oracle: the original with the removed slices zeroed.
+
+    A sample passes when logits agree to 1e-4 and every neuron's spike count is identical, or when
+    the first difference is a membrane sitting on its threshold (float summation order). Exit 0 when
+    no sample fails, else 1.
+    Example: svtprune verify model.onnx pruned.onnx --plan pruned.plan.json
+    """
+    from svtprune.jobs.verify import verify_files
+
+    result = verify_files(original=original, pruned=pruned, plan=plan, data=data, samples=samples)
+    if as_json:
+        emit_json(result)
+    else:
+        print_verify(result)
+    if not result["passed"]:
+        raise ConstraintError("pruned model does not match the oracle")

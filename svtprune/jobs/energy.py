@@ -1,0 +1,22 @@
+"""The energy job: synaptic operations and 45 nm energy per image, from measured firing rates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from svtprune.data import load_npz
+from svtprune.errors import UserError
+from svtprune.graph.io import load_model
+from svtprune.runtime import check_data, make_session
+
+
+def energy_report(model: str | Path, data: str | Path, limit: int = 512) -> dict:
+    """Per-layer MACs, firing rates, SOPs and energy on at most ``limit`` images of ``data``."""
+    from svtprune.hardware.energy import measure_energy
+
+    if limit < 1:
+        raise UserError(f"must be at least 1, got {limit}", option="limit")
+    onnx_model = load_model(model)
+    x = load_npz(data).x[:limit]
+    check_data(make_session(onnx_model), x)
+    return measure_energy(onnx_model, x).to_dict()

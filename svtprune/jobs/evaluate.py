@@ -1,0 +1,23 @@
+"""The eval job: accuracy (or agreement with a reference model), bytes and latency of one file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from svtprune.data import load_npz
+from svtprune.errors import UserError
+from svtprune.evaluate import EvalResult, evaluate
+from svtprune.graph.io import load_model
+from svtprune.runtime import logits_of, make_session
+
+
+def evaluate_file(
+    model: str | Path, data: str | Path, reference: str | Path | None = None, batch: int = 256, progress: bool = False
+) -> EvalResult:
+    """Evaluate ``model`` on ``data``; without labels, top-1 agreement with ``reference``."""
+    if batch < 1:
+        raise UserError(f"must be at least 1, got {batch}", option="batch")
+    dataset = load_npz(data)
+    load_model(model)  # one clear error for a missing or corrupt file
+    ref_logits = logits_of(make_session(load_model(reference)), dataset.x, batch) if reference else None
+    return evaluate(model, dataset, ref_logits, progress=progress, batch=batch)

@@ -1,0 +1,73 @@
+"""The prune job: uniform structured pruning (PSViT's first step) and writing model + plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from svtprune.errors import UserError
+from svtprune.graph.analysis import Analysis, analyze
+from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.graph.plan import Plan, keep_mask, uniform_plan
+from svtprune.graph.surgery import prune
+from svtprune.importance import group_scores
+
+
+@dataclass
+class PruneResult:
+    """The pruned model, its plan, and the byte counts the summary reports."""
+
+    model: onnx.ModelProto
+    plan: Plan
+    original_bytes: int
+    pruned_bytes: int
+    expected_bytes: int
+
+
+def prune_uniform(path: str | Path, ratio: float, importance: str = "l2") -> PruneResult:
+    """The PSViT first step: the same ratio in every prunable group, filters ranked by norm."""
+    if not 0.0 <= ratio < 1.0:
+        raise UserError(f"must be in [0, 1), got {ratio}", option="ratio")
+    model = load_model(path)
+    analysis = analyze(model)
+    if not analysis.prunable_groups:
+        reasons = "; ".join(sorted({r for g in analysis.groups for r in g.refused})) or "no weighted layers"
+        raise UserError(f"{path}: no prunable channel group ({reasons})")
+    plan = uniform_plan(analysis, ratio, group_scores(analysis, importance))
+    plan.meta.update({"source": str(path), "importance": importance})
+    pruned = prune(analysis, plan)
+    expected = expected_param_bytes(analysis, plan)
+    return PruneResult(pruned, plan, param_bytes(model), param_bytes(pruned), expected)
+
+
+def expected_param_bytes(analysis: Analysis, plan: Plan) -> int:
+    """What the file should weigh after the plan, from the plan alone (not from surgery).
+
+    A weight cut on two axes (a layer that consumes one group and produces another) keeps
+    the product of the kept fractions, so this is per tensor, not a sum over groups.
+    """
+    atom_keep = keep_mask(analysis, plan)
+    kept_along: dict[str, dict[int, int]] = {}
+    for member in analysis.members:
+        kept_along.setdefault(member.initializer, {})[member.axis] = int(atom_keep[member.ids].sum())
+    total = 0
+    for tensor in analysis.model.graph.initializer:
+        dims = list(tensor.dims)
+        for axis, count in kept_along.get(tensor.name, {}).items():
+            dims[axis] = count
+        total += int(np.prod(dims)) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    return total
+
+
+def write_outputs(result: PruneResult, out: str | Path, plan_out: str | Path | None, force: bool) -> Path:
+    """Write the pruned model at ``out`` and its plan (default ``out`` with ``.plan.json``)."""
+    out = Path(out)
+    plan_path = Path(plan_out) if plan_out else out.with_suffix(".plan.json")
+    if plan_path.exists() and not force:
+        raise UserError(f"is needed to overwrite {plan_path}, which already exists", option="force")
+    save_model(result.model, out, force=force)
+    write_text_atomic(plan_path, result.plan.to_json())
+    return plan_path

@@ -1,0 +1,106 @@
+"""The verify job: a pruned file must equal the original with the plan's slices zeroed (the oracle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from svtprune.errors import UserError
+from svtprune.graph.analysis import analyze
+from svtprune.graph.io import load_model
+from svtprune.graph.plan import Plan
+from svtprune.graph.surgery import zero_out
+from svtprune.spiking.neurons import find_neurons, with_taps
+
+TIE = 1e-4  # a membrane this close to its threshold may fire or not depending on summation order
+
+
+def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: np.ndarray | None = None) -> dict:
+    """Run the oracle: the pruned file must equal the original with the plan's slices zeroed.
+
+    A sample matches when its logits agree to 1e-4 and every neuron's spike count per time step
+    is identical. Fewer input channels change the order in which a layer sums in float32, so a
+    membrane sitting on its threshold can fire in one model and not the other; a sample whose
+    first difference is such a tie (the oracle holds at least as many near-threshold membranes
+    as spikes differ there) is counted as a tie, not as a failure.
+    """
+    analysis = analyze(load_model(original))
+    oracle = zero_out(analysis, Plan.load(plan_path))
+    candidate = load_model(pruned)
+    x = _random_input(analysis.model) if x is None else x
+    neurons_o, neurons_p = find_neurons(oracle), find_neurons(candidate)
+    out_o = _run(with_taps(oracle, neurons_o, spikes=True), x)
+    out_p = _run(with_taps(candidate, neurons_p, spikes=True), x)
+    logits_o, logits_p = out_o[oracle.graph.output[0].name], out_p[candidate.graph.output[0].name]
+    counts_o, counts_p = _spike_counts(oracle, out_o), _spike_counts(candidate, out_p)
+    if len(counts_o) != len(counts_p):
+        return {"passed": False, "reason": "different neuron counts", "samples": int(len(x))}
+    exact, ties, failures = 0, 0, 0
+    for sample in range(len(x)):
+        divergence = _first_divergence(counts_o, counts_p, sample)
+        if divergence is None:
+            close = np.abs(logits_o[sample] - logits_p[sample]).max() <= 1e-4
+            exact, failures = exact + close, failures + (not close)
+        elif _is_tie(neurons_o[divergence[0]], divergence, out_o, sample, counts_o, counts_p):
+            ties += 1
+        else:
+            failures += 1
+    matched = np.abs(logits_o - logits_p).max(axis=1) <= 1e-4
+    return {
+        "samples": int(len(x)),
+        "exact": int(exact),
+        "threshold_ties": int(ties),
+        "failures": int(failures),
+        "max_logit_difference_exact_samples": float(np.abs(logits_o - logits_p)[matched].max(initial=0.0)),
+        "neurons": len(counts_o),
+        "passed": failures == 0,
+    }
+
+
+def _first_divergence(counts_o: list, counts_p: list, sample: int) -> tuple[int, int] | None:
+    """(neuron, time step) where the two models' spike counts first differ, in graph order."""
+    for index, (a, b) in enumerate(zip(counts_o, counts_p, strict=True)):
+        steps = np.flatnonzero(a[:, sample] != b[:, sample])
+        if len(steps):
+            return index, int(steps[0])
+    return None
+
+
+def _is_tie(neuron, where: tuple[int, int], outputs: dict, sample: int, counts_o: list, counts_p: list) -> bool:  # noqa: ANN001
+    index, step = where
+    membrane = outputs[neuron.membranes[step]][sample]
+    near = int((np.abs(membrane - neuron.thresholds[step]) <= TIE * max(1.0, abs(neuron.thresholds[step]))).sum())
+    return near >= abs(int(counts_o[index][step, sample]) - int(counts_p[index][step, sample])) > 0
+
+
+def _spike_counts(model: onnx.ModelProto, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return [
+        np.stack([outputs[s].reshape(outputs[s].shape[0], -1).sum(axis=1) for s in neuron.spikes])
+        for neuron in find_neurons(model)
+    ]
+
+
+def _random_input(model: onnx.ModelProto, batch: int = 8) -> np.ndarray:
+    value = model.graph.input[0]
+    dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
+    return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+
+
+def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    from svtprune.runtime import make_session, predict
+
+    return predict(make_session(model), x)
+
+
+def verify_files(
+    original: str | Path, pruned: str | Path, plan: str | Path, data: str | Path | None = None, samples: int = 64
+) -> dict:
+    """``verify`` on the first ``samples`` images of ``data`` (random inputs without data)."""
+    from svtprune.data import load_npz
+
+    if samples < 1:
+        raise UserError(f"must be at least 1, got {samples}", option="samples")
+    x = load_npz(data).x[:samples] if data else None
+    return verify(original, pruned, plan, x)
