@@ -29,10 +29,16 @@ def check_number(value: Any, option: str, low: float | None = None, high: float 
     below = low is not None and (value <= low if open_.get("low_open") else value < low)
     above = high is not None and (value >= high if open_.get("high_open") else value > high)
     if below or above:
-        left, right = "(" if open_.get("low_open") else "[", ")" if open_.get("high_open") else "]"
-        lower, upper = ("-inf" if low is None else f"{low:g}"), ("inf" if high is None else f"{high:g}")
-        span = f"{left}{lower}, {upper}{right}"
-        raise UserError(f"must be in {span}, got {value}", option=option)
+        raise UserError(f"must be {_span(low, high, open_)}, got {value}", option=option)
+
+
+def _span(low: float | None, high: float | None, open_: dict[str, bool]) -> str:
+    if high is None:
+        return f"{'>' if open_.get('low_open') else '>='} {low:g}"
+    if low is None:
+        return f"{'<' if open_.get('high_open') else '<='} {high:g}"
+    left, right = "(" if open_.get("low_open") else "[", ")" if open_.get("high_open") else "]"
+    return f"in {left}{low:g}, {high:g}{right}"
 
 
 def check_choice(value: str, option: str, choices: tuple[str, ...]) -> None:
