@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from svtprune.graph.analysis import analyze
-from svtprune.importance import group_scores
-from svtprune.importance_data import column_saliency
+from svtprune.importance import column_saliency, group_scores
 
 
 def _brute_force(x: np.ndarray, w: np.ndarray, j: int, update: bool) -> float:

@@ -99,16 +99,8 @@ def compress(
     final, held_accuracy = pruned.model, pruned.held_accuracy
     quantization, spent_points = None, pruned.budget.max_drop  # what the fine-tuning, if any, has to win back
     if options.quantize is not None:
-        say("choosing weight bits for the pruned model")
-        spent_points = SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
-        check = (held, start.targets["held"], start.holds(options.max_accuracy_drop))
-        final, accuracy, quantization, plan.bits = quantize_after_pruning(
-            final, search, start.targets["search"], start.baseline["search"], spent_points, options.quantize, say,
-            None if tune is not None else check,
-        )  # fmt: skip
-        held_accuracy = accuracy if accuracy is not None else start.held_accuracy(final)
-        quantization["budget_split"] = budget_split(
-            options.prune_share, pruned.budget.max_drop, spent_points, tune is not None
+        final, held_accuracy, quantization, plan.bits, spent_points = quantize_pruned(
+            final, (search, held), start, pruned.budget.max_drop, options, tune is not None, say
         )
     finetune = None
     if tune is not None:
@@ -132,6 +124,31 @@ def compress(
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_outputs(final, out, plan.to_json(analysis), report)
     return report
+
+
+def quantize_pruned(
+    pruned: onnx.ModelProto,
+    data: tuple[Dataset, Dataset],
+    start: Start,
+    prune_points: float,
+    options: CompressOptions,
+    tuned: bool,
+    say: Say,
+) -> tuple[onnx.ModelProto, float, dict, dict[str, int], float]:
+    """The bit search on the pruned model: model, held-out accuracy, report section, bits, points it spent.
+
+    Without fine-tuning, the held-out check (and its step-back) happens here; with it, after the tuning."""
+    search, held = data
+    say("choosing weight bits for the pruned model")
+    spent_points = SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
+    check = (held, start.targets["held"], start.holds(options.max_accuracy_drop))
+    final, accuracy, quantization, bits = quantize_after_pruning(
+        pruned, search, start.targets["search"], start.baseline["search"], spent_points, options.quantize, say,
+        None if tuned else check,
+    )  # fmt: skip
+    held_accuracy = accuracy if accuracy is not None else start.held_accuracy(final)
+    quantization["budget_split"] = budget_split(options.prune_share, prune_points, spent_points, tuned)
+    return final, held_accuracy, quantization, bits, spent_points
 
 
 def prune_step(

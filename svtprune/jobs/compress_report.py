@@ -56,6 +56,20 @@ def _shortfalls(options: CompressOptions, drop: float, saving: float, speedups: 
     return reasons
 
 
+def constraints_section(options: CompressOptions, search_points: float) -> dict:
+    """What the user asked for, and the share of the budget the search itself could spend."""
+    goal = options.goal
+    return {
+        "max_accuracy_drop": options.max_accuracy_drop,
+        "min_memory_saving": goal.min_memory_saving,
+        "search_budget_points": search_points,
+        "objective": goal.objective,
+        "min_speedup": goal.min_speedup,
+        "max_latency_ms": goal.max_latency_ms,
+        "min_energy_saving": goal.min_energy_saving,
+    }
+
+
 def compress_report(
     paths: tuple[str | Path, str | Path],
     options: CompressOptions,
@@ -70,7 +84,7 @@ def compress_report(
 ) -> dict:
     """Assemble the report of one compress run."""
     model_path, data_path = paths
-    executor, result, goal = pruned.executor, pruned.result, options.goal
+    executor, result = pruned.executor, pruned.result
     original_bytes, final_bytes = executor.original_bytes, param_bytes(final)
     drop = start.baseline["held"] - held_accuracy
     saving = 1 - final_bytes / original_bytes
@@ -86,25 +100,16 @@ def compress_report(
         {"group": g.name, "before": g.size, "after": len(plan.kept[g.name]), "ratio": result.ratios.get(g.name, 0.0)}
         for g in analysis.prunable_groups
     ]
-    calibration = executor.calibration
     return {
         "command": "compress",
         "method": options.prune.method,
         "importance": options.prune.importance,
-        "reconstruction": f"least squares on {len(calibration)} calibration images"
-        if calibration is not None
+        "reconstruction": f"least squares on {len(executor.calibration)} calibration images"
+        if executor.calibration is not None
         else "off",
         "model": str(model_path),
         "data": start.data_section(data_path, options.split.seed),
-        "constraints": {
-            "max_accuracy_drop": options.max_accuracy_drop,
-            "min_memory_saving": goal.min_memory_saving,
-            "search_budget_points": pruned.budget.max_drop,
-            "objective": goal.objective,
-            "min_speedup": goal.min_speedup,
-            "max_latency_ms": goal.max_latency_ms,
-            "min_energy_saving": goal.min_energy_saving,
-        },
+        "constraints": constraints_section(options, pruned.budget.max_drop),
         "metric": start.metric(),
         "original": {
             "param_bytes": original_bytes,

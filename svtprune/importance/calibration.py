@@ -1,4 +1,4 @@
-"""Data-driven channel importance from calibration activations (second-order and Taylor).
+"""Calibration statistics for the data-driven criteria (``svtprune.importance.saliency``).
 
 For every weighted consumer (a sink member: Conv/MatMul reading the group's channels) we
 accumulate H = XᵀX of its input over calibration data, channels as columns. Removing input
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from svtprune.graph.analysis import Analysis, Group, Member
+from svtprune.graph.analysis import Analysis, Member
 from svtprune.runtime import make_session
 
 DAMPING = 1e-6  # relative to mean(diag H): keeps H invertible when a channel never fires
@@ -35,11 +35,11 @@ class Calibration:
     rows: int = 0
 
 
-def _nodes(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+def nodes_by_name(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
     return {n.name: n for n in model.graph.node}
 
 
-def _activation(node: onnx.NodeProto, member: Member) -> tuple[str, int] | None:
+def activation(node: onnx.NodeProto, member: Member) -> tuple[str, int] | None:
     """(activation tensor, its channel axis) a sink weight multiplies, or None if unsupported."""
     if node.op_type == "Conv" and member.input_index == 1:
         return node.input[0], 1
@@ -50,19 +50,19 @@ def _activation(node: onnx.NodeProto, member: Member) -> tuple[str, int] | None:
     return None
 
 
-def _full_hessian(node: onnx.NodeProto, weight: np.ndarray) -> bool:
+def full_hessian(node: onnx.NodeProto, weight: np.ndarray) -> bool:
     if node.op_type != "Conv":
         return True
     groups = next((a.i for a in node.attribute if a.name == "group"), 1)
     return groups == 1 and int(np.prod(weight.shape[2:])) == 1
 
 
-def _wanted(analysis: Analysis) -> dict[str, int]:
-    nodes = _nodes(analysis.model)
+def wanted_activations(analysis: Analysis) -> dict[str, int]:
+    nodes = nodes_by_name(analysis.model)
     wanted: dict[str, int] = {}
     for group in analysis.groups:
         for member in group.members:
-            spot = _activation(nodes[member.node], member) if member.role == "sink" else None
+            spot = activation(nodes[member.node], member) if member.role == "sink" else None
             if spot is not None:
                 wanted[spot[0]] = spot[1]
     return wanted
@@ -70,7 +70,7 @@ def _wanted(analysis: Analysis) -> dict[str, int]:
 
 def calibrate(analysis: Analysis, x: np.ndarray, batch: int = 64) -> Calibration:
     """Run the normalised model on ``x`` once and accumulate XᵀX for every consumer input."""
-    wanted = _wanted(analysis)
+    wanted = wanted_activations(analysis)
     model = onnx.ModelProto()
     model.CopyFrom(analysis.model)
     present = {o.name for o in model.graph.output}
@@ -86,58 +86,3 @@ def calibrate(analysis: Analysis, x: np.ndarray, batch: int = 64) -> Calibration
             calibration.hessians[name] = calibration.hessians.get(name, 0) + h
         calibration.rows += min(batch, len(x) - start)
     return calibration
-
-
-def column_saliency(
-    weight_rows: np.ndarray, hessian: np.ndarray, second_order: bool, damping: float = DAMPING
-) -> np.ndarray:
-    """Per input row j of ``weight_rows`` [C_in, out]: OBS (second order) or Taylor error."""
-    norms = (weight_rows.astype(np.float64) ** 2).reshape(weight_rows.shape[0], -1).sum(axis=1)
-    diag = np.diag(hessian).copy()
-    if not second_order:
-        return norms * diag
-    damp = damping * max(float(diag.mean()), 1e-12)
-    inverse = np.linalg.inv(hessian + damp * np.eye(len(diag)))
-    return norms / np.diag(inverse)
-
-
-def _scores(
-    analysis: Analysis, group: Group, weights: dict[str, np.ndarray], calibration: Calibration, second: bool
-) -> np.ndarray:
-    from svtprune.importance import l2_scores
-
-    nodes = _nodes(analysis.model)
-    position = {int(c): i for i, c in enumerate(group.channels)}
-    total = np.zeros(group.size, dtype=np.float64)
-    used = False
-    for member in group.members:
-        node = nodes.get(member.node)
-        spot = _activation(node, member) if member.role == "sink" and node is not None else None
-        if spot is None or spot[0] not in calibration.hessians:
-            continue
-        weight = weights[member.initializer]
-        rows = np.moveaxis(weight, member.axis, 0) if node.op_type != "Conv" else np.moveaxis(weight, 1, 0)
-        hessian = calibration.hessians[spot[0]]
-        full = _full_hessian(node, weight)
-        per_row = column_saliency(rows, hessian if full else np.diag(np.diag(hessian)), second and full)
-        for p, atom in enumerate(member.ids.tolist()):
-            channel = int(analysis.channel_of_atom[atom])
-            if channel in position:
-                total[position[channel]] += per_row[p]
-                used = True
-    return total if used else l2_scores(analysis, group, weights)
-
-
-def hessian_scores(
-    analysis: Analysis, group: Group, weights: dict[str, np.ndarray], calibration: Calibration
-) -> np.ndarray:
-    return _scores(analysis, group, weights, calibration, second=True)
-
-
-def taylor_scores(
-    analysis: Analysis, group: Group, weights: dict[str, np.ndarray], calibration: Calibration
-) -> np.ndarray:
-    return _scores(analysis, group, weights, calibration, second=False)
-
-
-DATA_CRITERIA = {"hessian": hessian_scores, "taylor": taylor_scores}
