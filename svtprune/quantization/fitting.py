@@ -83,14 +83,14 @@ def quantize_weight(
     if scheme.rounding == "gptq":
         fitted = quantize_weight(weight, layer, bits, replace(scheme, rounding="mse"))
         return fitted if hessian is None else gptq_rounded(weight, layer, bits, scheme, fitted, hessian)
-    fitted = fitted(weight, layer, bits, scheme)
+    fitted = fit_grid(weight, layer, bits, scheme)
     if not scheme.scale_codes:
         return fitted
     codes, step = coded_scales(fitted.scale)
     return on_grid(weight, replace(fitted, scale=codes.astype(np.float32) * step))
 
 
-def fitted(weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme) -> QuantizedWeight:
+def fit_grid(weight: np.ndarray, layer: Layer, bits: int, scheme: QuantScheme) -> QuantizedWeight:
     rows = grouped(weight.astype(np.float32), layer, scheme.block_size)
     scale, zero, q = fit_rows(rows, bits, scheme)
     if not scheme.block_size:
