@@ -9,15 +9,11 @@ import base64
 import html
 import io
 import json
-from pathlib import Path
-
-from svtprune.graph.io import write_text_atomic
 
 
-def write_reports(report: dict, out: Path) -> tuple[Path, Path]:
-    json_path = write_text_atomic(out.with_suffix(".report.json"), json.dumps(report, indent=1) + "\n")
-    html_path = write_text_atomic(out.with_suffix(".report.html"), render_html(report))
-    return json_path, html_path
+def report_texts(report: dict) -> tuple[str, str]:
+    """The JSON and the HTML report of one run (written as ``out.report.json`` and ``out.report.html``)."""
+    return json.dumps(report, indent=1) + "\n", render_html(report)
 
 
 def _figure_png(draw) -> str:  # noqa: ANN001

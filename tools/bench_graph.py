@@ -16,7 +16,7 @@ sys.path.insert(0, str(ROOT))
 from svtprune.data import load_npz  # noqa: E402
 from svtprune.evaluate import evaluate  # noqa: E402
 from svtprune.jobs.analyze import analyze_report  # noqa: E402
-from svtprune.jobs.prune import prune_uniform, write_outputs  # noqa: E402
+from svtprune.jobs.prune import claim_outputs, prune_uniform, write_outputs  # noqa: E402
 from svtprune.jobs.verify import verify  # noqa: E402
 from svtprune.runtime import latency_ms, make_session  # noqa: E402
 
@@ -39,7 +39,8 @@ def main() -> None:
         result = prune_uniform(path, args.ratio)
         with tempfile.TemporaryDirectory() as folder:
             out = Path(folder) / "pruned.onnx"
-            plan = write_outputs(result, out, None, force=True)
+            with claim_outputs(out, None, path, force=True) as outputs:
+                plan = write_outputs(result, outputs)
             check = verify(path, out, plan, data.x[:256])
             before = evaluate(path, data, latency=False)
             after = evaluate(out, data, latency=False)

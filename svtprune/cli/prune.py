@@ -29,10 +29,11 @@ def prune(
 
     Example: svtprune prune model.onnx --ratio 0.3 -o pruned.onnx
     """
-    from svtprune.jobs.prune import prune_uniform, write_outputs
+    from svtprune.jobs.prune import claim_outputs, prune_uniform, write_outputs
 
-    result = prune_uniform(path=model, ratio=ratio, importance=importance)
-    plan_path = write_outputs(result=result, out=out, plan_out=plan_out, force=force)
+    with claim_outputs(out, plan_out, model, force) as outputs:
+        result = prune_uniform(path=model, ratio=ratio, importance=importance)
+        plan_path = write_outputs(result, outputs)
     summary = {
         "output": str(out),
         "plan": str(plan_path),

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from svtprune.errors import UserError
+from svtprune.outputs import OutputSet
 
 
 def attribute(node: onnx.NodeProto, name: str, default: object = None) -> object:
@@ -35,34 +34,21 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     return model
 
 
-def _readable_by_others(path: str) -> None:
-    """mkstemp makes 0600 files; a saved model should get the usual permissions (umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
 def save_model(model: onnx.ModelProto, path: str | Path, force: bool = False) -> Path:
-    """Write atomically (temp file + rename) so a crash never leaves half a model behind.
+    """Write one model file atomically (``svtprune.outputs``: checked, locked, temp file + rename).
 
     Intermediate shapes (``value_info``) are left out: ONNX Runtime and shape inference recompute
     them, and on a 2-bit model they were 22% of the file (31.8 k of 141.4 k bytes).
     """
     path = Path(path)
-    if path.exists() and not force:
-        raise UserError(f"is needed to overwrite {path}, which already exists", option="force")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    model = as_written(model)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        onnx.save(model, tmp)
-        _readable_by_others(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with OutputSet.claim([path], force=force) as outputs:
+        outputs.write({path: model_bytes(model)})
     return path
+
+
+def model_bytes(model: onnx.ModelProto) -> bytes:
+    """The bytes ``save_model`` writes for ``model``."""
+    return as_written(model).SerializeToString()
 
 
 def as_written(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -78,17 +64,6 @@ def as_written(model: onnx.ModelProto) -> onnx.ModelProto:
 def written_bytes(model: onnx.ModelProto) -> int:
     """The size of the file ``save_model`` writes for ``model``."""
     return as_written(model).ByteSize()
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(text)
-    _readable_by_others(tmp)
-    os.replace(tmp, path)
-    return path
 
 
 def param_bytes(model: onnx.ModelProto) -> int:

@@ -19,8 +19,9 @@ import onnxruntime as ort
 from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
-from svtprune.graph.io import save_model, write_text_atomic
+from svtprune.graph.io import model_bytes
 from svtprune.jobs.options import FinetuneOptions
+from svtprune.outputs import OutputSet
 from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, run_times_ms
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
@@ -123,9 +124,13 @@ class Tuning:
         return tuned, section, after
 
 
-def check_out(out: Path, force: bool) -> None:
-    if out.exists() and not force:
-        raise UserError(f"is not set and {out} already exists", "force")
+def claim_outputs(out: Path, inputs: tuple[str | Path | None, ...], force: bool) -> OutputSet:
+    """A search job's four files (model, plan, JSON and HTML reports), checked and locked before the search."""
+    return OutputSet.claim(job_files(out), inputs, force)
+
+
+def job_files(out: Path) -> tuple[Path, Path, Path, Path]:
+    return out, out.with_suffix(".plan.json"), out.with_suffix(".report.json"), out.with_suffix(".report.html")
 
 
 def timed(session: ort.InferenceSession) -> tuple[tuple[float, float], tuple[float, float]]:
@@ -134,10 +139,10 @@ def timed(session: ort.InferenceSession) -> tuple[tuple[float, float], tuple[flo
     return (statistics.median(one), statistics.median(many)), (min(one), min(many))
 
 
-def write_outputs(model: onnx.ModelProto, out: Path, plan_json: str, report: dict) -> None:
-    """The model, its plan and its reports beside it."""
-    from svtprune.report import write_reports
+def write_outputs(outputs: OutputSet, model: onnx.ModelProto, plan_json: str, report: dict) -> None:
+    """The model, its plan and its reports beside it, all or none."""
+    from svtprune.report import report_texts
 
-    save_model(model, out, force=True)
-    write_text_atomic(out.with_suffix(".plan.json"), plan_json)
-    write_reports(report, out)
+    out, plan_path, json_path, html_path = outputs.paths
+    json_text, html_text = report_texts(report)
+    outputs.write({out: model_bytes(model), plan_path: plan_json, json_path: json_text, html_path: html_text})

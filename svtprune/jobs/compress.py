@@ -25,7 +25,7 @@ from svtprune.jobs.common import (
     SEARCH_SHARE_OF_BUDGET,
     Say,
     Start,
-    check_out,
+    claim_outputs,
     search_drop,
     split,
     tuning,
@@ -34,6 +34,7 @@ from svtprune.jobs.common import (
 from svtprune.jobs.compress_report import budget_split, compress_report
 from svtprune.jobs.options import CompressOptions
 from svtprune.jobs.quant_step import quantize_after_pruning
+from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
 from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
@@ -80,9 +81,20 @@ def compress(
     if max_accuracy_drop is not None:
         fields["max_accuracy_drop"] = max_accuracy_drop
     options = options or CompressOptions.from_fields(**fields)
-    out = Path(out)
-    check_out(out, options.force)
-    say = progress or (lambda _message: None)
+    inputs = (model_path, data_path, options.finetune.finetune_data)
+    with claim_outputs(Path(out), inputs, options.force) as outputs:
+        return compress_claimed(model_path, data_path, outputs, options, progress or (lambda _message: None), started)
+
+
+def compress_claimed(
+    model_path: str | Path,
+    data_path: str | Path,
+    outputs: OutputSet,
+    options: CompressOptions,
+    say: Say,
+    started: float,
+) -> dict:
+    """The compress job once its output files are claimed (``compress`` validates and claims)."""
     original = load_model(model_path)
     search, held = split(load_npz(data_path), options.split.calib, options.split.seed)
     tune = tuning(original, search, options.finetune, options.split.seed)
@@ -122,7 +134,7 @@ def compress(
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     report["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_outputs(final, out, plan.to_json(analysis), report)
+    write_outputs(outputs, final, plan.to_json(analysis), report)
     return report
 
 

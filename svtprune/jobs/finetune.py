@@ -18,7 +18,8 @@ import numpy as np
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
-from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.graph.io import load_model, model_bytes, param_bytes, written_bytes
+from svtprune.outputs import OutputSet
 from svtprune.runtime import logits_of, make_session
 
 if TYPE_CHECKING:
@@ -51,17 +52,23 @@ def finetune_file(
     progress: bool = True,
 ) -> dict:  # fmt: skip
     """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``."""
+    started = time.perf_counter()
+    out = Path(out)
+    check_config(config)
+    with OutputSet.claim((out, out.with_suffix(".report.json")), (pruned, teacher, data, val), force) as outputs:
+        return finetune_claimed(pruned, teacher, data, val, outputs, config, progress, started)
+
+
+def finetune_claimed(
+    pruned: Path, teacher: Path, data: Path, val: Path, outputs: OutputSet, config: TrainConfig, progress: bool,
+    started: float,
+) -> dict:  # fmt: skip
+    """The fine-tuning once its two output files are claimed (``finetune_file`` checks and claims)."""
     from svtprune.recover.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
     from svtprune.recover.quantized import stored_again, trainable_student
     from svtprune.recover.train import train
 
-    started = time.perf_counter()
-    out = Path(out)
-    report_path = out.with_suffix(".report.json")
-    for path in (out, report_path):
-        if path.exists() and not force:
-            raise UserError(f"is needed to overwrite {path}, which already exists", option="force")
-    check_config(config)
+    out, report_path = outputs.paths
     student_model, teacher_model = load_model(pruned), load_model(teacher)
     train_data, val_data = load_npz(data), load_npz(val)
     teacher_session, student_session = make_session(teacher_model), make_session(student_model)
@@ -76,7 +83,6 @@ def finetune_file(
     tuned = stored_again(tuned, thawed)
     requantized = None if thawed is None else {"bits": thawed.bits, "scheme": vars(thawed.scheme)}
     after = _accuracy(logits_of(make_session(tuned), val_data.x), val_data, teacher_val)
-    save_model(tuned, out, force=True)
     original = _accuracy(teacher_val, val_data, teacher_val)
     report = {
         "command": "finetune",
@@ -86,7 +92,7 @@ def finetune_file(
                      "file_bytes": os.path.getsize(teacher), "accuracy": original},
         "pruned": {"path": str(pruned), "param_bytes": param_bytes(student_model),
                    "file_bytes": os.path.getsize(pruned), "accuracy": before},
-        "compressed": {"param_bytes": param_bytes(tuned), "file_bytes": os.path.getsize(out), "accuracy": after},
+        "compressed": {"param_bytes": param_bytes(tuned), "file_bytes": written_bytes(tuned), "accuracy": after},
         "accuracy_before_finetune": before,
         "accuracy_after_finetune": after,
         "memory_saving": 1 - param_bytes(tuned) / param_bytes(teacher_model),
@@ -98,5 +104,5 @@ def finetune_file(
         "wall_seconds": time.perf_counter() - started,
         "evaluations": [],
     }  # fmt: skip
-    write_text_atomic(report_path, json.dumps(report, indent=2))
+    outputs.write({out: model_bytes(tuned), report_path: json.dumps(report, indent=2)})
     return report

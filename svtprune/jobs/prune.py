@@ -10,10 +10,11 @@ import onnx
 
 from svtprune.errors import UserError
 from svtprune.graph.analysis import Analysis, analyze
-from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.graph.io import load_model, model_bytes, param_bytes
 from svtprune.graph.plan import Plan, keep_mask, uniform_plan
 from svtprune.graph.surgery import prune
 from svtprune.importance import group_scores
+from svtprune.outputs import OutputSet
 
 
 @dataclass
@@ -62,12 +63,14 @@ def expected_param_bytes(analysis: Analysis, plan: Plan) -> int:
     return total
 
 
-def write_outputs(result: PruneResult, out: str | Path, plan_out: str | Path | None, force: bool) -> Path:
-    """Write the pruned model at ``out`` and its plan (default ``out`` with ``.plan.json``)."""
+def claim_outputs(out: str | Path, plan_out: str | Path | None, model: str | Path, force: bool) -> OutputSet:
+    """The pruned model and its plan (default ``out`` with ``.plan.json``), checked and locked before pruning."""
     out = Path(out)
-    plan_path = Path(plan_out) if plan_out else out.with_suffix(".plan.json")
-    if plan_path.exists() and not force:
-        raise UserError(f"is needed to overwrite {plan_path}, which already exists", option="force")
-    save_model(result.model, out, force=force)
-    write_text_atomic(plan_path, result.plan.to_json())
+    return OutputSet.claim((out, Path(plan_out) if plan_out else out.with_suffix(".plan.json")), (model,), force)
+
+
+def write_outputs(result: PruneResult, outputs: OutputSet) -> Path:
+    """The pruned model and its plan, both or neither; returns the plan's path."""
+    out, plan_path = outputs.paths
+    outputs.write({out: model_bytes(result.model), plan_path: result.plan.to_json()})
     return plan_path

@@ -13,9 +13,19 @@ from svtprune.data import load_npz
 from svtprune.errors import ConstraintError
 from svtprune.graph.io import load_model, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
-from svtprune.jobs.common import SEARCH_SHARE_OF_BUDGET, Start, check_out, search_drop, split, tuning, write_outputs
+from svtprune.jobs.common import (
+    SEARCH_SHARE_OF_BUDGET,
+    Say,
+    Start,
+    claim_outputs,
+    search_drop,
+    split,
+    tuning,
+    write_outputs,
+)
 from svtprune.jobs.options import QuantizeOptions
 from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
+from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
 from svtprune.runtime import latency_ms, make_session
 from svtprune.search.budget import Budget
@@ -45,11 +55,22 @@ def quantize(
     if max_accuracy_drop is not None:
         fields["max_accuracy_drop"] = max_accuracy_drop
     options = options or QuantizeOptions.from_fields(**fields)
-    out = Path(out)
-    check_out(out, options.force)
+    inputs = (model_path, data_path, options.finetune.finetune_data)
+    with claim_outputs(Path(out), inputs, options.force) as outputs:
+        return quantize_claimed(model_path, data_path, outputs, options, progress or (lambda _message: None), started)
+
+
+def quantize_claimed(
+    model_path: str | Path,
+    data_path: str | Path,
+    outputs: OutputSet,
+    options: QuantizeOptions,
+    say: Say,
+    started: float,
+) -> dict:
+    """The quantize job once its output files are claimed (``quantize`` validates and claims)."""
     quant = options.quant
     scheme = command_scheme(quant, symmetric=quant.symmetric, block_size=quant.block_size)
-    say = progress or (lambda _message: None)
     original = load_model(model_path)
     search_part, held = split(load_npz(data_path), options.split.calib, options.split.seed)
     tune = tuning(original, search_part, options.finetune, options.split.seed)  # a bad file fails in seconds
@@ -82,7 +103,7 @@ def quantize(
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     meta = {"source": str(model_path), "method": f"aq4svit-{quant.search}", "scheme": vars(scheme)}
-    write_outputs(final, out, Plan({}, meta, dict(result.bits)).to_json() + "\n", report)
+    write_outputs(outputs, final, Plan({}, meta, dict(result.bits)).to_json() + "\n", report)
     return report
 
 

@@ -16,6 +16,7 @@ import onnx
 
 from svtprune.errors import UserError
 from svtprune.graph.io import save_model
+from svtprune.outputs import OutputSet
 from svtprune.spiking.zoo import ArchConfig, build_model
 
 if TYPE_CHECKING:
@@ -50,8 +51,7 @@ def export_onnx(
     import torch
 
     out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"is needed to overwrite {out}, which already exists", option="force")
+    OutputSet([out], force=force).check()  # a bad -o fails before torch builds anything
     torch.manual_seed(seed)
     try:
         model = build_model(config)
