@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from svtprune.data import Dataset, load_npz
+from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
-from svtprune.graph.io import load_model, param_bytes, save_model, write_text_atomic
+from svtprune.graph.io import param_bytes, save_model, write_text_atomic
 from svtprune.runtime import logits_of, make_session
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ def finetune_file(
         if path.exists() and not force:
             raise UserError(f"is needed to overwrite {path}, which already exists", option="force")
     check_config(config)
-    student_model, teacher_model = load_model(pruned), load_model(teacher)
-    train_data, val_data = load_npz(data), load_npz(val)
+    student_model, teacher_model = load_checked_model(pruned), load_checked_model(teacher)
+    train_data, val_data = load_checked_data(data, teacher_model), load_checked_data(val, teacher_model)
     teacher_session, student_session = make_session(teacher_model), make_session(student_model)
     teacher_train = logits_of(teacher_session, train_data.x)
     teacher_val = logits_of(teacher_session, val_data.x)

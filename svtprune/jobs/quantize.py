@@ -9,9 +9,9 @@ from typing import Any
 
 import onnx
 
-from svtprune.data import load_npz
+from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.errors import ConstraintError
-from svtprune.graph.io import load_model, param_bytes, written_bytes
+from svtprune.graph.io import param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import SEARCH_SHARE_OF_BUDGET, Start, check_out, search_drop, split, tuning, write_outputs
 from svtprune.jobs.options import QuantizeOptions
@@ -50,8 +50,8 @@ def quantize(
     quant = options.quant
     scheme = command_scheme(quant, symmetric=quant.symmetric, block_size=quant.block_size)
     say = progress or (lambda _message: None)
-    original = load_model(model_path)
-    search_part, held = split(load_npz(data_path), options.split.calib, options.split.seed)
+    original = load_checked_model(model_path)
+    search_part, held = split(load_checked_data(data_path, original), options.split.calib, options.split.seed)
     tune = tuning(original, search_part, options.finetune, options.split.seed)  # a bad file fails in seconds
     start = Start.measure(original, search_part, held)
     budget = Budget(
