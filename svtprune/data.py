@@ -67,7 +67,8 @@ def _images(path: Path, x: np.ndarray) -> tuple[np.ndarray, str | None]:
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise UserError(f"{path}: 'x' must hold real numbers (float32), got dtype {x.dtype}")
     converted_from = None if x.dtype == np.float32 else str(x.dtype)
-    images = np.ascontiguousarray(x, dtype=np.float32)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, refused below in one line
+        images = np.ascontiguousarray(x, dtype=np.float32)
     if converted_from is not None:
         log.info("%s: 'x' converted from %s to float32", path, converted_from)
     bad = ~np.isfinite(images)  # after the conversion: a float64 beyond float32's range is Inf too
