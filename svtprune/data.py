@@ -1,11 +1,15 @@
 """Datasets in the project's format: an ``.npz`` with ``x`` (float32 N×C×H×W) and optional ``y``.
 
-Numpy only, so the ONNX-side tools load data without torch.
+Numpy only, so the ONNX-side tools load data without torch. What the file alone can get wrong
+(shape, NaN or Inf pixels, labels that are not whole numbers) is refused here; what needs the
+model too (image size, labels outside its classes) is ``svtprune.checks``. Other numeric ``x``
+(float64, uint8) becomes float32 with a note on the ``svtprune`` logger (the CLI prints it on stderr).
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from svtprune.errors import UserError
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_MEAN = 0.2860
 FASHION_MNIST_STD = 0.3530
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -24,12 +29,13 @@ class Dataset:
 
     x: np.ndarray
     y: np.ndarray | None
+    converted_from: str | None = None  # the file's dtype of ``x`` when it was not float32
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
     def subset(self, indices: np.ndarray | slice) -> Dataset:
-        return Dataset(self.x[indices], None if self.y is None else self.y[indices])
+        return Dataset(self.x[indices], None if self.y is None else self.y[indices], self.converted_from)
 
 
 def load_npz(path: str | Path) -> Dataset:
@@ -51,11 +57,45 @@ def load_npz(path: str | Path) -> Dataset:
         raise UserError(f"{path}: 'x' must be N x C x H x W, got shape {tuple(x.shape)}")
     if len(x) == 0:
         raise UserError(f"{path}: 'x' holds no images")
-    if y is not None:
-        if y.shape != (x.shape[0],):
-            raise UserError(f"{path}: 'y' must have shape ({x.shape[0]},), got {tuple(y.shape)}")
-        y = y.astype(np.int64)
-    return Dataset(np.ascontiguousarray(x, dtype=np.float32), y)
+    images, converted_from = _images(path, x)
+    labels = None if y is None else _labels(path, y, len(x))
+    return Dataset(images, labels, converted_from)
+
+
+def _images(path: Path, x: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``x`` as float32 (and its former dtype, when it had another), every value finite."""
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise UserError(f"{path}: 'x' must hold real numbers (float32), got dtype {x.dtype}")
+    converted_from = None if x.dtype == np.float32 else str(x.dtype)
+    with np.errstate(over="ignore"):  # a value beyond float32 becomes Inf, refused below in one line
+        images = np.ascontiguousarray(x, dtype=np.float32)
+    if converted_from is not None:
+        log.info("%s: 'x' converted from %s to float32", path, converted_from)
+    bad = ~np.isfinite(images)  # after the conversion: a float64 beyond float32's range is Inf too
+    if bad.any():
+        per_image = bad.reshape(len(images), -1).any(axis=1)
+        raise UserError(
+            f"{path}: 'x' has {int(bad.sum())} non-finite values (NaN or Inf) in {int(per_image.sum())} images, "
+            f"the first in image {int(np.argmax(per_image))}"
+        )
+    return images, converted_from
+
+
+def _labels(path: Path, y: np.ndarray, count: int) -> np.ndarray:
+    """``y`` as int64: one whole number per image (float labels like 3.0 pass, 1.5 or NaN do not)."""
+    if y.shape != (count,):
+        raise UserError(f"{path}: 'y' must have shape ({count},), got {tuple(y.shape)}")
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_) or np.issubdtype(y.dtype, np.complexfloating):
+        raise UserError(f"{path}: 'y' must hold integer class labels, got dtype {y.dtype}")
+    if np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y) | (y != np.round(y))
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise UserError(
+                f"{path}: 'y' has {int(bad.sum())} labels that are not whole numbers, "
+                f"the first at index {first} ({y[first]})"
+            )
+    return y.astype(np.int64)
 
 
 def save_npz(path: str | Path, data: Dataset) -> None:

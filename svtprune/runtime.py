@@ -68,7 +68,11 @@ def input_shape(session: ort.InferenceSession) -> list[int | None]:
 
 def check_data(session: ort.InferenceSession, x: np.ndarray) -> None:
     """Wrong image size or channel count is the user's mistake: say which shapes differ."""
-    expected = input_shape(session)
+    check_shape(input_shape(session), x)
+
+
+def check_shape(expected: list[int | None], x: np.ndarray) -> None:
+    """``x`` must have the input's rank and every fixed dim (None: any size, such as the batch)."""
     actual = list(x.shape)
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
         shown = ["N" if e is None else e for e in expected]

@@ -304,7 +304,7 @@ def test_compress_finetune_bad_input(compressed_pair: dict, tmp_path: Path) -> N
     train = folder / "train.npz"
     cases = [
         ({"finetune_data": tmp_path / "wrong.npz"}, "3x32x32"),
-        ({"finetune_data": tmp_path / "labels.npz"}, "labels must lie in 0..9"),
+        ({"finetune_data": tmp_path / "labels.npz"}, "outside the model's 10 classes"),
         ({"finetune_data": train, "finetune_epochs": 0}, "finetune_epochs must be >= 1"),
         ({"finetune_data": train, "finetune_lr": 0.0}, "finetune_lr"),
         ({"finetune_search_drop": 3.0}, "needs finetune_data"),

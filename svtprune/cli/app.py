@@ -27,7 +27,7 @@ from svtprune.cli.finetune import finetune
 from svtprune.cli.options import flags_for
 from svtprune.cli.prune import prune
 from svtprune.cli.quantize import quantize
-from svtprune.cli.render import problem
+from svtprune.cli.render import problem, show_notes
 from svtprune.cli.verify import verify
 from svtprune.errors import ConstraintError, UserError
 
@@ -76,6 +76,7 @@ def run(args: Sequence[str]) -> int:
     if not args:
         problem("error", "red", f"missing command; choose one of {', '.join(COMMANDS)} (see 'svtprune --help')")
         return 2
+    show_notes()
     try:
         code = app(args=list(args), standalone_mode=False)
     except UserError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,21 @@ def problem(kind: str, style: str, message: str) -> None:
     """One line on stderr: ``kind: message`` (never wrapped, never read as rich markup)."""
     line = " ".join(message.split())
     Console(stderr=True).print(Text.assemble((f"{kind}:", style), " ", line), soft_wrap=True, highlight=False)
+
+
+class NoteHandler(logging.Handler):
+    """The library's notes (``svtprune`` logger, INFO and up) as ``note: ...`` lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        problem("note", "cyan", record.getMessage())
+
+
+def show_notes() -> None:
+    """Print the library's notes (a converted dtype, ...) on stderr; stdout stays one JSON object."""
+    logger = logging.getLogger("svtprune")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h, NoteHandler) for h in logger.handlers):
+        logger.addHandler(NoteHandler())
 
 
 @contextlib.contextmanager

@@ -51,15 +51,25 @@ class Plan:
             kept = {name: [int(k) for k in entry["kept"]] for name, entry in data["groups"].items()}
             bits = {name: int(b) for name, b in data.get("bits", {}).items()}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UserError(f"not a svtprune plan: {exc}") from exc
+            raise UserError(f"not a svtprune plan JSON: {exc}") from exc
         return cls(kept, dict(data.get("meta", {})), bits)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
+        """The plan in ``path``; a missing, binary (an ONNX file given by mistake) or malformed file names ``plan``."""
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"plan file not found: {path}")
-        return cls.from_json(path.read_text())
+            raise UserError(f"file not found: {path}", option="plan")
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(
+                f"{path} is not a plan JSON (it holds binary data, like an ONNX or .npz file)", option="plan"
+            ) from None
+        try:
+            return cls.from_json(text)
+        except UserError as exc:
+            raise UserError(f"{path} is {exc.problem}", option="plan") from exc
 
 
 def compacted_shape(mask: np.ndarray) -> tuple[int, ...] | None:

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from svtprune.checks import classes_of
 from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
@@ -85,8 +86,7 @@ def tuning(model: onnx.ModelProto, search: Dataset, options: FinetuneOptions, se
         return None
     from svtprune.recover.finetune import load_training_data
 
-    shape = model.graph.output[0].type.tensor_type.shape.dim
-    classes = shape[-1].dim_value if shape and shape[-1].dim_value > 0 else 2**31
+    classes = classes_of(model, search.x)
     return Tuning(load_training_data(options.finetune_data, search, classes, options.finetune_epochs), options, seed)
 
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import onnx
 
-from svtprune.data import Dataset, load_npz
+from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.data import Dataset
 from svtprune.errors import ConstraintError, UserError
 from svtprune.graph.analysis import Analysis, analyze
-from svtprune.graph.io import load_model, param_bytes
+from svtprune.graph.io import param_bytes
 from svtprune.hardware.energy import energy_section, measure_energy
 from svtprune.importance import group_scores
 from svtprune.jobs.common import (
@@ -95,8 +96,8 @@ def compress_claimed(
     started: float,
 ) -> dict:
     """The compress job once its output files are claimed (``compress`` validates and claims)."""
-    original = load_model(model_path)
-    search, held = split(load_npz(data_path), options.split.calib, options.split.seed)
+    original = load_checked_model(model_path)
+    search, held = split(load_checked_data(data_path, original), options.split.calib, options.split.seed)
     tune = tuning(original, search, options.finetune, options.split.seed)
     say("analysing the graph")
     analysis = analyze(original)

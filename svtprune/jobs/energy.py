@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from svtprune.data import load_npz
+from svtprune.checks import check_dataset, load_checked_model
+from svtprune.data import Dataset, load_npz
 from svtprune.errors import UserError
-from svtprune.graph.io import load_model
-from svtprune.runtime import check_data, make_session
 
 
 def energy_report(model: str | Path, data: str | Path, limit: int = 512) -> dict:
@@ -16,7 +15,7 @@ def energy_report(model: str | Path, data: str | Path, limit: int = 512) -> dict
 
     if limit < 1:
         raise UserError(f"must be at least 1, got {limit}", option="limit")
-    onnx_model = load_model(model)
+    onnx_model = load_checked_model(model)
     x = load_npz(data).x[:limit]
-    check_data(make_session(onnx_model), x)
+    check_dataset(onnx_model, Dataset(x, None), data)  # the image size; energy reads no labels
     return measure_energy(onnx_model, x).to_dict()

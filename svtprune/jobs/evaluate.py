@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from svtprune.data import load_npz
+from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.errors import UserError
 from svtprune.evaluate import EvalResult, evaluate
-from svtprune.graph.io import load_model
 from svtprune.runtime import logits_of, make_session
 
 
@@ -17,7 +16,7 @@ def evaluate_file(
     """Evaluate ``model`` on ``data``; without labels, top-1 agreement with ``reference``."""
     if batch < 1:
         raise UserError(f"must be at least 1, got {batch}", option="batch")
-    dataset = load_npz(data)
-    load_model(model)  # one clear error for a missing or corrupt file
-    ref_logits = logits_of(make_session(load_model(reference)), dataset.x, batch) if reference else None
+    proto = load_checked_model(model)  # one clear error for a missing, corrupt or unrunnable file
+    dataset = load_checked_data(data, proto)
+    ref_logits = logits_of(make_session(load_checked_model(reference)), dataset.x, batch) if reference else None
     return evaluate(model, dataset, ref_logits, progress=progress, batch=batch)

@@ -33,6 +33,8 @@ def export_reference(
     else:
         if arch not in ARCHITECTURES:
             raise UserError(f"must be one of {', '.join(ARCHITECTURES)}, got {arch!r}", option="arch")
+        if arch != "qkformer" and embed % heads:  # qkformer's stages have their own widths and heads
+            raise UserError(f"must be a multiple of the number of heads ({heads}), got {embed}", option="embed")
         config = ArchConfig(
             arch=arch,
             T=steps,

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from svtprune.data import Dataset, load_npz
+from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
-from svtprune.graph.io import load_model, model_bytes, param_bytes, written_bytes
+from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.outputs import OutputSet
 from svtprune.runtime import logits_of, make_session
 
@@ -69,8 +70,8 @@ def finetune_claimed(
     from svtprune.recover.train import train
 
     out, report_path = outputs.paths
-    student_model, teacher_model = load_model(pruned), load_model(teacher)
-    train_data, val_data = load_npz(data), load_npz(val)
+    student_model, teacher_model = load_checked_model(pruned), load_checked_model(teacher)
+    train_data, val_data = load_checked_data(data, teacher_model), load_checked_data(val, teacher_model)
     teacher_session, student_session = make_session(teacher_model), make_session(student_model)
     teacher_train = logits_of(teacher_session, train_data.x)
     teacher_val = logits_of(teacher_session, val_data.x)

@@ -13,7 +13,7 @@ from svtprune.graph.analysis import Analysis, analyze
 from svtprune.graph.io import load_model, model_bytes, param_bytes
 from svtprune.graph.plan import Plan, keep_mask, uniform_plan
 from svtprune.graph.surgery import prune
-from svtprune.importance import group_scores
+from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
 from svtprune.outputs import OutputSet
 
 
@@ -32,6 +32,7 @@ def prune_uniform(path: str | Path, ratio: float, importance: str = "l2") -> Pru
     """The PSViT first step: the same ratio in every prunable group, filters ranked by norm."""
     if not 0.0 <= ratio < 1.0:
         raise UserError(f"must be in [0, 1), got {ratio}", option="ratio")
+    check_importance(importance)
     model = load_model(path)
     analysis = analyze(model)
     if not analysis.prunable_groups:
@@ -42,6 +43,18 @@ def prune_uniform(path: str | Path, ratio: float, importance: str = "l2") -> Pru
     pruned = prune(analysis, plan)
     expected = expected_param_bytes(analysis, plan)
     return PruneResult(pruned, plan, param_bytes(model), param_bytes(pruned), expected)
+
+
+def check_importance(importance: str) -> None:
+    """prune takes no data, so only the data-free criteria rank its channels (say so before loading anything)."""
+    if importance in DATA_DRIVEN:
+        raise UserError(
+            f"{importance!r} needs calibration images, which prune does not take; use {' or '.join(CRITERIA)} "
+            "(compress ranks channels by it on its data)",
+            option="importance",
+        )
+    if importance not in CRITERIA:
+        raise UserError(f"must be one of {', '.join(CRITERIA)}, got {importance!r}", option="importance")
 
 
 def expected_param_bytes(analysis: Analysis, plan: Plan) -> int:

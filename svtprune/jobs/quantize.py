@@ -9,9 +9,9 @@ from typing import Any
 
 import onnx
 
-from svtprune.data import load_npz
+from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.errors import ConstraintError
-from svtprune.graph.io import load_model, param_bytes, written_bytes
+from svtprune.graph.io import param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import (
     SEARCH_SHARE_OF_BUDGET,
@@ -71,8 +71,8 @@ def quantize_claimed(
     """The quantize job once its output files are claimed (``quantize`` validates and claims)."""
     quant = options.quant
     scheme = command_scheme(quant, symmetric=quant.symmetric, block_size=quant.block_size)
-    original = load_model(model_path)
-    search_part, held = split(load_npz(data_path), options.split.calib, options.split.seed)
+    original = load_checked_model(model_path)
+    search_part, held = split(load_checked_data(data_path, original), options.split.calib, options.split.seed)
     tune = tuning(original, search_part, options.finetune, options.split.seed)  # a bad file fails in seconds
     start = Start.measure(original, search_part, held)
     budget = Budget(

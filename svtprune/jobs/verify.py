@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from svtprune.checks import load_checked_model
 from svtprune.errors import UserError
 from svtprune.graph.analysis import analyze
-from svtprune.graph.io import load_model
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import zero_out
 from svtprune.spiking.neurons import find_neurons, with_taps
@@ -26,9 +26,9 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     first difference is such a tie (the oracle holds at least as many near-threshold membranes
     as spikes differ there) is counted as a tie, not as a failure.
     """
-    analysis = analyze(load_model(original))
+    analysis = analyze(load_checked_model(original))
     oracle = zero_out(analysis, Plan.load(plan_path))
-    candidate = load_model(pruned)
+    candidate = load_checked_model(pruned)
     x = _random_input(analysis.model) if x is None else x
     neurons_o, neurons_p = find_neurons(oracle), find_neurons(candidate)
     out_o = _run(with_taps(oracle, neurons_o, spikes=True), x)

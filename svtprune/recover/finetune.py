@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from svtprune.checks import check_labels
 from svtprune.data import Dataset, load_npz
 from svtprune.errors import UserError
 from svtprune.runtime import logits_of
@@ -34,8 +35,7 @@ def load_training_data(path: str | Path, like: Dataset, classes: int, epochs: in
             f"{path}: images are {'x'.join(map(str, data.x.shape[1:]))}, "
             f"the model's data is {'x'.join(map(str, like.x.shape[1:]))}"
         )
-    if data.y is not None and (data.y.min() < 0 or data.y.max() >= classes):
-        raise UserError(f"{path}: labels must lie in 0..{classes - 1}, found {data.y.min()}..{data.y.max()}")
+    check_labels(data, classes, path)
     return data
 
 

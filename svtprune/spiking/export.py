@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,9 +55,14 @@ def export_onnx(
     OutputSet([out], force=force).check()  # a bad -o fails before torch builds anything
     torch.manual_seed(seed)
     try:
-        model = build_model(config)
+        with warnings.catch_warnings():  # a too-small width is refused below, in one line, not torch's warning
+            warnings.filterwarnings("ignore", message="Initializing zero-element tensors")
+            model = build_model(config)
     except (ValueError, RuntimeError, AssertionError) as exc:
         raise UserError(f"cannot build {config.arch} with this configuration: {exc}") from exc
+    empty = next((name for name, p in model.named_parameters() if p.numel() == 0), None)
+    if empty is not None:  # the stem narrows embed_dims (spikformer: by 8), which torch accepts but cannot run
+        raise UserError(f"{config.embed_dims} is too small for {config.arch}: {empty} gets no channels", option="embed")
     if state_dict is not None:
         try:
             model.load_state_dict(state_dict)
