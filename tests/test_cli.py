@@ -141,6 +141,28 @@ def test_unreachable_constraint_exits_1_and_writes_nothing(
     assert report["constraints_met"] is False and "memory saving" in report["reason"]
 
 
+def test_a_result_is_never_worse_than_its_input(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
+    """With no room in the budget, either something was still removed (and the file is smaller) or nothing is written."""
+    out = tmp_path / "same.onnx"
+    result = compress_uniform(files, unlabelled, out, "--max-accuracy-drop", "0", "--json")
+    report = json.loads(result.stdout)
+    if result.returncode == 0:
+        assert report["memory_saving"] > 0
+        assert report["compressed"]["file_bytes"] <= report["original"]["file_bytes"]
+    else:
+        assert result.returncode == 1 and not list(tmp_path.iterdir())
+        assert report["memory_saving"] > 0 or "nothing could be removed" in report["reason"]
+
+
+def test_worse_than_input_names_each_way_a_result_can_be_worse() -> None:
+    from svtprune.jobs.common import worse_than_input
+
+    assert worse_than_input(0.3, (1000, 700), 1.2) == []
+    assert worse_than_input(0.0, (1000, 990)) == ["nothing could be removed within the accuracy budget"]
+    assert "larger than the input" in worse_than_input(0.01, (1000, 1200))[0]
+    assert "slower than the input (0.71x)" in worse_than_input(0.2, (1000, 800), 0.71)[0]
+
+
 def test_html_report_renders_in_a_browser(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
     import shutil
 

@@ -146,3 +146,18 @@ def write_outputs(outputs: OutputSet, model: onnx.ModelProto, plan_json: str, re
     out, plan_path, json_path, html_path = outputs.paths
     json_text, html_text = report_texts(report)
     outputs.write({out: model_bytes(model), plan_path: plan_json, json_path: json_text, html_path: html_text})
+
+
+def worse_than_input(saving: float, file_bytes: tuple[int, int], speedup: float | None = None) -> list[str]:
+    """A result no better than its input is not one (exit 1, nothing written), whatever the budgets allow.
+
+    ``saving`` is of parameter bytes as stored; ``file_bytes`` are the input file's and the result's as
+    written; ``speedup`` (the slower of batch 1 and 64) is given when speed is what the user asked for."""
+    reasons = []
+    if saving <= 0:
+        reasons.append("nothing could be removed within the accuracy budget")
+    elif file_bytes[1] > file_bytes[0]:
+        reasons.append(f"the result ({file_bytes[1]:,} bytes) would be larger than the input ({file_bytes[0]:,} bytes)")
+    if speedup is not None and speedup < 1.0:
+        reasons.append(f"the result is slower than the input ({speedup:.2f}x)")
+    return reasons

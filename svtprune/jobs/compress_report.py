@@ -15,7 +15,7 @@ import onnx
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes, written_bytes
 from svtprune.graph.plan import Plan
-from svtprune.jobs.common import Start, timed
+from svtprune.jobs.common import Start, timed, worse_than_input
 from svtprune.jobs.options import CompressOptions
 from svtprune.runtime import make_session
 
@@ -96,6 +96,8 @@ def compress_report(
     speedups = [o / n for o, n in zip(fast_original, fast_final, strict=True)]
     energy_saving = 1 - energy["compressed"]["energy_uJ_per_image"] / energy["original"]["energy_uJ_per_image"]
     reasons = _shortfalls(options, drop, saving, speedups, fast_final[0], energy_saving)
+    speed = min(speedups) if options.goal.objective == "latency" else None
+    reasons += worse_than_input(saving, (Path(model_path).stat().st_size, written_bytes(final)), speed)
     widths = [
         {"group": g.name, "before": g.size, "after": len(plan.kept[g.name]), "ratio": result.ratios.get(g.name, 0.0)}
         for g in analysis.prunable_groups

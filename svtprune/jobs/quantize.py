@@ -21,6 +21,7 @@ from svtprune.jobs.common import (
     search_drop,
     split,
     tuning,
+    worse_than_input,
     write_outputs,
 )
 from svtprune.jobs.options import QuantizeOptions
@@ -122,7 +123,12 @@ def _report(
     final_session = make_session(final)
     original_bytes, final_bytes = param_bytes(original), param_bytes(final)
     drop = start.baseline["held"] - held_accuracy
-    met = drop <= options.max_accuracy_drop
+    reasons = []
+    if drop > options.max_accuracy_drop:
+        reasons.append(f"accuracy drop {drop:.2f} points on held-out data exceeds {options.max_accuracy_drop}")
+    file_bytes = (Path(model_path).stat().st_size, written_bytes(final))
+    reasons += worse_than_input(1 - final_bytes / original_bytes, file_bytes)
+    met = not reasons
     return {
         "command": "quantize",
         "method": f"aq4svit-{options.quant.search}",
@@ -150,7 +156,5 @@ def _report(
         "memory_saving": round(1 - final_bytes / original_bytes, 5),
         "accuracy_drop": round(drop, 3),
         "constraints_met": met,
-        "reason": "constraints met"
-        if met
-        else f"accuracy drop {drop:.2f} points on held-out data exceeds {options.max_accuracy_drop}",
+        "reason": "; ".join(reasons) or "constraints met",
     }
