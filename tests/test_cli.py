@@ -142,7 +142,7 @@ def test_unreachable_constraint_exits_1_and_writes_nothing(
 
 
 def test_a_result_is_never_worse_than_its_input(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
-    """With no room in the budget, either something was still removed (and the file is smaller) or nothing is written."""
+    """With no room in the budget: something was still removed (a smaller file), or nothing is written."""
     out = tmp_path / "same.onnx"
     result = compress_uniform(files, unlabelled, out, "--max-accuracy-drop", "0", "--json")
     report = json.loads(result.stdout)
