@@ -35,6 +35,7 @@ from svtprune.jobs.compress_report import budget_split, compress_report
 from svtprune.jobs.options import CompressOptions
 from svtprune.jobs.quant_step import quantize_after_pruning
 from svtprune.quantization import stored_bytes
+from svtprune.recover.reconstruct import refitted_layers
 from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import pruned_held_out
@@ -96,6 +97,7 @@ def compress(
     plan.meta.update(
         {"method": options.prune.method, "importance": options.prune.importance, "source": str(model_path)}
     )
+    plan.refit = refitted_layers(pruned.model)  # verify compares these with the plain prune, not the oracle
     final, held_accuracy = pruned.model, pruned.held_accuracy
     quantization, spent_points = None, pruned.budget.max_drop  # what the fine-tuning, if any, has to win back
     if options.quantize is not None:
