@@ -182,6 +182,9 @@ def print_verify(result: dict) -> None:
                 f"elsewhere); the re-fitted model differs from it by up to {refit['max_logit_difference']:.4g} "
                 f"in the logits, {100 * refit['prediction_agreement']:.1f}% of predictions agree"
             )
+        if refit.get("groups_checked_by_width_only"):
+            shown = ", ".join(refit["groups_checked_by_width_only"])
+            Console(stderr=True).print(f"only re-fitted weights carry the channels of {shown}: checked by width only")
 
 
 def print_export(summary: dict) -> None:

@@ -14,7 +14,7 @@ from svtprune.graph.analysis import analyze
 from svtprune.graph.io import load_model
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune, zero_out
-from svtprune.jobs.verify_refit import refit_section
+from svtprune.jobs.verify_refit import refit_section, shape_only_groups
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 TIE = 1e-4  # a membrane this close to its threshold may fire or not depending on summation order
@@ -39,6 +39,7 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     plain = prune(analysis, plan)
     result = compare_with_oracle(oracle, plain, x)
     result["refit"] = refit_section(candidate, plain, plan.refit, x)
+    result["refit"]["groups_checked_by_width_only"] = shape_only_groups(analysis, plan)
     result["passed"] = result["passed"] and not result["refit"]["structure_differences"]
     return result
 

@@ -3,8 +3,10 @@
 A least-squares re-fit changes the weights (and maybe adds a bias) of the layers the plan names, so
 the file cannot equal the oracle. Everything else must be the plain prune of the same plan exactly:
 every node with its attributes and inputs, every weight outside the re-fitted layers value for value,
-the re-fitted weights' shapes. How much the outputs differ from the plain prune is measured and
-reported, never counted as a pass or a failure.
+the re-fitted weights' shapes. A group whose every member is a re-fitted weight shows only its width
+(which channels it kept is in the re-fitted values alone): such groups are listed, not claimed checked.
+How much the outputs differ from the plain prune is measured and reported, never counted as a pass
+or a failure.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.graph.analysis import constants_of
+from svtprune.graph.analysis import Analysis, constants_of
 from svtprune.graph.io import attribute
+from svtprune.graph.plan import Plan
 
 REFIT_INPUTS = (1, 2)  # weight and bias: the inputs a re-fit replaces
 SHOWN = 5  # differences listed in the report
@@ -38,6 +41,19 @@ def refit_section(candidate: onnx.ModelProto, plain: onnx.ModelProto, refit: lis
     section["max_logit_difference"] = float(np.abs(logits_c - logits_p).max(initial=0.0))
     section["prediction_agreement"] = float((logits_c.argmax(axis=1) == logits_p.argmax(axis=1)).mean())
     return section
+
+
+def shape_only_groups(analysis: Analysis, plan: Plan) -> list[str]:
+    """Pruned groups whose every member is a re-fitted weight or bias: which channels they kept, only the
+    re-fitted values carry, so the structure check sees their widths but cannot tell their channels apart."""
+    refit = set(plan.refit)
+    hidden = []
+    for group in analysis.prunable_groups:
+        if len(plan.kept.get(group.name, range(group.size))) == group.size:
+            continue
+        if all(m.node in refit and m.input_index in REFIT_INPUTS for m in group.members):
+            hidden.append(group.name)
+    return hidden
 
 
 def stored_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
