@@ -99,3 +99,33 @@ def restore_storage(model: onnx.ModelProto, analysed: onnx.ModelProto, stored: d
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model
+
+
+def fold_storage(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with each float16 weight read through a Cast folded back to a float32 initializer.
+
+    Steps that rewrite weights in place (quantization, fine-tuning) look for float32 initializers;
+    ``restore_storage`` afterwards stores what they left in float32 the way the file did.
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    half = {t.name: t for t in out.graph.initializer if t.data_type in HALF_TYPES}
+    folds = [
+        node
+        for node in out.graph.node
+        if node.op_type == "Cast" and node.input[0] in half and attribute(node, "to") == onnx.TensorProto.FLOAT
+    ]
+    if not folds:
+        return out
+    folded = {id(node) for node in folds}
+    readers = {name for node in out.graph.node if id(node) not in folded for name in node.input}
+    for node in folds:
+        value = numpy_helper.to_array(half[node.input[0]]).astype("float32")
+        out.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+    kept_nodes = [n for n in out.graph.node if id(n) not in folded]
+    del out.graph.node[:]
+    out.graph.node.extend(kept_nodes)
+    kept = [t for t in out.graph.initializer if t.name not in half or t.name in readers]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    return out
