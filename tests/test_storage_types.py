@@ -18,6 +18,8 @@ from svtprune.data import Dataset, load_npz, save_npz
 from svtprune.graph.analysis import analyze
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import uniform_plan
+from svtprune.graph.storage import fold_storage
+from svtprune.graph.surgery import keep_storage
 from svtprune.importance import group_scores
 from tests.model_builders import float16_graph, float16_weights
 from tests.oracle import assert_matches_oracle, run
@@ -70,6 +72,13 @@ def test_float16_prune_matches_the_oracle(half_reference: Path) -> None:
     pruned = assert_matches_oracle(analysis, uniform_plan(analysis, 0.3, group_scores(analysis)), x)
     assert not float32_weights(pruned)
     assert param_bytes(pruned) < param_bytes(original)
+    # quantization and fine-tuning see the weights unfolded to float32; storing them again is exact
+    unfolded = fold_storage(pruned)
+    assert float32_weights(unfolded) and not any(
+        n.op_type == "Cast" and n.input[0].endswith("_float16") for n in unfolded.graph.node
+    )
+    np.testing.assert_array_equal(run(unfolded, x)[name], run(pruned, x)[name])
+    assert param_bytes(keep_storage(unfolded, analysis)) == param_bytes(pruned)
 
 
 def test_compress_with_refit_keeps_float16(small_models: dict, tmp_path: Path) -> None:
