@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from onnx import helper, numpy_helper
 from torch import nn
 
 from svtprune.spiking.export import export_module
@@ -158,3 +159,45 @@ def torchscript_model(config: ArchConfig, seed: int, path: Path) -> onnx.ModelPr
     finally:
         functional.seq_to_ann_forward = original
     return onnx.load(str(path))
+
+
+def float16_weights(model: onnx.ModelProto, min_size: int = 2) -> onnx.ModelProto:
+    """Float32 initializers stored as float16, each read through a Cast to float32 (what half-weight exports write)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    casts = []
+    for tensor in out.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT and int(np.prod(tensor.dims)) >= min_size:
+            name = tensor.name
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), f"{name}_half"))
+            casts.append(
+                helper.make_node("Cast", [f"{name}_half"], [name], name=f"{name}_cast", to=onnx.TensorProto.FLOAT)
+            )
+    nodes = casts + list(out.graph.node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out
+
+
+def float16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The whole graph in float16 (weights used directly by float16 operators); input and output stay float32."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    for tensor in out.graph.initializer:
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor).astype(np.float16), tensor.name))
+    for node in out.graph.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i == onnx.TensorProto.FLOAT:
+                a.i = onnx.TensorProto.FLOAT16
+    x, y = out.graph.input[0].name, out.graph.output[0].name
+    for node in out.graph.node:
+        node.input[:] = [f"{x}_half" if name == x else name for name in node.input]
+        node.output[:] = [f"{y}_half" if name == y else name for name in node.output]
+    first = helper.make_node("Cast", [x], [f"{x}_half"], name="input_half", to=onnx.TensorProto.FLOAT16)
+    last = helper.make_node("Cast", [f"{y}_half"], [y], name="output_float", to=onnx.TensorProto.FLOAT)
+    nodes = [first, *out.graph.node, last]
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    return out

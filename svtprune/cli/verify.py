@@ -24,7 +24,9 @@ def verify(
 
     A sample passes when logits agree to 1e-4 and every neuron's spike count is identical, or when
     the first difference is a membrane sitting on its threshold (float summation order). Exit 0 when
-    no sample fails, else 1.
+    no sample fails, else 1. A plan that records a least-squares re-fit (compress, demo) is checked
+    through the plain prune of its channels: the file must equal it outside the re-fitted layers, the
+    plain prune must pass the oracle, and how far the re-fit moved the logits is reported beside that.
     Example: svtprune verify model.onnx pruned.onnx --plan pruned.plan.json
     """
     from svtprune.jobs.verify import verify_files

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from svtprune.graph.labels import FIXED, Member, PropagationState, ShapeFixup, UnionFind
 from svtprune.graph.normalize import normalize, tensor_shapes
 from svtprune.graph.ops import HANDLERS
+from svtprune.graph.storage import check_compute_type, stored_types
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Analysis:
     row_links: list[tuple[np.ndarray, np.ndarray]]
     members: list[Member]
     pinned_rows: list[np.ndarray] = field(default_factory=list)
+    stored: dict[str, int] = field(default_factory=dict)  # weight -> its type in the file, where not float32
 
     def group(self, name: str) -> Group:
         for group in self.groups:
@@ -104,14 +106,31 @@ def _drop_shadowed(state: PropagationState, name: str) -> None:
 
 
 def analyze(model: onnx.ModelProto, normalized: bool = False) -> Analysis:
-    """Normalise (unless told it already is) and find every channel group."""
+    """Normalise (unless told it already is) and find every channel group.
+
+    Weights the file stores as float16 (folded to float32 by normalisation) are remembered, so
+    that what surgery writes keeps their storage type; a graph that computes in float16 is refused.
+    """
+    if not normalized:
+        check_compute_type(model)
+    stored = {} if normalized else stored_types(model)
     model = model if normalized else normalize(model)
+    initializers = {t.name for t in model.graph.initializer}
+    stored = {name: kind for name, kind in stored.items() if name in initializers}
     state = propagate(model)
     n_atoms = len(state.atom_source)
     channel_of_atom = np.array([state.atoms.find(a) for a in range(n_atoms)], dtype=np.int64)
     groups = _build_groups(state, channel_of_atom)
     return Analysis(
-        model, groups, channel_of_atom, state.fixups, state.grids, state.row_links, state.members, state.pinned_rows
+        model,
+        groups,
+        channel_of_atom,
+        state.fixups,
+        state.grids,
+        state.row_links,
+        state.members,
+        state.pinned_rows,
+        stored,
     )
 
 

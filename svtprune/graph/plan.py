@@ -4,8 +4,9 @@ A plan names each group and lists the kept channel positions; ``keep_mask`` turn
 into one boolean per atom that surgery and the oracle both use, after checking that
 heads stay rectangular (every kept head the same width) and coupled heads agree.
 Every command writes one format, ``svtprune-plan/2`` (kept channels per group, weight bits
-per quantized layer); ``svtprune-plan/1`` (channels only) and the early quantize command's
-``svtprune-quant-plan/1`` (bits only) still load.
+per quantized layer, and the layers whose weights a least-squares re-fit changed, so that
+``verify`` knows which weights are not the original's); ``svtprune-plan/1`` (channels only) and
+the early quantize command's ``svtprune-quant-plan/1`` (bits only) still load, as plans without a re-fit.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Plan:
     kept: dict[str, list[int]] = field(default_factory=dict)  # group name -> kept channel positions
     meta: dict[str, object] = field(default_factory=dict)
     bits: dict[str, int] = field(default_factory=dict)  # quantized layer (weight initializer) -> weight bits
+    refit: list[str] = field(default_factory=list)  # layers (node names) whose weights and bias were re-fitted
 
     def to_json(self, analysis: Analysis | None = None) -> str:
         groups = {}
@@ -39,7 +41,10 @@ class Plan:
                 entry["members"] = sorted({f"{m.initializer}[axis {m.axis}, {m.role}]" for m in group.members})
             groups[name] = entry
         bits = {name: int(b) for name, b in sorted(self.bits.items())}
-        return json.dumps({"format": PLAN_FORMAT, "meta": self.meta, "groups": groups, "bits": bits}, indent=1)
+        data = {"format": PLAN_FORMAT, "meta": self.meta, "groups": groups, "bits": bits}
+        if self.refit:  # only when there was one: plans without a re-fit read as before
+            data["refit"] = sorted(self.refit)
+        return json.dumps(data, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
@@ -50,9 +55,10 @@ class Plan:
                 return cls({}, meta, {name: int(b) for name, b in data["bits"].items()})
             kept = {name: [int(k) for k in entry["kept"]] for name, entry in data["groups"].items()}
             bits = {name: int(b) for name, b in data.get("bits", {}).items()}
+            refit = [str(name) for name in data.get("refit", [])]
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"not a svtprune plan JSON: {exc}") from exc
-        return cls(kept, dict(data.get("meta", {})), bits)
+        return cls(kept, dict(data.get("meta", {})), bits, refit)
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:

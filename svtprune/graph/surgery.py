@@ -17,22 +17,34 @@ from svtprune.graph.analysis import Analysis, constants_of
 from svtprune.graph.labels import ShapeFixup
 from svtprune.graph.normalize import infer_shapes
 from svtprune.graph.plan import Plan, compacted_shape, keep_mask
+from svtprune.graph.storage import restore_storage
 
 Request = tuple[tuple[int, bytes], ...]  # (axis, kept-mask bytes) per slicing request
 
 
-def prune(analysis: Analysis, plan: Plan, check: bool = True) -> onnx.ModelProto:
-    """The dense, smaller model; raises UserError for an invalid plan."""
+def prune(analysis: Analysis, plan: Plan, check: bool = True, stored: bool = True) -> onnx.ModelProto:
+    """The dense, smaller model; raises UserError for an invalid plan.
+
+    With ``stored`` each weight keeps the type the original file stored it in (float16 + Cast);
+    a caller that re-fits weights first passes False and calls ``keep_storage`` afterwards.
+    """
     atom_keep = keep_mask(analysis, plan)
     model = onnx.ModelProto()
     model.CopyFrom(analysis.model)
     _slice_members(model, analysis, atom_keep, remove=True)
     _rewrite_shapes(model, analysis, atom_keep)
     _drop_unused_initializers(model)
+    if stored:
+        keep_storage(model, analysis)
     model = infer_shapes(model)
     if check:
         onnx.checker.check_model(model, full_check=True)
     return model
+
+
+def keep_storage(model: onnx.ModelProto, analysis: Analysis) -> onnx.ModelProto:
+    """Weights of a model built from ``analysis`` stored as the original file stored them (in place)."""
+    return restore_storage(model, analysis.model, analysis.stored)
 
 
 def zero_out(analysis: Analysis, plan: Plan) -> onnx.ModelProto:

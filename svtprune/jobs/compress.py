@@ -20,6 +20,8 @@ from svtprune.data import Dataset
 from svtprune.errors import ConstraintError, UserError
 from svtprune.graph.analysis import Analysis, analyze
 from svtprune.graph.io import param_bytes
+from svtprune.graph.storage import fold_storage
+from svtprune.graph.surgery import keep_storage
 from svtprune.hardware.energy import energy_section, measure_energy
 from svtprune.importance import group_scores
 from svtprune.jobs.common import (
@@ -37,6 +39,7 @@ from svtprune.jobs.options import CompressOptions
 from svtprune.jobs.quant_step import quantize_after_pruning
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
+from svtprune.recover.reconstruct import refitted_layers
 from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import pruned_held_out
@@ -109,7 +112,10 @@ def compress_claimed(
     plan.meta.update(
         {"method": options.prune.method, "importance": options.prune.importance, "source": str(model_path)}
     )
+    plan.refit = refitted_layers(pruned.model)  # verify compares these with the plain prune, not the oracle
     final, held_accuracy = pruned.model, pruned.held_accuracy
+    if options.quantize is not None or tune is not None:  # both rewrite float32 weights: unfold float16 storage
+        final = fold_storage(final)
     quantization, spent_points = None, pruned.budget.max_drop  # what the fine-tuning, if any, has to win back
     if options.quantize is not None:
         final, held_accuracy, quantization, plan.bits, spent_points = quantize_pruned(
@@ -124,6 +130,7 @@ def compress_claimed(
             "data": str(options.finetune.finetune_data),
             "epochs": options.finetune.finetune_epochs,
         }
+    final = keep_storage(final, analysis)  # back to float16 where the file stored it (fine-tuned values round)
     energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
     paths = (model_path, data_path)
     report = compress_report(paths, options, analysis, start, pruned, plan, final, held_accuracy, energy, started)

@@ -72,7 +72,8 @@ def expected_param_bytes(analysis: Analysis, plan: Plan) -> int:
         dims = list(tensor.dims)
         for axis, count in kept_along.get(tensor.name, {}).items():
             dims[axis] = count
-        total += int(np.prod(dims)) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        kind = analysis.stored.get(tensor.name, tensor.data_type)  # as the file stores it (float16 + Cast)
+        total += int(np.prod(dims)) * onnx.helper.tensor_dtype_to_np_dtype(kind).itemsize
     return total
 
 

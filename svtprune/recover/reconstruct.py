@@ -26,6 +26,8 @@ from svtprune.graph.io import attribute
 from svtprune.recover.features import conv_geometry, patches, rows
 from svtprune.runtime import tap
 
+REFIT_WEIGHT = "_refit_w"  # suffix of a re-fitted layer's weight (the plan and verify find re-fits by it)
+
 
 def least_squares(
     x: np.ndarray, y: np.ndarray, ridge: float, bias: bool, dtype: type = np.float64
@@ -116,6 +118,11 @@ def reconstruct(
     return model
 
 
+def refitted_layers(model: onnx.ModelProto) -> list[str]:
+    """The layers of ``model`` whose weights ``reconstruct`` replaced (their weight input is its fresh tensor)."""
+    return [n.name for n in model.graph.node if len(n.input) > 1 and n.input[1] == f"{n.name}{REFIT_WEIGHT}"]
+
+
 def _subsample(x: np.ndarray, y: np.ndarray, max_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
     """At most ``max_rows`` rows, the same ones from both (seeded, so a search stays repeatable)."""
     if max_rows is None or len(x) <= max_rows:
@@ -128,7 +135,7 @@ def _install(model: onnx.ModelProto, node: onnx.NodeProto, weights: dict, w: np.
     """Put a fitted (out x in) matrix and bias back in the layer's own layout and dtype."""
     weight = weights[node.input[1]]
     new_weight = w.reshape(weight.shape) if node.op_type == "Conv" else w.T
-    _replace(model, node, 1, new_weight.astype(weight.dtype), f"{node.name}_refit_w")
+    _replace(model, node, 1, new_weight.astype(weight.dtype), f"{node.name}{REFIT_WEIGHT}")
     if b is not None:
         while len(node.input) < 3:
             node.input.append("")

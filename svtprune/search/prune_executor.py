@@ -19,7 +19,7 @@ from svtprune.data import Dataset
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes
 from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
-from svtprune.graph.surgery import prune
+from svtprune.graph.surgery import keep_storage, prune
 from svtprune.hardware.energy import measure_energy
 from svtprune.recover.reconstruct import reconstruct
 from svtprune.runtime import logits_of, make_session, measured_latency
@@ -60,7 +60,7 @@ class PruneExecutor:
 
     def build(self, ratios: dict[str, float]) -> onnx.ModelProto:
         plan = self.plan_for(ratios)
-        model = prune(self.analysis, plan, check=False)
+        model = prune(self.analysis, plan, check=False, stored=self.calibration is None)
         if self.calibration is None:
             return model
         atom_keep = keep_mask(self.analysis, plan)
@@ -76,7 +76,7 @@ class PruneExecutor:
             self._fits.clear()
             self._cached_for = self.calibration
         keys = {name: self._fit_key(name, plan) for name in layers}
-        return reconstruct(
+        refitted = reconstruct(
             self.analysis.model,
             model,
             layers,
@@ -87,6 +87,7 @@ class PruneExecutor:
             max_rows=self.max_rows,
             gram_dtype=np.float32,
         )
+        return keep_storage(refitted, self.analysis)  # re-fitted weights round to the type the file stores
 
     def _fit_key(self, layer: str, plan: Plan) -> Hashable:
         """Everything a layer's fit depends on: the kept channels of every group at or above it."""
