@@ -56,6 +56,14 @@ def _shortfalls(options: CompressOptions, drop: float, saving: float, speedups: 
     return reasons
 
 
+def group_widths(analysis: Analysis, plan: Plan, ratios: dict[str, float]) -> list[dict]:
+    """Channels before and after, per prunable group."""
+    return [
+        {"group": g.name, "before": g.size, "after": len(plan.kept[g.name]), "ratio": ratios.get(g.name, 0.0)}
+        for g in analysis.prunable_groups
+    ]
+
+
 def constraints_section(options: CompressOptions, search_points: float) -> dict:
     """What the user asked for, and the share of the budget the search itself could spend."""
     goal = options.goal
@@ -98,10 +106,6 @@ def compress_report(
     reasons = _shortfalls(options, drop, saving, speedups, fast_final[0], energy_saving)
     speed = min(speedups) if options.goal.objective == "latency" else None
     reasons += worse_than_input(saving, (Path(model_path).stat().st_size, written_bytes(final)), speed)
-    widths = [
-        {"group": g.name, "before": g.size, "after": len(plan.kept[g.name]), "ratio": result.ratios.get(g.name, 0.0)}
-        for g in analysis.prunable_groups
-    ]
     return {
         "command": "compress",
         "method": options.prune.method,
@@ -138,7 +142,7 @@ def compress_report(
         "energy": energy,
         "constraints_met": not reasons,
         "reason": "; ".join(reasons) or "constraints met",
-        "groups": widths,
+        "groups": group_widths(analysis, plan, result.ratios),
         "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
         "evaluations": [r.to_dict() for r in executor.records],
         "held_out_checks": pruned.held_out_checks,
