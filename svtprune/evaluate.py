@@ -6,13 +6,13 @@ Sessions, batching and timing live in ``svtprune.runtime``; this module only sco
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from svtprune.costs import Started
 from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.graph.io import param_bytes
@@ -36,6 +36,7 @@ class EvalResult:
     latency_ms_b1: float | None
     latency_ms_b64: float | None
     seconds: float
+    images_forwarded: int = 0  # data images run through ONNX Runtime for this result
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -50,7 +51,7 @@ def evaluate(
     batch: int = 256,
 ) -> EvalResult:
     """Accuracy against labels, or top-1 agreement with ``reference`` logits when unlabelled."""
-    started = time.perf_counter()
+    started = Started()
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     file_bytes = os.path.getsize(model) if isinstance(model, str | Path) else None
     session = make_session(proto)
@@ -64,5 +65,13 @@ def evaluate(
     b1 = latency_ms(session, 1) if latency else None
     b64 = latency_ms(session, 64, repeats=5) if latency else None
     return EvalResult(
-        accuracy, metric, len(data), param_bytes(proto), file_bytes, b1, b64, time.perf_counter() - started
+        accuracy,
+        metric,
+        len(data),
+        param_bytes(proto),
+        file_bytes,
+        b1,
+        b64,
+        started.seconds(),
+        started.images_forwarded(),
     )

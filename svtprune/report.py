@@ -209,6 +209,7 @@ def render_html(report: dict) -> str:
 <p id="summary">Memory saved: <b>{report["memory_saving"]:.1%}</b> of parameter bytes; accuracy drop
 <b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
 ({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
-{len(report["evaluations"])} evaluations in {report["wall_seconds"]:.0f} s.</p>
+{len(report["evaluations"])} evaluations, {report.get("images_forwarded", 0):,} images forwarded, in
+{report["wall_seconds"]:.0f} s.</p>
 {_extras(report)}<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}{bits}
 </body></html>"""

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from svtprune.costs import count_data, count_timing
 from svtprune.errors import UserError
 
 LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
@@ -86,6 +87,7 @@ def batches(
     feed_name = session.get_inputs()[0].name
     for start in _progress(range(0, len(x), batch), progress, "evaluating"):
         values = session.run(outputs, {feed_name: x[start : start + batch]})
+        count_data(min(batch, len(x) - start))
         yield dict(zip(outputs, values, strict=True))
 
 
@@ -176,6 +178,8 @@ def timed_runs_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], r
         start = time.perf_counter()
         session.run(None, feeds)
         times.append(1000 * (time.perf_counter() - start))
+    first = next(iter(feeds.values()), None)
+    count_timing((repeats + 1) * (len(first) if first is not None and first.ndim else 1))
     return times
 
 

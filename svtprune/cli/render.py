@@ -106,7 +106,8 @@ def print_compress(report: dict, out: Path) -> None:
         f"{report['memory_saving']:.1%} of parameter bytes saved ({original['param_bytes']:,} -> "
         f"{compressed['param_bytes']:,}), accuracy {original['accuracy']:.2f}% -> "
         f"{compressed['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
-        f"{len(report['evaluations'])} evaluations, {report['wall_seconds']:.0f} s.\n"
+        f"{len(report['evaluations'])} evaluations, {report['images_forwarded']:,} images forwarded, "
+        f"{report['wall_seconds']:.0f} s.\n"
         f"ORT CPU latency (fastest run) {original['fastest_ms_b1']:.2f} -> "
         f"{compressed['fastest_ms_b1']:.2f} ms (batch 1, {report['speedup']['b1']:.2f}x), "
         f"{original['fastest_ms_b64']:.1f} -> {compressed['fastest_ms_b64']:.1f} ms "
@@ -131,7 +132,8 @@ def print_quantize(report: dict, out: Path) -> None:
         f"{report['compressed']['param_bytes']:,}); layers: {spread}\n"
         f"accuracy {report['original']['accuracy']:.2f}% -> {report['compressed']['accuracy']:.2f}% on "
         f"{report['data']['held_out_images']} held-out images; {q['full_evaluations']} full evaluations, "
-        f"{q['gated_out']} gated out by drift, {report['wall_seconds']:.0f} s.\n"
+        f"{q['gated_out']} gated out by drift, {report['images_forwarded']:,} images forwarded, "
+        f"{report['wall_seconds']:.0f} s.\n"
         + _finetune_line(report, "fine-tuned on the quantization grids ({images} images)")
         + _files_line(out)
     )

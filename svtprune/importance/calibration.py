@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from svtprune.costs import count_data
 from svtprune.graph.analysis import Analysis, Member
 from svtprune.runtime import make_session
 
@@ -85,4 +86,5 @@ def calibrate(analysis: Analysis, x: np.ndarray, batch: int = 64) -> Calibration
             h = rows.T @ rows
             calibration.hessians[name] = calibration.hessians.get(name, 0) + h
         calibration.rows += min(batch, len(x) - start)
+        count_data(min(batch, len(x) - start))
     return calibration

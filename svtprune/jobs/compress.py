@@ -7,7 +7,6 @@ the report (jobs/compress_report.py), and the outputs written as a set.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import onnx
 
 from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.costs import Started
 from svtprune.data import Dataset
 from svtprune.errors import ConstraintError, UserError
 from svtprune.graph.analysis import Analysis, analyze
@@ -81,7 +81,7 @@ def compress(
     from the original before the held-out check, which applies to the fine-tuned model.
     Raises ConstraintError (carrying the report) when the constraints cannot be met; then nothing is written.
     """
-    started = time.perf_counter()
+    started = Started()
     if max_accuracy_drop is not None:
         fields["max_accuracy_drop"] = max_accuracy_drop
     options = options or CompressOptions.from_fields(**fields)
@@ -96,7 +96,7 @@ def compress_claimed(
     outputs: OutputSet,
     options: CompressOptions,
     say: Say,
-    started: float,
+    started: Started,
 ) -> dict:
     """The compress job once its output files are claimed (``compress`` validates and claims)."""
     original = load_checked_model(model_path)
@@ -141,7 +141,7 @@ def compress_claimed(
         report["finetune"] = finetune
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
-    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    report.update(started.cost())
     write_outputs(outputs, final, plan.to_json(analysis), report)
     return report
 

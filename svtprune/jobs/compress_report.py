@@ -6,12 +6,12 @@ Keys used from outside are fixed (see the README): ``original.*``, ``compressed.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import onnx
 
+from svtprune.costs import Started
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes, written_bytes
 from svtprune.graph.plan import Plan
@@ -88,7 +88,7 @@ def compress_report(
     final: onnx.ModelProto,
     held_accuracy: float,
     energy: dict,
-    started: float,
+    started: Started,
 ) -> dict:
     """Assemble the report of one compress run."""
     model_path, data_path = paths
@@ -146,7 +146,7 @@ def compress_report(
         "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
         "evaluations": [r.to_dict() for r in executor.records],
         "held_out_checks": pruned.held_out_checks,
-        "wall_seconds": round(time.perf_counter() - started, 2),
+        **started.cost(),
     }
 
 

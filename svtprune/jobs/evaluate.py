@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.costs import Started
 from svtprune.errors import UserError
 from svtprune.evaluate import EvalResult, evaluate
 from svtprune.runtime import logits_of, make_session
@@ -18,5 +19,8 @@ def evaluate_file(
         raise UserError(f"must be at least 1, got {batch}", option="batch")
     proto = load_checked_model(model)  # one clear error for a missing, corrupt or unrunnable file
     dataset = load_checked_data(data, proto)
+    started = Started()  # the reference's logits count too
     ref_logits = logits_of(make_session(load_checked_model(reference)), dataset.x, batch) if reference else None
-    return evaluate(model, dataset, ref_logits, progress=progress, batch=batch)
+    result = evaluate(model, dataset, ref_logits, progress=progress, batch=batch)
+    result.images_forwarded = started.images_forwarded()
+    return result

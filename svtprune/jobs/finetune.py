@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.costs import Started
 from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
@@ -53,7 +53,7 @@ def finetune_file(
     progress: bool = True,
 ) -> dict:  # fmt: skip
     """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``."""
-    started = time.perf_counter()
+    started = Started()
     out = Path(out)
     check_config(config)
     with OutputSet.claim((out, out.with_suffix(".report.json")), (pruned, teacher, data, val), force) as outputs:
@@ -62,7 +62,7 @@ def finetune_file(
 
 def finetune_claimed(
     pruned: Path, teacher: Path, data: Path, val: Path, outputs: OutputSet, config: TrainConfig, progress: bool,
-    started: float,
+    started: Started,
 ) -> dict:  # fmt: skip
     """The fine-tuning once its two output files are claimed (``finetune_file`` checks and claims)."""
     from svtprune.recover.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
@@ -102,7 +102,7 @@ def finetune_claimed(
         **({"requantized": requantized} if requantized else {}),
         "config": vars(config),
         "training": result.to_dict(),
-        "wall_seconds": time.perf_counter() - started,
+        **started.cost(),
         "evaluations": [],
     }  # fmt: skip
     outputs.write({out: model_bytes(tuned), report_path: json.dumps(report, indent=2)})

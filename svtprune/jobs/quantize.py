@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import onnx
 
 from svtprune.checks import load_checked_data, load_checked_model
+from svtprune.costs import Started
 from svtprune.errors import ConstraintError
 from svtprune.graph.io import param_bytes, written_bytes
 from svtprune.graph.plan import Plan
@@ -52,7 +52,7 @@ def quantize(
     each step back would need its own fine-tuning).
     Raises ConstraintError (carrying the report) when even the best setting breaks the budget.
     """
-    started = time.perf_counter()
+    started = Started()
     if max_accuracy_drop is not None:
         fields["max_accuracy_drop"] = max_accuracy_drop
     options = options or QuantizeOptions.from_fields(**fields)
@@ -67,7 +67,7 @@ def quantize_claimed(
     outputs: OutputSet,
     options: QuantizeOptions,
     say: Say,
-    started: float,
+    started: Started,
 ) -> dict:
     """The quantize job once its output files are claimed (``quantize`` validates and claims)."""
     quant = options.quant
@@ -93,14 +93,14 @@ def quantize_claimed(
         final, finetune, held_accuracy = tune.run(final, before, start, notes, say)
     report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget)
     report["quantization"] = {
-        **quantization_section(result, executor, quant.search, started),
+        **quantization_section(result, executor, quant.search, started.at),
         "stored_bytes": stored_bytes(final),
     }
     report["evaluations"] = [r.to_dict() for r in executor.records]
     report["held_out_checks"] = checks
     if finetune is not None:
         report["finetune"] = finetune
-    report["wall_seconds"] = round(time.perf_counter() - started, 2)
+    report.update(started.cost())
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     meta = {"source": str(model_path), "method": f"aq4svit-{quant.search}", "scheme": vars(scheme)}

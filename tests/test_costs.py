@@ -1,0 +1,49 @@
+"""A job's cost in images forwarded: counted where ONNX Runtime runs, checked against what was asked of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from svtprune.costs import FORWARDED, Started
+from svtprune.data import Dataset, save_npz
+from svtprune.jobs.compress import compress
+from svtprune.jobs.evaluate import evaluate_file
+from svtprune.runtime import latency_ms, logits_of, make_session, tap
+
+
+def test_every_image_run_is_counted_once_and_timing_apart(small_models: dict) -> None:
+    model = small_models["spikformer"]
+    x = np.random.default_rng(0).standard_normal((37, 1, 28, 28)).astype(np.float32)
+    started = Started()
+    logits_of(make_session(model), x, batch=16)  # 16 + 16 + 5
+    assert started.images_forwarded() == 37
+    tap(model, [model.graph.node[3].output[0]], x[:9], batch=4)
+    assert started.images_forwarded() == 46
+    timing_before = FORWARDED.timing
+    latency_ms(make_session(model), 2, repeats=3)  # a warm-up call and three timed calls of 2 images
+    assert FORWARDED.timing - timing_before == 8 and started.images_forwarded() == 46
+
+
+def test_eval_counts_the_model_and_the_reference(small_models: dict, tmp_path: Path) -> None:
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    x = np.random.default_rng(1).standard_normal((30, 1, 28, 28)).astype(np.float32)
+    save_npz(tmp_path / "labelled.npz", Dataset(x, np.arange(30) % 10))
+    save_npz(tmp_path / "unlabelled.npz", Dataset(x, None))
+    assert evaluate_file(tmp_path / "m.onnx", tmp_path / "labelled.npz").images_forwarded == 30
+    with_reference = evaluate_file(tmp_path / "m.onnx", tmp_path / "unlabelled.npz", reference=tmp_path / "m.onnx")
+    assert with_reference.images_forwarded == 60
+
+
+def test_a_compress_report_states_at_least_what_its_evaluations_forwarded(small_models: dict, tmp_path: Path) -> None:
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((120, 1, 28, 28)).astype(np.float32)
+    save_npz(tmp_path / "val.npz", Dataset(x, None))
+    out = tmp_path / "small.onnx"
+    report = compress(tmp_path / "m.onnx", tmp_path / "val.npz", out, max_accuracy_drop=30.0, method="uniform")
+    evaluated = sum(e["images"] for e in report["evaluations"])
+    assert report["images_forwarded"] >= evaluated + report["data"]["held_out_images"] > 0
+    assert report["images_forwarded_timing"] > 0
+    assert f"{report['images_forwarded']:,} images forwarded" in out.with_suffix(".report.html").read_text()
