@@ -16,7 +16,7 @@ from svtprune.costs import Started
 from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.graph.io import param_bytes
-from svtprune.runtime import latency_ms, logits_of, make_session
+from svtprune.runtime import edge_measures, latency_ms, logits_of, make_session
 
 
 def top1(logits: np.ndarray, target: np.ndarray) -> float:
@@ -36,6 +36,9 @@ class EvalResult:
     latency_ms_b1: float | None
     latency_ms_b64: float | None
     seconds: float
+    latency_ms_b1_1thread: float | None = None  # one intra-op thread (runtime.edge_measures)
+    peak_rss_mb: float | None = None  # a fresh process that loads the file and runs batch 1
+    peak_rss_mb_runtime_only: float | None = None  # the same process before it loads the file
     images_forwarded: int = 0  # data images run through ONNX Runtime for this result
 
     def to_dict(self) -> dict:
@@ -50,7 +53,9 @@ def evaluate(
     progress: bool = False,
     batch: int = 256,
 ) -> EvalResult:
-    """Accuracy against labels, or top-1 agreement with ``reference`` logits when unlabelled."""
+    """Accuracy against labels, or top-1 agreement with ``reference`` logits when unlabelled.
+
+    ``latency=False`` skips every runtime measure: the timings and the fresh process for peak memory."""
     started = Started()
     proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
     file_bytes = os.path.getsize(model) if isinstance(model, str | Path) else None
@@ -64,6 +69,7 @@ def evaluate(
         raise UserError("data has no labels ('y'); give a reference model to measure agreement with")
     b1 = latency_ms(session, 1) if latency else None
     b64 = latency_ms(session, 64, repeats=5) if latency else None
+    edge = edge_measures(proto if isinstance(model, onnx.ModelProto) else model) if latency else {}
     return EvalResult(
         accuracy,
         metric,
@@ -73,5 +79,6 @@ def evaluate(
         b1,
         b64,
         started.seconds(),
-        started.images_forwarded(),
+        **edge,
+        images_forwarded=started.images_forwarded(),
     )

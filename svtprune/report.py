@@ -10,6 +10,10 @@ import html
 import io
 import json
 
+# the original-vs-compressed table (rows a report lacks, such as those of older reports, are left out)
+ROWS = ("param_bytes", "file_bytes", "accuracy", "latency_ms_b1", "latency_ms_b64", "latency_ms_b1_1thread",
+        "peak_rss_mb", "peak_rss_mb_runtime_only")  # fmt: skip
+
 
 def report_texts(report: dict) -> tuple[str, str]:
     """The JSON and the HTML report of one run (written as ``out.report.json`` and ``out.report.html``)."""
@@ -186,8 +190,7 @@ def _extras(report: dict) -> str:
 def render_html(report: dict) -> str:
     o, c = report["original"], report["compressed"]
     rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{o.get(k)}</td><td>{c.get(k)}</td></tr>"
-        for k in ("param_bytes", "file_bytes", "accuracy", "latency_ms_b1", "latency_ms_b64")
+        f"<tr><td>{html.escape(k)}</td><td>{o.get(k)}</td><td>{c.get(k)}</td></tr>" for k in ROWS if k in o or k in c
     )
     plots = []
     if report.get("sensitivity"):

@@ -8,8 +8,12 @@ for them by keyword, so what each site runs is written where it is asked for.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -23,6 +27,7 @@ from svtprune.costs import count_data, count_timing
 from svtprune.errors import UserError
 
 LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
+PROBE = Path(__file__).with_name("runtime_probe.py")  # run as a script in a fresh process (peak_rss_mb)
 FLOAT = onnx.TensorProto.FLOAT
 
 
@@ -208,6 +213,45 @@ def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:
     """
     session = make_session(model)
     return latency_ms(session, 1, LATENCY_RUNS[0], fastest=True), latency_ms(session, 64, LATENCY_RUNS[1], fastest=True)
+
+
+def single_thread_latency_ms(model: onnx.ModelProto | str | Path) -> float:
+    """Median batch-1 wall time (ms) on one intra-op thread: what one core of a phone or a board gives the model."""
+    return latency_ms(make_session(model, threads=1), 1, LATENCY_RUNS[0])
+
+
+def peak_rss_mb(model: onnx.ModelProto | bytes | str | Path) -> tuple[float, float]:
+    """Peak resident MiB of a fresh process that loads ``model`` and runs batch 1 on one thread, and of the
+    same process before it loads the model (interpreter, numpy and onnxruntime): the difference is the model's.
+
+    A fresh process (runtime_probe.py), since this one's peak is whatever the job held before; a path
+    is loaded as it is (an .ort file too), a model or its bytes from a temporary .onnx file.
+    """
+    with tempfile.TemporaryDirectory(prefix="svtprune-probe-") as folder:
+        if isinstance(model, str | Path):
+            path = Path(model)
+        else:
+            path = Path(folder) / "model.onnx"
+            path.write_bytes(model if isinstance(model, bytes) else model.SerializeToString())
+        run = subprocess.run(
+            [sys.executable, "-P", str(PROBE), str(path)], capture_output=True, text=True, timeout=600, check=False
+        )
+    if run.returncode != 0:
+        reason = (run.stderr.strip().splitlines() or [f"exit code {run.returncode}"])[-1]
+        raise UserError(f"ONNX Runtime cannot run the model in a fresh process: {reason}")
+    peaks = json.loads(run.stdout.strip().splitlines()[-1])
+    return round(peaks["peak_rss_mb"], 1), round(peaks["peak_rss_mb_runtime_only"], 1)
+
+
+def edge_measures(model: onnx.ModelProto | bytes | str | Path) -> dict[str, float]:
+    """Single-thread batch-1 latency and peak memory (report keys), for devices with one core and little RAM."""
+    peak, runtime_only = peak_rss_mb(model)
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else model
+    return {
+        "latency_ms_b1_1thread": round(single_thread_latency_ms(proto), 3),
+        "peak_rss_mb": peak,
+        "peak_rss_mb_runtime_only": runtime_only,
+    }
 
 
 def _progress(items: range, enabled: bool, label: str) -> Iterable[int]:

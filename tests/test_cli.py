@@ -78,6 +78,8 @@ def test_eval_json_is_one_object(files: dict[str, Path]) -> None:
     report = json.loads(result.stdout)
     assert {"accuracy", "param_bytes", "file_bytes", "latency_ms_b1", "latency_ms_b64"} <= set(report)
     assert report["samples"] == 40 and report["file_bytes"] == files["model"].stat().st_size
+    assert report["latency_ms_b1_1thread"] > 0  # one thread at batch 1, and the peak of a fresh process running it
+    assert 0 < report["peak_rss_mb_runtime_only"] <= report["peak_rss_mb"]
 
 
 def test_analyze_prune_verify_round_trip(files: dict[str, Path], tmp_path: Path) -> None:

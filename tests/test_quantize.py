@@ -419,9 +419,18 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
         "--data",
         str(tmp_path / "val.npz"),
     ]
-    run = subprocess.run([*cmd, "-o", str(out), "--max-accuracy-drop", "5", "--json"], capture_output=True, text=True)
+    args = ["-o", str(out), "--max-accuracy-drop", "5", "--format", "ort", "--json"]
+    run = subprocess.run([*cmd, *args], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
+    assert report["deployment"]["ort_bytes"] == out.with_suffix(".ort").stat().st_size
+    assert json.loads(out.with_suffix(".report.json").read_text())["deployment"] == report["deployment"]
+    x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)  # the .ort file runs the quantized model as the .onnx
+    np.testing.assert_allclose(logits_of(make_session(out.with_suffix(".ort")), x), logits_of(make_session(out), x),
+                               rtol=0, atol=1e-5)  # fmt: skip
+    for side in ("original", "compressed"):
+        assert report[side]["latency_ms_b1_1thread"] > 0
+        assert 0 < report[side]["peak_rss_mb_runtime_only"] <= report[side]["peak_rss_mb"]
     for key in ("memory_saving", "accuracy_drop", "wall_seconds", "evaluations"):
         assert key in report
     assert report["compressed"]["param_bytes"] == param_bytes(onnx.load(out))
@@ -431,6 +440,7 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
     assert stored["weights"] == sum(row["weight_bytes"] for row in report["quantization"]["layers"])
     assert stored["scales"] > 0 and stored["biases and normalisation"] > 0
     assert "id='stored'" in out.with_suffix(".report.html").read_text()
+    assert "<td>peak_rss_mb</td>" in out.with_suffix(".report.html").read_text()
     assert out.with_suffix(".report.html").read_text().count("<img") >= 2
     browser = shutil.which("chromium")
     if browser is not None:  # .ci/run installs Debian's chromium: the page must render with its bits table
@@ -456,6 +466,9 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     )
     written = onnx.load(out)
     assert report["compressed"]["param_bytes"] == param_bytes(written)
+    for side in ("original", "compressed"):
+        assert report[side]["latency_ms_b1_1thread"] > 0 and report[side]["peak_rss_mb"] > 0
+    assert "deployment" not in report and not out.with_suffix(".ort").exists()  # only when asked for
     assert sum(report["quantization"]["stored_bytes"].values()) == param_bytes(written)
     assert report["accuracy_drop"] <= 25.0  # random weights and inputs: agreement is fragile
     q = report["quantization"]

@@ -9,6 +9,7 @@ import typer
 
 from svtprune.cli.options import (
     Calib,
+    DeployFormat,
     FinetuneData,
     FinetuneEpochs,
     FinetuneLr,
@@ -84,12 +85,14 @@ def compress(
             help="With --objective energy: fraction of the energy per image to save, e.g. 0.5.", callback=number()
         ),
     ] = None,
+    format: DeployFormat = "onnx",
     force: Force = False,
     as_json: Json = False,
 ) -> None:
     """Find how many channels to remove from which groups, within your accuracy budget; write a smaller ONNX.
 
-    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html. Exit 0 when the constraints are met,
+    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html
+    (with --format ort also OUT.ort and OUT.required_operators.config). Exit 0 when the constraints are met,
     1 when they cannot be (nothing is written), 2 for bad input.
     Example: svtprune compress model.onnx --data val.npz --max-accuracy-drop 1.0 -o small.onnx
     """
@@ -108,6 +111,7 @@ def compress(
             seed=seed,
             importance=importance,
             force=force,
+            format=format,
             progress=progress,
             reconstruct=reconstruct,
             finetune_data=finetune_data,

@@ -74,6 +74,7 @@ FLAGS: dict[str, str] = {
     "lr": "--lr",
     "threads": "--threads",
     "limit": "--limit",
+    "format": "--format",
 }
 # where one command spells a field another way (compress fine-tunes with --finetune-epochs, not --epochs)
 COMMAND_FLAGS: dict[str, dict[str, str]] = {
@@ -114,6 +115,14 @@ ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=
 SearchData = Annotated[Path, typer.Option(help=".npz with x and optional y (labels); split into search and held-out.")]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+DeployFormat = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="onnx, or ort: also OUT.ort (ONNX Runtime's format for mobile and minimal builds, made by its "
+        "converter) and OUT.required_operators.config (the operators a minimal build must include).",
+    ),
+]
 MaxAccuracyDrop = Annotated[
     float, typer.Option(help="Accuracy points the result may lose.", callback=number(minimum=0))
 ]

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svtprune.cli.options import Force, Json, ModelArg, number, out_option
+from svtprune.cli.options import DeployFormat, Force, Json, ModelArg, number, out_option
 from svtprune.cli.render import emit_json, print_prune
 
 
@@ -22,6 +22,7 @@ def prune(
     ] = 0.3,
     plan_out: Annotated[Path | None, typer.Option(help="Plan JSON (default: OUT with .plan.json).")] = None,
     importance: Annotated[str, typer.Option(help="Channel ranking: l2 (the papers') or l1.")] = "l2",
+    format: DeployFormat = "onnx",
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -31,9 +32,9 @@ def prune(
     """
     from svtprune.jobs.prune import claim_outputs, prune_uniform, write_outputs
 
-    with claim_outputs(out, plan_out, model, force) as outputs:
+    with claim_outputs(out, plan_out, model, force, format) as outputs:
         result = prune_uniform(path=model, ratio=ratio, importance=importance)
-        plan_path = write_outputs(result, outputs)
+        plan_path = write_outputs(result, outputs, format)
     summary = {
         "output": str(out),
         "plan": str(plan_path),
@@ -43,6 +44,8 @@ def prune(
         "expected_param_bytes": result.expected_bytes,
         "memory_saving": 1 - result.pruned_bytes / result.original_bytes,
     }
+    if result.deployment is not None:
+        summary["deployment"] = result.deployment
     if as_json:
         emit_json(summary)
     else:

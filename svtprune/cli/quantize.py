@@ -9,6 +9,7 @@ import typer
 
 from svtprune.cli.options import (
     Calib,
+    DeployFormat,
     FinetuneData,
     FinetuneEpochs,
     FinetuneLr,
@@ -53,6 +54,7 @@ def quantize(
     finetune_epochs: FinetuneEpochs = 1,
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
+    format: DeployFormat = "onnx",
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -63,7 +65,8 @@ def quantize(
     DequantizeLinear (opset 21, or 25 when int2 is used), so stock ONNX Runtime runs the file.
     With --finetune-data the search may lose --finetune-search-drop points, then the weights are
     fine-tuned on their stored grids (quantization-aware) before the held-out check.
-    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html. Exit 0 when the budget holds,
+    Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html
+    (with --format ort also OUT.ort and OUT.required_operators.config). Exit 0 when the budget holds,
     1 when it cannot (nothing is written), 2 for bad input.
     Example: svtprune quantize model.onnx --data val.npz --search greedy --max-accuracy-drop 1.5 -o q.onnx
     """
@@ -85,6 +88,7 @@ def quantize(
             block_size=block_size,
             rounding=rounding,
             force=force,
+            format=format,
             progress=progress,
             finetune_data=finetune_data,
             finetune_epochs=finetune_epochs,

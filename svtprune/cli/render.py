@@ -84,8 +84,19 @@ def run_search(label: str, run: Callable[[Progress], dict], as_json: bool) -> di
     return report
 
 
-def _files_line(out: Path) -> str:
-    return f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
+def _files_line(out: Path, report: dict) -> str:
+    lines = f"model: {out}\nreport: {out.with_suffix('.report.html')} (and .report.json, .plan.json)"
+    return lines + _deployment_line(report.get("deployment"))
+
+
+def _deployment_line(deployment: dict | None) -> str:
+    """Where the ORT files went (``--format ort``), or nothing."""
+    if deployment is None:
+        return ""
+    return (
+        f"\nORT format: {deployment['ort_file']} ({deployment['ort_bytes']:,} bytes), operators for a minimal "
+        f"build: {deployment['operators_config']} ({len(deployment['operators'])} operators)"
+    )
 
 
 def _finetune_line(report: dict, done: str) -> str:
@@ -116,7 +127,7 @@ def print_compress(report: dict, out: Path) -> None:
         f"{energy['compressed']['energy_uJ_per_image']:.1f} uJ per image "
         f"({report['energy_saving']:.1%} saved)\n"
         + _finetune_line(report, "fine-tuned on {images} images")
-        + _files_line(out)
+        + _files_line(out, report)
     )
 
 
@@ -135,7 +146,7 @@ def print_quantize(report: dict, out: Path) -> None:
         f"{q['gated_out']} gated out by drift, {report['images_forwarded']:,} images forwarded, "
         f"{report['wall_seconds']:.0f} s.\n"
         + _finetune_line(report, "fine-tuned on the quantization grids ({images} images)")
-        + _files_line(out)
+        + _files_line(out, report)
     )
 
 
@@ -145,7 +156,10 @@ def print_eval(model: Path, r: dict) -> None:
     Console().print(
         f"{model}\n  {label}: {r['accuracy']:.2f}% on {r['samples']} images\n"
         f"  parameter bytes: {r['param_bytes']:,}   file bytes: {r['file_bytes']:,}\n"
-        f"  latency (ORT CPU, median): batch 1 {r['latency_ms_b1']:.2f} ms, batch 64 {r['latency_ms_b64']:.1f} ms"
+        f"  latency (ORT CPU, median): batch 1 {r['latency_ms_b1']:.2f} ms, batch 64 {r['latency_ms_b64']:.1f} ms, "
+        f"batch 1 on one thread {r['latency_ms_b1_1thread']:.2f} ms\n"
+        f"  peak memory running batch 1: {r['peak_rss_mb']:.1f} MiB "
+        f"({r['peak_rss_mb_runtime_only']:.1f} MiB of it Python with ONNX Runtime before the model)"
     )
 
 
@@ -177,6 +191,7 @@ def print_prune(summary: dict) -> None:
     Console(stderr=True).print(
         f"wrote {summary['output']} ({summary['pruned_param_bytes']:,} parameter bytes, was "
         f"{summary['original_param_bytes']:,}: {summary['memory_saving']:.1%} saved) and {summary['plan']}"
+        + _deployment_line(summary.get("deployment"))
     )
 
 

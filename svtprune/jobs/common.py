@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from svtprune.checks import classes_of
 from svtprune.data import Dataset
+from svtprune.deploy import deploy_paths, deployment
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes
@@ -124,9 +125,11 @@ class Tuning:
         return tuned, section, after
 
 
-def claim_outputs(out: Path, inputs: tuple[str | Path | None, ...], force: bool) -> OutputSet:
-    """A search job's four files (model, plan, JSON and HTML reports), checked and locked before the search."""
-    return OutputSet.claim(job_files(out), inputs, force)
+def claim_outputs(out: Path, inputs: tuple[str | Path | None, ...], force: bool, format: str = "onnx") -> OutputSet:
+    """A search job's four files (model, plan, JSON and HTML reports), checked and locked before the search.
+
+    With ``format`` 'ort', also the ``.ort`` file and its operator config (deploy.py)."""
+    return OutputSet.claim(job_files(out) + deploy_paths(out, format), inputs, force)
 
 
 def job_files(out: Path) -> tuple[Path, Path, Path, Path]:
@@ -139,13 +142,23 @@ def timed(session: ort.InferenceSession) -> tuple[tuple[float, float], tuple[flo
     return (statistics.median(one), statistics.median(many)), (min(one), min(many))
 
 
-def write_outputs(outputs: OutputSet, model: onnx.ModelProto, plan_json: str, report: dict) -> None:
-    """The model, its plan and its reports beside it, all or none."""
+def write_outputs(
+    outputs: OutputSet, model: onnx.ModelProto, plan_json: str, report: dict, format: str = "onnx"
+) -> None:
+    """The model, its plan and its reports beside it, all or none.
+
+    With ``format`` 'ort' the ``.ort`` file and its operator config are made from the model's bytes
+    first and written in the same set; ``report`` gains their summary as ``deployment``."""
     from svtprune.report import report_texts
 
-    out, plan_path, json_path, html_path = outputs.paths
+    out, plan_path, json_path, html_path = outputs.paths[:4]
+    data = model_bytes(model)
+    extra = deployment(data, out, format)
+    if extra is not None:
+        report["deployment"] = extra.section()
     json_text, html_text = report_texts(report)
-    outputs.write({out: model_bytes(model), plan_path: plan_json, json_path: json_text, html_path: html_text})
+    files = {out: data, plan_path: plan_json, json_path: json_text, html_path: html_text}
+    outputs.write({**files, **(extra.contents() if extra else {})})
 
 
 def worse_than_input(saving: float, file_bytes: tuple[int, int], speedup: float | None = None) -> list[str]:

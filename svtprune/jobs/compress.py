@@ -86,7 +86,7 @@ def compress(
         fields["max_accuracy_drop"] = max_accuracy_drop
     options = options or CompressOptions.from_fields(**fields)
     inputs = (model_path, data_path, options.finetune.finetune_data)
-    with claim_outputs(Path(out), inputs, options.force) as outputs:
+    with claim_outputs(Path(out), inputs, options.force, options.format) as outputs:
         return compress_claimed(model_path, data_path, outputs, options, progress or (lambda _message: None), started)
 
 
@@ -142,7 +142,7 @@ def compress_claimed(
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     report.update(started.cost())
-    write_outputs(outputs, final, plan.to_json(analysis), report)
+    write_outputs(outputs, final, plan.to_json(analysis), report, options.format)
     return report
 
 

@@ -13,11 +13,11 @@ import onnx
 
 from svtprune.costs import Started
 from svtprune.graph.analysis import Analysis
-from svtprune.graph.io import param_bytes, written_bytes
+from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import Start, timed, worse_than_input
 from svtprune.jobs.options import CompressOptions
-from svtprune.runtime import make_session
+from svtprune.runtime import edge_measures, make_session
 
 if TYPE_CHECKING:
     from svtprune.jobs.compress import Pruned
@@ -123,6 +123,7 @@ def compress_report(
             "accuracy": round(start.baseline["held"], 3),
             "accuracy_search": round(start.baseline["search"], 3),
             **_times(b1, b64, fast_original),
+            **edge_measures(Path(model_path)),
         },
         "compressed": {
             "param_bytes": final_bytes,
@@ -131,6 +132,7 @@ def compress_report(
             "accuracy_search": round(result.best.accuracy, 3) if result.best else None,
             "accuracy_without_reconstruction": round(pruned.without_reconstruction, 3),
             **_times(c1, c64, fast_final),
+            **edge_measures(model_bytes(final)),
         },
         "memory_saving": round(saving, 5),
         "accuracy_drop": round(drop, 3),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from svtprune.deploy import check_format
 from svtprune.errors import UserError
 
 PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when quantization follows pruning
@@ -168,9 +169,11 @@ class CompressOptions:
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
     force: bool = False
+    format: str = "onnx"  # "ort": also the .ort file and its operator config (deploy.py)
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
+        check_format(self.format)
         check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
         if self.goal.objective != "memory" and self.prune.method != "primesvt":
             raise UserError(f"{self.goal.objective} orders the prioritized policy: use method 'primesvt'", "objective")
@@ -209,9 +212,11 @@ class QuantizeOptions:
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
     force: bool = False
+    format: str = "onnx"
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
+        check_format(self.format)
 
     @classmethod
     def from_fields(cls, **flat: Any) -> QuantizeOptions:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from svtprune.deploy import deploy_paths, deployment
 from svtprune.errors import UserError
 from svtprune.graph.analysis import Analysis, analyze
 from svtprune.graph.io import load_model, model_bytes, param_bytes
@@ -26,6 +27,7 @@ class PruneResult:
     original_bytes: int
     pruned_bytes: int
     expected_bytes: int
+    deployment: dict | None = None  # what write_outputs wrote beside the model for ``format`` 'ort'
 
 
 def prune_uniform(path: str | Path, ratio: float, importance: str = "l2") -> PruneResult:
@@ -77,14 +79,24 @@ def expected_param_bytes(analysis: Analysis, plan: Plan) -> int:
     return total
 
 
-def claim_outputs(out: str | Path, plan_out: str | Path | None, model: str | Path, force: bool) -> OutputSet:
-    """The pruned model and its plan (default ``out`` with ``.plan.json``), checked and locked before pruning."""
+def claim_outputs(
+    out: str | Path, plan_out: str | Path | None, model: str | Path, force: bool, format: str = "onnx"
+) -> OutputSet:
+    """The pruned model and its plan (default ``out`` with ``.plan.json``), checked and locked before pruning.
+
+    With ``format`` 'ort', also the ``.ort`` file and its operator config (deploy.py)."""
     out = Path(out)
-    return OutputSet.claim((out, Path(plan_out) if plan_out else out.with_suffix(".plan.json")), (model,), force)
+    paths = (out, Path(plan_out) if plan_out else out.with_suffix(".plan.json"), *deploy_paths(out, format))
+    return OutputSet.claim(paths, (model,), force)
 
 
-def write_outputs(result: PruneResult, outputs: OutputSet) -> Path:
-    """The pruned model and its plan, both or neither; returns the plan's path."""
-    out, plan_path = outputs.paths
-    outputs.write({out: model_bytes(result.model), plan_path: result.plan.to_json()})
+def write_outputs(result: PruneResult, outputs: OutputSet, format: str = "onnx") -> Path:
+    """The pruned model and its plan (and the ORT files), all or none; returns the plan's path.
+
+    With ``format`` 'ort', ``result.deployment`` says what was written beside the model."""
+    out, plan_path = outputs.paths[:2]
+    data = model_bytes(result.model)
+    extra = deployment(data, out, format)
+    outputs.write({out: data, plan_path: result.plan.to_json(), **(extra.contents() if extra else {})})
+    result.deployment = extra.section() if extra else None
     return plan_path

@@ -11,7 +11,7 @@ import onnx
 from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.costs import Started
 from svtprune.errors import ConstraintError
-from svtprune.graph.io import param_bytes, written_bytes
+from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import (
     SEARCH_SHARE_OF_BUDGET,
@@ -28,7 +28,7 @@ from svtprune.jobs.options import QuantizeOptions
 from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
-from svtprune.runtime import latency_ms, make_session
+from svtprune.runtime import edge_measures, latency_ms, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import bits_held_out
 from svtprune.search.records import SearchResult
@@ -57,7 +57,7 @@ def quantize(
         fields["max_accuracy_drop"] = max_accuracy_drop
     options = options or QuantizeOptions.from_fields(**fields)
     inputs = (model_path, data_path, options.finetune.finetune_data)
-    with claim_outputs(Path(out), inputs, options.force) as outputs:
+    with claim_outputs(Path(out), inputs, options.force, options.format) as outputs:
         return quantize_claimed(model_path, data_path, outputs, options, progress or (lambda _message: None), started)
 
 
@@ -104,7 +104,7 @@ def quantize_claimed(
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     meta = {"source": str(model_path), "method": f"aq4svit-{quant.search}", "scheme": vars(scheme)}
-    write_outputs(outputs, final, Plan({}, meta, dict(result.bits)).to_json() + "\n", report)
+    write_outputs(outputs, final, Plan({}, meta, dict(result.bits)).to_json() + "\n", report, options.format)
     return report
 
 
@@ -144,6 +144,7 @@ def _report(
             "accuracy_search": round(start.baseline["search"], 3),
             "latency_ms_b1": round(latency_ms(start.session, 1), 3),
             "latency_ms_b64": round(latency_ms(start.session, 64, repeats=5), 2),
+            **edge_measures(Path(model_path)),
         },
         "compressed": {
             "param_bytes": final_bytes,
@@ -152,6 +153,7 @@ def _report(
             "accuracy_search": round(result.best.accuracy, 3) if result.best else round(start.baseline["search"], 3),
             "latency_ms_b1": round(latency_ms(final_session, 1), 3),
             "latency_ms_b64": round(latency_ms(final_session, 64, repeats=5), 2),
+            **edge_measures(model_bytes(final)),
         },
         "memory_saving": round(1 - final_bytes / original_bytes, 5),
         "accuracy_drop": round(drop, 3),
