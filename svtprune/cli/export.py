@@ -9,6 +9,7 @@ import typer
 
 from svtprune.cli.options import Json, number, out_option
 from svtprune.cli.render import emit_json, print_export
+from svtprune.errors import ConstraintError
 from svtprune.spiking.configs import NAMED_CONFIGS
 
 
@@ -53,27 +54,32 @@ def export(
     """
     from svtprune.jobs.export import export_reference
 
-    summary = export_reference(
-        out=out,
-        arch=arch,
-        weights=weights,
-        embed=embed,
-        depths=depths,
-        heads=heads,
-        steps=steps,
-        in_channels=in_channels,
-        img_size=img_size,
-        batch=batch,
-        seed=seed,
-        force=force,
-        config=config,
-        num_classes=num_classes,
-        patch_size=patch_size,
-        mlp_ratio=mlp_ratio,
-        data=data,
-        calib_images=calib_images,
-        allow_dead=allow_dead,
-    )
+    try:
+        summary = export_reference(
+            out=out,
+            arch=arch,
+            weights=weights,
+            embed=embed,
+            depths=depths,
+            heads=heads,
+            steps=steps,
+            in_channels=in_channels,
+            img_size=img_size,
+            batch=batch,
+            seed=seed,
+            force=force,
+            config=config,
+            num_classes=num_classes,
+            patch_size=patch_size,
+            mlp_ratio=mlp_ratio,
+            data=data,
+            calib_images=calib_images,
+            allow_dead=allow_dead,
+        )
+    except ConstraintError as exc:  # a dead network: with --json its calibration report still goes to stdout
+        if as_json and exc.report:
+            emit_json(exc.report)
+        raise
     if as_json:
         emit_json(summary)
     else:
