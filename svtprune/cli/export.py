@@ -18,22 +18,22 @@ def export(
     config: Annotated[str | None, typer.Option(help=f"A published size: {', '.join(NAMED_CONFIGS)}.")] = None,
     arch: Annotated[str | None, typer.Option(help="spikformer (default), sdt, qkformer or maxformer.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Checkpoint from tools/train_reference.py.")] = None,
-    embed: Annotated[int | None, typer.Option(help="Embedding width [default: 64].", min=1)] = None,
+    embed: Annotated[int | None, typer.Option(help="Embedding width (default 64).", min=1)] = None,
     depths: Annotated[
-        str | None, typer.Option(help="Blocks [default: 2]; qkformer/maxformer: A,B,C per stage.")
+        str | None, typer.Option(help="Blocks (default 2); qkformer/maxformer: A,B,C per stage (default 1,1,1).")
     ] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads [default: 4].", min=1)] = None,
-    steps: Annotated[int | None, typer.Option("--T", help="Time steps [default: 4].", min=1)] = None,
-    in_channels: Annotated[int | None, typer.Option(help="Image channels [default: 1].", min=1)] = None,
-    img_size: Annotated[int | None, typer.Option(help="Image height = width [default: 28].", min=1)] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Classes [default: 10].", min=1)] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Spikformer patch: 4 or 16 [default: 4].", min=1)] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).", min=1)] = None,
+    steps: Annotated[int | None, typer.Option("--T", help="Time steps (default 4).", min=1)] = None,
+    in_channels: Annotated[int | None, typer.Option(help="Image channels (default 1).", min=1)] = None,
+    img_size: Annotated[int | None, typer.Option(help="Image height = width (default 28).", min=1)] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Classes (default 10).", min=1)] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Spikformer patch: 4 or 16 (default 4).", min=1)] = None,
     mlp_ratio: Annotated[
-        float | None, typer.Option(help="MLP width / embedding [default: 4].", callback=number(above=0))
+        float | None, typer.Option(help="MLP width / embedding (default 4).", callback=number(above=0))
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Calibration images (.npz) instead of random ones.")] = None,
     calib_images: Annotated[
-        int | None, typer.Option(help="Calibration batch [default: 16, 4 above 64 px].", min=2)
+        int | None, typer.Option(help="Calibration batch (default 16, 4 above 64 px).", min=2)
     ] = None,
     allow_dead: Annotated[
         bool, typer.Option("--allow-dead", help="Export even if calibration leaves it dead.")
@@ -47,7 +47,7 @@ def export(
 
     Without --weights the model is random, calibrated on a small batch so that 5-30 % of each
     layer's neurons fire (exit 1 if it stays dead). --config picks a published size; the size
-    options override it (defaults in brackets apply without --config). Sizes apply to random
+    options override it (the defaults shown apply without --config). Sizes apply to random
     initialisation only: a checkpoint carries its own.
 
     Example: svtprune export --config spikformer_cifar10 -o spikformer_cifar10.onnx
