@@ -130,3 +130,11 @@ def test_a_random_export_is_alive_in_onnx_runtime(tmp_path: Path) -> None:
     assert logits.shape == (6, 10)
     assert np.abs(logits - logits[0]).max(axis=1)[1:].min() > 1e-4  # every image's logits differ from the first's
     assert len(set(logits.argmax(1))) > 1
+
+
+def test_calibration_images_must_fit_the_model(tmp_path: Path) -> None:
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((4, 3, 16, 16), np.float32))
+    config = ArchConfig(**resolve_fields(None, None, 1, embed=32, steps=2, img_size=16))
+    with pytest.raises(UserError, match=r"images are \(3, 16, 16\), the model takes \(1, 16, 16\)") as caught:
+        calibrate_random(build_checked(config), config, tmp_path / "rgb.npz", None, 0, allow_dead=False)
+    assert caught.value.option == "data"
