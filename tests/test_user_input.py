@@ -175,6 +175,13 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
             "--embed must be a multiple of the number of heads",
         ),
         (["export", "--embed", "4", "-o", "{out}"], "--embed 4 is too small for spikformer"),
+        (["export", "--config", "spikformer_huge", "-o", "{out}"], "--config unknown configuration"),
+        (["export", "--arch", "qkformer", "--depths", "4", "-o", "{out}"], "--depths qkformer has three stages"),
+        (["export", "--arch", "maxformer", "--heads", "4", "-o", "{out}"], "--heads does not apply to maxformer"),
+        (["export", "--config", "sdt_8_384", "--patch-size", "16", "-o", "{out}"], "--patch-size applies to"),
+        (["export", "--config", "sdt_8_384", "--arch", "qkformer", "-o", "{out}"], "--arch 'qkformer' conflicts"),
+        (["export", "--mlp-ratio", "0", "-o", "{out}"], "--mlp-ratio"),
+        (["export", "--calib-images", "1", "-o", "{out}"], "--calib-images"),
     ],
 )
 def test_out_of_range_options_are_one_line_naming_the_flag(

@@ -7,45 +7,79 @@ from typing import Annotated
 
 import typer
 
-from svtprune.cli.options import Json, out_option
+from svtprune.cli.options import Json, number, out_option
 from svtprune.cli.render import emit_json, print_export
+from svtprune.errors import ConstraintError
+from svtprune.spiking.configs import NAMED_CONFIGS
 
 
 def export(
     out: Annotated[Path, out_option("ONNX file to write.")],
-    arch: Annotated[str, typer.Option(help="spikformer, sdt or qkformer.")] = "spikformer",
+    config: Annotated[str | None, typer.Option(help=f"A published size: {', '.join(NAMED_CONFIGS)}.")] = None,
+    arch: Annotated[str | None, typer.Option(help="spikformer (default), sdt, qkformer or maxformer.")] = None,
     weights: Annotated[Path | None, typer.Option(help="Checkpoint from tools/train_reference.py.")] = None,
-    embed: Annotated[int, typer.Option(help="Embedding width (random init only).", min=1)] = 64,
-    depths: Annotated[int, typer.Option(help="Transformer blocks (random init only).", min=1)] = 2,
-    heads: Annotated[int, typer.Option(help="Attention heads (random init only).", min=1)] = 4,
-    steps: Annotated[int, typer.Option("--T", help="Time steps (random init only).", min=1)] = 4,
-    in_channels: Annotated[int, typer.Option(help="Image channels (random init only).", min=1)] = 1,
-    img_size: Annotated[int, typer.Option(help="Image height = width (random init only).", min=1)] = 28,
+    embed: Annotated[int | None, typer.Option(help="Embedding width (default 64).", min=1)] = None,
+    depths: Annotated[
+        str | None, typer.Option(help="Blocks (default 2); qkformer/maxformer: A,B,C per stage (default 1,1,1).")
+    ] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).", min=1)] = None,
+    steps: Annotated[int | None, typer.Option("--T", help="Time steps (default 4).", min=1)] = None,
+    in_channels: Annotated[int | None, typer.Option(help="Image channels (default 1).", min=1)] = None,
+    img_size: Annotated[int | None, typer.Option(help="Image height = width (default 28).", min=1)] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Classes (default 10).", min=1)] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Spikformer patch: 4 or 16 (default 4).", min=1)] = None,
+    mlp_ratio: Annotated[
+        float | None, typer.Option(help="MLP width / embedding (default 4).", callback=number(above=0))
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Calibration images (.npz) instead of random ones.")] = None,
+    calib_images: Annotated[
+        int | None, typer.Option(help="Calibration batch (default 16, 4 above 64 px).", min=2)
+    ] = None,
+    allow_dead: Annotated[
+        bool, typer.Option("--allow-dead", help="Export even if calibration leaves it dead.")
+    ] = False,
     batch: Annotated[int, typer.Option(help="Batch size traced at export (the axis stays dynamic).", min=1)] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the random initialisation.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the random initialisation and images.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
     as_json: Json = False,
 ) -> None:
     """Export a reference SViT (spikingjelly model zoo) to ONNX with a dynamic batch axis.
 
-    Example: svtprune export --arch spikformer --weights models/reference/spikformer_fmnist.pt -o m.onnx
+    Without --weights the model is random, calibrated on a small batch so that 5-30 % of each
+    layer's neurons fire (exit 1 if it stays dead). --config picks a published size; the size
+    options override it (the defaults shown apply without --config). Sizes apply to random
+    initialisation only: a checkpoint carries its own.
+
+    Example: svtprune export --config spikformer_cifar10 -o spikformer_cifar10.onnx
     """
     from svtprune.jobs.export import export_reference
 
-    summary = export_reference(
-        out=out,
-        arch=arch,
-        weights=weights,
-        embed=embed,
-        depths=depths,
-        heads=heads,
-        steps=steps,
-        in_channels=in_channels,
-        img_size=img_size,
-        batch=batch,
-        seed=seed,
-        force=force,
-    )
+    try:
+        summary = export_reference(
+            out=out,
+            arch=arch,
+            weights=weights,
+            embed=embed,
+            depths=depths,
+            heads=heads,
+            steps=steps,
+            in_channels=in_channels,
+            img_size=img_size,
+            batch=batch,
+            seed=seed,
+            force=force,
+            config=config,
+            num_classes=num_classes,
+            patch_size=patch_size,
+            mlp_ratio=mlp_ratio,
+            data=data,
+            calib_images=calib_images,
+            allow_dead=allow_dead,
+        )
+    except ConstraintError as exc:  # a dead network: with --json its calibration report still goes to stdout
+        if as_json and exc.report:
+            emit_json(exc.report)
+        raise
     if as_json:
         emit_json(summary)
     else:

@@ -221,8 +221,11 @@ def print_verify(result: dict) -> None:
 
 
 def print_export(summary: dict) -> None:
-    """Which file was written, of which architecture."""
-    Console(stderr=True).print(f"wrote {summary['output']}: {summary['arch']}, {summary['nodes']} nodes")
+    """Which file was written, of which architecture, and how often a calibrated model fires."""
+    console = Console(stderr=True)
+    for layer, rate in summary.get("firing_rates", {}).items():
+        console.print(f"  {layer}: {100 * rate:.1f} % firing", highlight=False)
+    console.print(f"wrote {summary['output']}: {summary['arch']}, {summary['nodes']} nodes")
 
 
 def print_finetune(report: dict, out: Path) -> None:

@@ -51,8 +51,16 @@ def export_onnx(
     """Build (and load) the model, export it with a dynamic batch axis, write it atomically."""
     import torch
 
-    out = Path(out)
-    OutputSet([out], force=force).check()  # a bad -o fails before torch builds anything
+    OutputSet([Path(out)], force=force).check()  # a bad -o fails before torch builds anything
+    model = build_checked(config, state_dict, seed)
+    example = torch.zeros(batch, config.in_channels, config.img_size, config.img_size)
+    return export_module(model, example, out, force=force)
+
+
+def build_checked(config: ArchConfig, state_dict: dict | None = None, seed: int = 0) -> torch.nn.Module:
+    """The zoo model, seeded, with ``state_dict`` loaded; what cannot be built is a UserError."""
+    import torch
+
     torch.manual_seed(seed)
     try:
         with warnings.catch_warnings():  # a too-small width is refused below, in one line, not torch's warning
@@ -68,8 +76,7 @@ def export_onnx(
             model.load_state_dict(state_dict)
         except RuntimeError as exc:
             raise UserError(f"weights do not fit {config.arch}: {str(exc).splitlines()[0]}") from exc
-    example = torch.zeros(batch, config.in_channels, config.img_size, config.img_size)
-    return export_module(model, example, out, force=force)
+    return model
 
 
 def export_module(

@@ -14,7 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-ARCHITECTURES = ("spikformer", "sdt", "qkformer")
+from svtprune.spiking.configs import ARCHITECTURES
+
+__all__ = ["ARCHITECTURES", "ArchConfig", "TimeAveragedClassifier", "build_model", "reset_states"]
+LEGACY_STAGE_DEPTHS = (1, 1, 1)  # what a staged config without stage_depths always built
 
 
 @dataclass
@@ -32,6 +35,8 @@ class ArchConfig:
     mlp_ratio: float = 4.0
     patch_size: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
+    stage_depths: list[int] | None = None  # qkformer/maxformer: blocks per stage (None: 1, 1, 1)
+    cifar: bool = False  # maxformer: the CIFAR stem and attention (32x32 inputs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,8 +91,16 @@ def build_model(config: ArchConfig) -> TimeAveragedClassifier:
     elif config.arch == "qkformer":
         net = zoo.QKFormer(
             num_heads=(1, 2, 2) if config.num_heads == 4 else (config.num_heads,) * 3,
-            depths=(1, 1, 1),
+            depths=tuple(config.stage_depths or LEGACY_STAGE_DEPTHS),
             mlp_ratio=config.mlp_ratio,
+            **common,
+        )
+        wrapped = TimeAveragedClassifier(net, averages_over_time=False)
+    elif config.arch == "maxformer":  # its heads are fixed: 8 with the CIFAR stem, width / 64 otherwise
+        net = zoo.MaxFormer(
+            depths=tuple(config.stage_depths or LEGACY_STAGE_DEPTHS),
+            mlp_ratio=config.mlp_ratio,
+            cifar=config.cifar,
             **common,
         )
         wrapped = TimeAveragedClassifier(net, averages_over_time=False)
