@@ -18,6 +18,7 @@ from svtprune.cli.options import (
     Json,
     MaxAccuracyDrop,
     ModelArg,
+    PreprocessSpec,
     ScaleCodes,
     SearchData,
     SplitSeed,
@@ -84,6 +85,7 @@ def compress(
             help="With --objective energy: fraction of the energy per image to save, e.g. 0.5.", callback=number()
         ),
     ] = None,
+    preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -111,6 +113,7 @@ def compress(
             progress=progress,
             reconstruct=reconstruct,
             finetune_data=finetune_data,
+            preprocess=preprocess,
             finetune_epochs=finetune_epochs,
             finetune_search_drop=finetune_search_drop,
             finetune_lr=finetune_lr,

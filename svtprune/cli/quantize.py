@@ -18,6 +18,7 @@ from svtprune.cli.options import (
     Json,
     MaxAccuracyDrop,
     ModelArg,
+    PreprocessSpec,
     ScaleCodes,
     SearchData,
     SplitSeed,
@@ -53,6 +54,7 @@ def quantize(
     finetune_epochs: FinetuneEpochs = 1,
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
+    preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -87,6 +89,7 @@ def quantize(
             force=force,
             progress=progress,
             finetune_data=finetune_data,
+            preprocess=preprocess,
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             finetune_search_drop=finetune_search_drop,
