@@ -4,6 +4,7 @@ Numpy only, so the ONNX-side tools load data without torch. What the file alone 
 (shape, NaN or Inf pixels, labels that are not whole numbers) is refused here; what needs the
 model too (image size, labels outside its classes) is ``svtprune.checks``. Other numeric ``x``
 (float64, uint8) becomes float32 with a note on the ``svtprune`` logger (the CLI prints it on stderr).
+The other sources (a memory-mapped ``.npy``, an image folder) are ``svtprune.data_sources``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class Dataset:
     """Images already normalised the way the model expects, labels when known."""
 
-    x: np.ndarray
+    x: np.ndarray  # or a data_lazy.LazyImages (an .npy or image folder read on access), indexed the same way
     y: np.ndarray | None
     converted_from: str | None = None  # the file's dtype of ``x`` when it was not float32
 

@@ -9,13 +9,11 @@ for the few places (torch training) that need one array.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 CHECK_BATCH = 256  # images read at a time when a whole source is checked at load
 
 
