@@ -122,7 +122,7 @@ PreprocessSpec = Annotated[
     typer.Option(
         help="How image-folder files become input: resize=S (shorter side, bilinear), crop=C (centre, C x C), "
         "mean=M[,M,M], std=S[,S,S] (after scaling pixels to [0,1]), channels=1|3 (default: the first image's); "
-        "e.g. resize=36,crop=32,mean=0.49,0.48,0.45,std=0.25,0.24,0.26 -- or a JSON file of the same keys.",
+        "e.g. resize=36,crop=32,mean=0.49,std=0.25 -- or a JSON file of the same keys.",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
