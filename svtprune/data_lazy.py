@@ -9,6 +9,7 @@ for the few places (torch training) that need one array.
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 from typing import Any
 
@@ -81,10 +82,19 @@ class MappedImages(LazyImages):
         else:
             values = self.source[rows]
         with np.errstate(over="ignore"):  # beyond float32 becomes Inf, refused at load by check_finite
-            return np.ascontiguousarray(values, dtype=np.float32)
+            copy = np.array(values, dtype=np.float32, order="C")
+        release(self.source)
+        return copy
 
     def with_rows(self, rows: np.ndarray) -> MappedImages:
         return MappedImages(self.source, rows)
+
+
+def release(source: np.ndarray) -> None:
+    """Drop the file's pages from this process's resident set (the page cache keeps them): RSS stays a batch."""
+    handle = getattr(source, "_mmap", None)  # np.memmap's own mapping; a plain array has none
+    if handle is not None and hasattr(mmap, "MADV_DONTNEED"):
+        handle.madvise(mmap.MADV_DONTNEED)
 
 
 def open_npy(path: Path) -> np.ndarray:
