@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from svtprune.data import Dataset, load_npz
+from svtprune.data import Dataset
+from svtprune.data_folder import Preprocess
+from svtprune.data_sources import load_data
 from svtprune.errors import UserError
 from svtprune.graph.io import load_model
 from svtprune.runtime import check_shape, logits_of, make_session
@@ -86,9 +88,11 @@ def check_dataset(model: onnx.ModelProto, data: Dataset, path: str | Path) -> No
     check_labels(data, classes_of(model, data.x), path)
 
 
-def load_checked_data(path: str | Path, model: onnx.ModelProto) -> Dataset:
-    """``load_npz`` and ``check_dataset``: the user's data file, checked against the model it is for."""
-    data = load_npz(path)
+def load_checked_data(
+    path: str | Path, model: onnx.ModelProto, preprocess: str | Path | Preprocess | None = None
+) -> Dataset:
+    """``load_data`` and ``check_dataset``: the user's data (file or image folder), checked against its model."""
+    data = load_data(path, preprocess)
     check_dataset(model, data, path)
     return data
 

@@ -4,6 +4,7 @@ Numpy only, so the ONNX-side tools load data without torch. What the file alone 
 (shape, NaN or Inf pixels, labels that are not whole numbers) is refused here; what needs the
 model too (image size, labels outside its classes) is ``svtprune.checks``. Other numeric ``x``
 (float64, uint8) becomes float32 with a note on the ``svtprune`` logger (the CLI prints it on stderr).
+The other sources (a memory-mapped ``.npy``, an image folder) are ``svtprune.data_sources``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class Dataset:
     """Images already normalised the way the model expects, labels when known."""
 
-    x: np.ndarray
+    x: np.ndarray  # or a data_lazy.LazyImages (an .npy or image folder read on access), indexed the same way
     y: np.ndarray | None
     converted_from: str | None = None  # the file's dtype of ``x`` when it was not float32
 
@@ -35,7 +36,10 @@ class Dataset:
         return int(self.x.shape[0])
 
     def subset(self, indices: np.ndarray | slice) -> Dataset:
-        return Dataset(self.x[indices], None if self.y is None else self.y[indices], self.converted_from)
+        """The chosen rows; a lazy ``x`` (a folder, a memory-mapped file) stays lazy (``take``)."""
+        take = getattr(self.x, "take_rows", None)
+        x = take(indices) if take is not None else self.x[indices]
+        return Dataset(x, None if self.y is None else self.y[indices], self.converted_from)
 
 
 def load_npz(path: str | Path) -> Dataset:
@@ -58,7 +62,7 @@ def load_npz(path: str | Path) -> Dataset:
     if len(x) == 0:
         raise UserError(f"{path}: 'x' holds no images")
     images, converted_from = _images(path, x)
-    labels = None if y is None else _labels(path, y, len(x))
+    labels = None if y is None else whole_labels(path, y, len(x))
     return Dataset(images, labels, converted_from)
 
 
@@ -71,17 +75,28 @@ def _images(path: Path, x: np.ndarray) -> tuple[np.ndarray, str | None]:
         images = np.ascontiguousarray(x, dtype=np.float32)
     if converted_from is not None:
         log.info("%s: 'x' converted from %s to float32", path, converted_from)
-    bad = ~np.isfinite(images)  # after the conversion: a float64 beyond float32's range is Inf too
-    if bad.any():
-        per_image = bad.reshape(len(images), -1).any(axis=1)
-        raise UserError(
-            f"{path}: 'x' has {int(bad.sum())} non-finite values (NaN or Inf) in {int(per_image.sum())} images, "
-            f"the first in image {int(np.argmax(per_image))}"
-        )
+    check_finite(path, images)  # after the conversion: a float64 beyond float32's range is Inf too
     return images, converted_from
 
 
-def _labels(path: Path, y: np.ndarray, count: int) -> np.ndarray:
+def check_finite(path: Path, x: np.ndarray, batch: int | None = None) -> None:
+    """Every value finite, read ``batch`` images at a time (lazy sources: bounded memory); else one UserError."""
+    step = batch or max(1, len(x))
+    values = images = 0
+    first = None
+    for start in range(0, len(x), step):
+        bad = ~np.isfinite(np.asarray(x[start : start + step]))
+        per_image = bad.reshape(len(bad), -1).any(axis=1)
+        if per_image.any() and first is None:
+            first = start + int(np.argmax(per_image))
+        values, images = values + int(bad.sum()), images + int(per_image.sum())
+    if first is not None:
+        raise UserError(
+            f"{path}: 'x' has {values} non-finite values (NaN or Inf) in {images} images, the first in image {first}"
+        )
+
+
+def whole_labels(path: Path, y: np.ndarray, count: int) -> np.ndarray:
     """``y`` as int64: one whole number per image (float labels like 3.0 pass, 1.5 or NaN do not)."""
     if y.shape != (count,):
         raise UserError(f"{path}: 'y' must have shape ({count},), got {tuple(y.shape)}")
@@ -99,7 +114,7 @@ def _labels(path: Path, y: np.ndarray, count: int) -> np.ndarray:
 
 
 def save_npz(path: str | Path, data: Dataset) -> None:
-    arrays = {"x": data.x.astype(np.float32)}
+    arrays = {"x": np.asarray(data.x, dtype=np.float32)}
     if data.y is not None:
         arrays["y"] = data.y.astype(np.int64)
     np.savez_compressed(path, **arrays)

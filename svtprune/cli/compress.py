@@ -19,6 +19,7 @@ from svtprune.cli.options import (
     Json,
     MaxAccuracyDrop,
     ModelArg,
+    PreprocessSpec,
     ScaleCodes,
     SearchData,
     SplitSeed,
@@ -86,6 +87,7 @@ def compress(
         ),
     ] = None,
     format: DeployFormat = "onnx",
+    preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -115,6 +117,7 @@ def compress(
             progress=progress,
             reconstruct=reconstruct,
             finetune_data=finetune_data,
+            preprocess=preprocess,
             finetune_epochs=finetune_epochs,
             finetune_search_drop=finetune_search_drop,
             finetune_lr=finetune_lr,

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from svtprune.cli.options import Json, ModelArg
+from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
 from svtprune.cli.render import emit_json, print_energy
 
 
 def energy(
     model: ModelArg,
-    data: Annotated[Path, typer.Option(help=".npz with x (N x C x H x W); firing rates are measured on it.")],
+    data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}; firing rates are measured on it.")],
     limit: Annotated[int, typer.Option(help="Use at most this many images.", min=1)] = 512,
+    preprocess: PreprocessSpec = None,
     as_json: Json = False,
 ) -> None:
     """Per-layer MACs, firing rates, SOPs and energy per image (E_MAC 4.6 pJ, E_AC 0.9 pJ, 45 nm).
@@ -24,7 +25,7 @@ def energy(
     from svtprune.hardware.energy import SOURCE
     from svtprune.jobs.energy import energy_report
 
-    report = energy_report(model=model, data=data, limit=limit)
+    report = energy_report(model=model, data=data, limit=limit, preprocess=preprocess)
     if as_json:
         emit_json(report)
     else:

@@ -7,15 +7,16 @@ from typing import Annotated
 
 import typer
 
-from svtprune.cli.options import Json, ModelArg
+from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
 from svtprune.cli.render import emit_json, print_eval
 
 
 def eval_model(
     model: ModelArg,
-    data: Annotated[Path, typer.Option(help=".npz with x (N x C x H x W) and optional y.")],
+    data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}.")],
     reference: Annotated[Path | None, typer.Option(help="Model to agree with when data has no labels.")] = None,
     batch: Annotated[int, typer.Option(help="Batch size for accuracy.", min=1)] = 256,
+    preprocess: PreprocessSpec = None,
     as_json: Json = False,
 ) -> None:
     """Accuracy (or agreement), parameter and file bytes, median latency at batch 1 and 64 on ORT CPU.
@@ -24,7 +25,9 @@ def eval_model(
     """
     from svtprune.jobs.evaluate import evaluate_file
 
-    result = evaluate_file(model=model, data=data, reference=reference, batch=batch, progress=not as_json)
+    result = evaluate_file(
+        model=model, data=data, reference=reference, batch=batch, progress=not as_json, preprocess=preprocess
+    )
     if as_json:
         emit_json(result.to_dict())
     else:

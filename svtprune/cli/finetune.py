@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from svtprune.cli.options import Force, Json, number, out_option
+from svtprune.cli.options import DATA_KINDS, Force, Json, PreprocessSpec, number, out_option
 from svtprune.cli.render import emit_json, print_finetune
 
 
 def finetune(
     model: Annotated[Path, typer.Argument(help="Pruned (student) ONNX model.", show_default=False)],
     teacher: Annotated[Path, typer.Option(help="Original ONNX model whose logits are distilled.")],
-    data: Annotated[Path, typer.Option(help="Training .npz (x, optional y).")],
-    val: Annotated[Path, typer.Option(help="Held-out .npz for accuracy and early stop.")],
+    data: Annotated[Path, typer.Option(help=f"Training data: {DATA_KINDS}.")],
+    val: Annotated[Path, typer.Option(help="Held-out data (as --data) for accuracy and early stop.")],
     out: Annotated[Path, out_option("Fine-tuned ONNX file to write.")],
     epochs: Annotated[int, typer.Option(help="Passes over the training data (early stop may end sooner).", min=1)] = 3,
     lr: Annotated[
@@ -24,6 +24,7 @@ def finetune(
     batch: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 64,
     seed: Annotated[int, typer.Option(help="Seed for shuffling (runs are repeatable).")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -38,7 +39,15 @@ def finetune(
     use_threads(threads)
     config = TrainConfig(epochs=epochs, lr=lr, batch=batch, seed=seed)
     report = finetune_file(
-        pruned=model, teacher=teacher, data=data, val=val, out=out, config=config, force=force, progress=not as_json
+        pruned=model,
+        teacher=teacher,
+        data=data,
+        val=val,
+        out=out,
+        config=config,
+        force=force,
+        progress=not as_json,
+        preprocess=preprocess,
     )
     if as_json:
         emit_json(report)

@@ -80,6 +80,7 @@ FLAGS: dict[str, str] = {
     "threads": "--threads",
     "limit": "--limit",
     "format": "--format",
+    "preprocess": "--preprocess",
 }
 # where one command spells a field another way (compress fine-tunes with --finetune-epochs, not --epochs)
 COMMAND_FLAGS: dict[str, dict[str, str]] = {
@@ -117,7 +118,19 @@ def number(
 
 
 ModelArg = Annotated[Path, typer.Argument(help="ONNX model file.", show_default=False)]
-SearchData = Annotated[Path, typer.Option(help=".npz with x and optional y (labels); split into search and held-out.")]
+DATA_KINDS = (
+    ".npz with x (N x C x H x W) and optional y; or .npy of images (memory-mapped, labels from NAME.labels.npy "
+    "beside it); or a folder of images (one subfolder per class, or flat: unlabelled), see --preprocess"
+)
+SearchData = Annotated[Path, typer.Option(help=f"{DATA_KINDS}. Split into search and held-out.")]
+PreprocessSpec = Annotated[
+    str | None,
+    typer.Option(
+        help="How image-folder files become input: resize=S (shorter side, bilinear), crop=C (centre, C x C), "
+        "mean=M[,M,M], std=S[,S,S] (after scaling pixels to [0,1]), channels=1|3 (default: the first image's); "
+        "e.g. resize=36,crop=32,mean=0.49,std=0.25 -- or a JSON file of the same keys.",
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
 DeployFormat = Annotated[
@@ -137,7 +150,9 @@ SplitSeed = Annotated[int, typer.Option(help="Seed of the search/held-out split.
 # fine-tuning options shared by compress and quantize
 FinetuneData = Annotated[
     Path | None,
-    typer.Option(help="Training .npz (never the --data images): fine-tune the result from the original model."),
+    typer.Option(
+        help="Training data, as --data (never the --data images): fine-tune the result from the original model."
+    ),
 ]
 FinetuneEpochs = Annotated[int, typer.Option(help="Passes over --finetune-data.", min=1)]
 FinetuneLr = Annotated[

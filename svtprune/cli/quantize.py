@@ -19,6 +19,7 @@ from svtprune.cli.options import (
     Json,
     MaxAccuracyDrop,
     ModelArg,
+    PreprocessSpec,
     ScaleCodes,
     SearchData,
     SplitSeed,
@@ -55,6 +56,7 @@ def quantize(
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
     format: DeployFormat = "onnx",
+    preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
 ) -> None:
@@ -91,6 +93,7 @@ def quantize(
             format=format,
             progress=progress,
             finetune_data=finetune_data,
+            preprocess=preprocess,
             finetune_epochs=finetune_epochs,
             finetune_lr=finetune_lr,
             finetune_search_drop=finetune_search_drop,

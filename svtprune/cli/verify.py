@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from svtprune.cli.options import Json, ModelArg
+from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
 from svtprune.cli.render import emit_json, print_verify
 from svtprune.errors import ConstraintError
 
@@ -16,8 +16,9 @@ def verify(
     original: ModelArg,
     pruned: Annotated[Path, typer.Argument(help="Pruned ONNX file.", show_default=False)],
     plan: Annotated[Path, typer.Option(help="Plan JSON written by prune or compress.")],
-    data: Annotated[Path | None, typer.Option(help=".npz whose x to run (default: random inputs).")] = None,
+    data: Annotated[Path | None, typer.Option(help=f"Images to run (default: random inputs): {DATA_KINDS}.")] = None,
     samples: Annotated[int, typer.Option(help="How many images of --data to run.", min=1)] = 64,
+    preprocess: PreprocessSpec = None,
     as_json: Json = False,
 ) -> None:
     """Check a pruned model against the oracle: the original with the removed slices zeroed.
@@ -31,7 +32,9 @@ def verify(
     """
     from svtprune.jobs.verify import verify_files
 
-    result = verify_files(original=original, pruned=pruned, plan=plan, data=data, samples=samples)
+    result = verify_files(
+        original=original, pruned=pruned, plan=plan, data=data, samples=samples, preprocess=preprocess
+    )
     if as_json:
         emit_json(result)
     else:

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -81,14 +82,17 @@ class Start:
         }
 
 
-def tuning(model: onnx.ModelProto, search: Dataset, options: FinetuneOptions, seed: int) -> Tuning | None:
+def tuning(
+    model: onnx.ModelProto, search: Dataset, options: FinetuneOptions, seed: int, preprocess: Any = None
+) -> Tuning | None:
     """The fine-tuning step, its data checked before the search so a bad file fails in seconds, not after it."""
     if options.finetune_data is None:
         return None
     from svtprune.recover.finetune import load_training_data
 
     classes = classes_of(model, search.x)
-    return Tuning(load_training_data(options.finetune_data, search, classes, options.finetune_epochs), options, seed)
+    data = load_training_data(options.finetune_data, search, classes, options.finetune_epochs, preprocess)
+    return Tuning(data, options, seed)
 
 
 def search_drop(max_accuracy_drop: float, finetune: FinetuneOptions) -> float:

@@ -17,6 +17,7 @@ import onnx
 from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.costs import Started
 from svtprune.data import Dataset
+from svtprune.data_sources import check_preprocess_used
 from svtprune.errors import ConstraintError, UserError
 from svtprune.graph.analysis import Analysis, analyze
 from svtprune.graph.io import param_bytes
@@ -100,8 +101,10 @@ def compress_claimed(
 ) -> dict:
     """The compress job once its output files are claimed (``compress`` validates and claims)."""
     original = load_checked_model(model_path)
-    search, held = split(load_checked_data(data_path, original), options.split.calib, options.split.seed)
-    tune = tuning(original, search, options.finetune, options.split.seed)
+    check_preprocess_used(options.preprocess, [data_path, options.finetune.finetune_data])
+    data = load_checked_data(data_path, original, options.preprocess)
+    search, held = split(data, options.split.calib, options.split.seed)
+    tune = tuning(original, search, options.finetune, options.split.seed, options.preprocess)
     say("analysing the graph")
     analysis = analyze(original)
     if not analysis.prunable_groups:

@@ -6,19 +6,29 @@ from pathlib import Path
 
 from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.costs import Started
+from svtprune.data_sources import check_preprocess_used
 from svtprune.errors import UserError
 from svtprune.evaluate import EvalResult, evaluate
 from svtprune.runtime import logits_of, make_session
 
 
 def evaluate_file(
-    model: str | Path, data: str | Path, reference: str | Path | None = None, batch: int = 256, progress: bool = False
+    model: str | Path,
+    data: str | Path,
+    reference: str | Path | None = None,
+    batch: int = 256,
+    progress: bool = False,
+    preprocess: str | Path | None = None,
 ) -> EvalResult:
-    """Evaluate ``model`` on ``data``; without labels, top-1 agreement with ``reference``."""
+    """Evaluate ``model`` on ``data``; without labels, top-1 agreement with ``reference``.
+
+    ``preprocess``: how an image folder's files become input (``svtprune.data_folder.parse_preprocess``).
+    """
     if batch < 1:
         raise UserError(f"must be at least 1, got {batch}", option="batch")
+    check_preprocess_used(preprocess, [data])
     proto = load_checked_model(model)  # one clear error for a missing, corrupt or unrunnable file
-    dataset = load_checked_data(data, proto)
+    dataset = load_checked_data(data, proto, preprocess)
     started = Started()  # the reference's logits count too
     ref_logits = logits_of(make_session(load_checked_model(reference)), dataset.x, batch) if reference else None
     result = evaluate(model, dataset, ref_logits, progress=progress, batch=batch)

@@ -10,13 +10,14 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.costs import Started
 from svtprune.data import Dataset
+from svtprune.data_sources import check_preprocess_used
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
@@ -50,19 +51,23 @@ def _accuracy(logits: np.ndarray, val: Dataset, teacher_val: np.ndarray) -> floa
 
 def finetune_file(
     pruned: Path, teacher: Path, data: Path, val: Path, out: Path, config: TrainConfig, force: bool = False,
-    progress: bool = True,
+    progress: bool = True, preprocess: Any = None,
 ) -> dict:  # fmt: skip
-    """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``."""
+    """Fine-tune ``pruned`` towards ``teacher``; writes ``out`` and ``out.report.json``.
+
+    ``preprocess``: how image folders among ``data`` and ``val`` are decoded (``data_folder.parse_preprocess``).
+    """
     started = Started()
     out = Path(out)
     check_config(config)
+    check_preprocess_used(preprocess, [data, val])
     with OutputSet.claim((out, out.with_suffix(".report.json")), (pruned, teacher, data, val), force) as outputs:
-        return finetune_claimed(pruned, teacher, data, val, outputs, config, progress, started)
+        return finetune_claimed(pruned, teacher, (data, val, preprocess), outputs, config, progress, started)
 
 
 def finetune_claimed(
-    pruned: Path, teacher: Path, data: Path, val: Path, outputs: OutputSet, config: TrainConfig, progress: bool,
-    started: Started,
+    pruned: Path, teacher: Path, sources: tuple[Path, Path, Any], outputs: OutputSet, config: TrainConfig,
+    progress: bool, started: Started,
 ) -> dict:  # fmt: skip
     """The fine-tuning once its two output files are claimed (``finetune_file`` checks and claims)."""
     from svtprune.recover.export import assert_export_agrees, write_back  # torch loads only when fine-tuning runs
@@ -71,7 +76,8 @@ def finetune_claimed(
 
     out, report_path = outputs.paths
     student_model, teacher_model = load_checked_model(pruned), load_checked_model(teacher)
-    train_data, val_data = load_checked_data(data, teacher_model), load_checked_data(val, teacher_model)
+    data, val, preprocess = sources  # the training and validation data, and how folders among them decode
+    train_data, val_data = (load_checked_data(path, teacher_model, preprocess) for path in (data, val))
     teacher_session, student_session = make_session(teacher_model), make_session(student_model)
     teacher_train = logits_of(teacher_session, train_data.x)
     teacher_val = logits_of(teacher_session, val_data.x)

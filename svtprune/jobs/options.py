@@ -170,10 +170,12 @@ class CompressOptions:
     split: SplitOptions = field(default_factory=SplitOptions)
     force: bool = False
     format: str = "onnx"  # "ort": also the .ort file and its operator config (deploy.py)
+    preprocess: Any = None  # image folders' decoding: a spec string, a JSON file or a data_folder.Preprocess
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
         check_format(self.format)
+        check_preprocess(self)
         check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
         if self.goal.objective != "memory" and self.prune.method != "primesvt":
             raise UserError(f"{self.goal.objective} orders the prioritized policy: use method 'primesvt'", "objective")
@@ -213,16 +215,26 @@ class QuantizeOptions:
     split: SplitOptions = field(default_factory=SplitOptions)
     force: bool = False
     format: str = "onnx"
+    preprocess: Any = None  # as CompressOptions.preprocess
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
         check_format(self.format)
+        check_preprocess(self)
 
     @classmethod
     def from_fields(cls, **flat: Any) -> QuantizeOptions:
         groups = {"quant": QuantOptions, "finetune": FinetuneOptions, "split": SplitOptions}
         parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
         return cls(**parts, **_known(flat, cls))
+
+
+def check_preprocess(options: CompressOptions | QuantizeOptions) -> None:
+    """A typo in the preprocessing spec fails now, as the parsed spec (the data files are checked at load)."""
+    if options.preprocess is not None:
+        from svtprune.data_folder import parse_preprocess
+
+        object.__setattr__(options, "preprocess", parse_preprocess(options.preprocess))
 
 
 def _take(flat: dict[str, Any], kind: type) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import onnx
 
 from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.costs import Started
+from svtprune.data_sources import check_preprocess_used
 from svtprune.errors import ConstraintError
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
@@ -73,8 +74,12 @@ def quantize_claimed(
     quant = options.quant
     scheme = command_scheme(quant, symmetric=quant.symmetric, block_size=quant.block_size)
     original = load_checked_model(model_path)
-    search_part, held = split(load_checked_data(data_path, original), options.split.calib, options.split.seed)
-    tune = tuning(original, search_part, options.finetune, options.split.seed)  # a bad file fails in seconds
+    check_preprocess_used(options.preprocess, [data_path, options.finetune.finetune_data])
+    data = load_checked_data(data_path, original, options.preprocess)
+    search_part, held = split(data, options.split.calib, options.split.seed)
+    tune = tuning(
+        original, search_part, options.finetune, options.split.seed, options.preprocess
+    )  # a bad file fails in seconds
     start = Start.measure(original, search_part, held)
     budget = Budget(
         start.baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)

@@ -117,12 +117,18 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def verify_files(
-    original: str | Path, pruned: str | Path, plan: str | Path, data: str | Path | None = None, samples: int = 64
+    original: str | Path,
+    pruned: str | Path,
+    plan: str | Path,
+    data: str | Path | None = None,
+    samples: int = 64,
+    preprocess: str | Path | None = None,
 ) -> dict:
     """``verify`` on the first ``samples`` images of ``data`` (random inputs without data)."""
-    from svtprune.data import load_npz
+    from svtprune.data_sources import check_preprocess_used, load_data
 
     if samples < 1:
         raise UserError(f"must be at least 1, got {samples}", option="samples")
-    x = load_npz(data).x[:samples] if data else None
+    check_preprocess_used(preprocess, [data])
+    x = load_data(data, preprocess).x[:samples] if data else None
     return verify(original, pruned, plan, x)

@@ -10,18 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
 from svtprune.checks import check_labels
-from svtprune.data import Dataset, load_npz
+from svtprune.data import Dataset
+from svtprune.data_sources import load_data
 from svtprune.errors import UserError
 from svtprune.runtime import logits_of
 
 
-def load_training_data(path: str | Path, like: Dataset, classes: int, epochs: int) -> Dataset:
+def load_training_data(path: str | Path, like: Dataset, classes: int, epochs: int, preprocess: Any = None) -> Dataset:
     """The ``--finetune-data`` file, checked before the (long) search starts.
 
     Fails with a one-line UserError when the images do not have the evaluation data's
@@ -29,7 +31,7 @@ def load_training_data(path: str | Path, like: Dataset, classes: int, epochs: in
     """
     if epochs < 1:
         raise UserError(f"must be >= 1, got {epochs}", option="finetune_epochs")
-    data = load_npz(path)
+    data = load_data(path, preprocess)
     if data.x.shape[1:] != like.x.shape[1:]:
         raise UserError(
             f"{path}: images are {'x'.join(map(str, data.x.shape[1:]))}, "

@@ -93,7 +93,7 @@ def train(
     best = held_out(module, val, teacher_val, config.temperature)
     result = TrainResult(initial_accuracy=best[0], best_accuracy=best[0])
     best_state = _snapshot(module)
-    x_all, t_all = torch.from_numpy(data.x), torch.from_numpy(teacher_logits.astype(np.float32))
+    x_all, t_all = torch.from_numpy(np.asarray(data.x)), torch.from_numpy(teacher_logits.astype(np.float32))
     y_all = None if data.y is None else torch.from_numpy(data.y)
     stale = 0
     for epoch in range(1, config.epochs + 1):
