@@ -277,6 +277,7 @@ def test_help_does_not_cut_option_names() -> None:
     assert "…" not in result.stdout
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_writes_nothing(tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[1]
     model = root / "models" / "reference" / "spikformer_fmnist.onnx"

@@ -209,6 +209,7 @@ def compress_args(small_models: dict, tmp_path, images: np.ndarray) -> tuple:  #
     return tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "s.onnx", 20.0
 
 
+@pytest.mark.slow
 def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
     small_models: dict,
     tmp_path,
@@ -262,6 +263,7 @@ def test_objective_energy_orders_groups_by_energy_saved_and_stops_at_the_goal(an
     assert [n for n, r in result.ratios.items() if r > 0] == names[:2]
 
 
+@pytest.mark.slow
 def test_objective_energy_checks_its_options_and_reports_an_unmet_saving(
     small_models: dict,
     tmp_path,

@@ -33,6 +33,7 @@ def torch_spikes(model: torch.nn.Module, x: torch.Tensor) -> tuple[np.ndarray, l
     return logits, seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(SMALL))
 def test_ort_spikes_and_logits_equal_pytorch(arch: str, tmp_path: Path) -> None:
     model = active_model(SMALL[arch], seed=5)

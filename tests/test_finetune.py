@@ -157,6 +157,7 @@ def svtprune(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "svtprune.cli", *args], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_finetune(tuned: dict, small_models: dict, tmp_path: Path) -> None:
     onnx.save(small_models["spikformer"], tmp_path / "teacher.onnx")
     onnx.save(tuned["student"], tmp_path / "student.onnx")

@@ -165,6 +165,7 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
     assert section["accuracy_after"] == report["compressed"]["accuracy"]
 
 
+@pytest.mark.slow
 def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
     from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
     from tests.test_finetune import run_ort, with_sharp_head

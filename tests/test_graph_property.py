@@ -44,6 +44,7 @@ def random_config(rng: np.random.Generator) -> ArchConfig:
             continue
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(FIRST, COUNT))
 def test_random_svit_matches_oracle(index: int, tmp_path: Path) -> None:
     rng = np.random.default_rng(1000 + index)

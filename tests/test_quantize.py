@@ -405,6 +405,7 @@ def test_the_budget_charges_each_candidate_its_measurement_noise() -> None:
     assert not budget.accepts(Measurement("b", 89.5, 0, 0.0, bits={}, stderr=0.6))
 
 
+@pytest.mark.slow
 def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict, tmp_path: Path) -> None:
     onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
     rng = np.random.default_rng(4)

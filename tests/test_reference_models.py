@@ -19,6 +19,7 @@ def test_a_spikformer_reference_is_shipped() -> None:
     assert any("spikformer" in n for n in names), names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("info_path", REFERENCES, ids=[p.stem for p in REFERENCES])
 def test_reference_accuracy_reproduces(info_path: Path) -> None:
     info = json.loads(info_path.read_text())
