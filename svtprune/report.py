@@ -166,6 +166,12 @@ def _extras(report: dict) -> str:
             f"batch 1, {report['speedup']['b64']:.2f}x at batch 64 (fastest runs; medians "
             f"{report['speedup_median']['b1']:.2f}x / {report['speedup_median']['b64']:.2f}x).</p>"
         )
+    limit = (report.get("constraints") or {}).get("time_limit")
+    if limit and limit["reached"]:
+        parts.append(
+            f"<p id='time-limit'>The search stopped at its time limit of {limit['seconds']:g} s: "
+            f"{limit['candidates_not_measured']} steps were not measured; the best accepted before it is kept.</p>"
+        )
     if "finetune" in report:
         f = report["finetune"]
         parts.append(

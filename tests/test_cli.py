@@ -156,6 +156,18 @@ def test_a_result_is_never_worse_than_its_input(files: dict[str, Path], unlabell
         assert report["memory_saving"] > 0 or "nothing could be removed" in report["reason"]
 
 
+def test_a_search_out_of_time_keeps_what_it_had(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
+    """A limit that passes at the first candidate (its screen at most): nothing removed, so exit 1 and no files."""
+    out = tmp_path / "late.onnx"
+    result = compress_uniform(files, unlabelled, out, "--max-accuracy-drop", "30", "--time-limit", "0.001", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    limit = report["constraints"]["time_limit"]
+    assert limit["reached"] and limit["candidates_not_measured"] > 0 and len(report["evaluations"]) <= 1
+    assert "nothing could be removed" in report["reason"] and not list(tmp_path.iterdir())
+    assert_user_error(compress_uniform(files, unlabelled, out, "--time-limit", "0"), "--time-limit")
+
+
 def test_worse_than_input_names_each_way_a_result_can_be_worse() -> None:
     from svtprune.jobs.common import worse_than_input
 

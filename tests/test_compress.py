@@ -379,3 +379,34 @@ def test_a_pruned_model_past_the_budget_steps_back_to_unpruned_when_quantization
             assert result.ratios == {} and result.best is None
         else:  # without quantization next, the miss is reported as it is
             assert final is broken and len(checks) == 1 and result.best is chosen
+
+
+class StubClockExecutor(StubExecutor):
+    """As StubExecutor, with the time limit passing after ``allowed`` measurements."""
+
+    def __init__(self, analysis, costs: dict[str, float], allowed: int) -> None:  # noqa: ANN001
+        super().__init__(analysis, costs)
+        self.allowed = allowed
+
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+        if len(self.records) >= self.allowed:
+            self.deadline = 0.0  # long past
+        return self.past_deadline(ratios, label) or super().measure(ratios, label, screen)
+
+
+def test_a_time_limit_keeps_the_last_step_accepted_before_it(analysis) -> None:  # noqa: ANN001
+    """Oracle: the unlimited run's own record; cut after n measurements, the result is its last step taken by then."""
+    costs = {name: 2.0 + i for i, name in enumerate(sizes(analysis))}
+    budget = Budget(90.0, 1.5)
+    full = StubExecutor(analysis, costs)
+    primesvt(full, budget, lambda _m: None)
+    steps = [r for r in full.records if r.label.startswith("prioritized") and not r.label.endswith("(screen)")]
+    assert any(budget.accepts(r) for r in steps) and len(full.records) > 6
+    for allowed in range(len(full.records) + 1):
+        limited = StubClockExecutor(analysis, costs, allowed)
+        result = primesvt(limited, budget, lambda _m: None)
+        taken = [r for r in full.records[:allowed] if r in steps and budget.accepts(r)]
+        assert result.best == (taken[-1] if taken else None), allowed
+        assert result.ratios == (taken[-1].ratios if taken else {})
+        assert limited.records == full.records[:allowed]  # nothing after the limit is scored or reported
+        assert (limited.not_measured > 0) == (allowed < len(full.records))

@@ -86,6 +86,14 @@ def compress(
             help="With --objective energy: fraction of the energy per image to save, e.g. 0.5.", callback=number()
         ),
     ] = None,
+    time_limit: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds the pruning search may take; then it keeps the best step accepted so far "
+            "(checked on held-out data as usual).",
+            callback=number(above=0),
+        ),
+    ] = None,
     format: DeployFormat = "onnx",
     preprocess: PreprocessSpec = None,
     force: Force = False,
@@ -132,6 +140,7 @@ def compress(
             min_speedup=min_speedup,
             max_latency_ms=max_latency_ms,
             min_energy_saving=min_energy_saving,
+            time_limit=time_limit,
         ),
         as_json,
     )

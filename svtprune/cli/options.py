@@ -46,6 +46,7 @@ FLAGS: dict[str, str] = {
     "min_speedup": "--min-speedup",
     "max_latency_ms": "--max-latency-ms",
     "min_energy_saving": "--min-energy-saving",
+    "time_limit": "--time-limit",
     "search": "--search",
     "bits": "--bits",
     "symmetric": "--symmetric",

@@ -7,6 +7,7 @@ the report (jobs/compress_report.py), and the outputs written as a set.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +212,8 @@ def _executor(
         original_logits=start.logits["search"],
     )
     executor.time_candidates = options.goal.objective == "latency"
+    if options.time_limit is not None:  # from the search's start: loading and the baselines are not the search
+        executor.deadline = time.perf_counter() + options.time_limit
     return executor
 
 

@@ -64,7 +64,14 @@ def group_widths(analysis: Analysis, plan: Plan, ratios: dict[str, float]) -> li
     ]
 
 
-def constraints_section(options: CompressOptions, search_points: float) -> dict:
+def time_limit_section(options: CompressOptions, not_measured: int) -> dict | None:
+    """Whether the search ran out of its time (``--time-limit``) and how many steps it left unscored."""
+    if options.time_limit is None:
+        return None
+    return {"seconds": options.time_limit, "reached": not_measured > 0, "candidates_not_measured": not_measured}
+
+
+def constraints_section(options: CompressOptions, search_points: float, not_measured: int = 0) -> dict:
     """What the user asked for, and the share of the budget the search itself could spend."""
     goal = options.goal
     return {
@@ -75,6 +82,7 @@ def constraints_section(options: CompressOptions, search_points: float) -> dict:
         "min_speedup": goal.min_speedup,
         "max_latency_ms": goal.max_latency_ms,
         "min_energy_saving": goal.min_energy_saving,
+        "time_limit": time_limit_section(options, not_measured),
     }
 
 
@@ -115,7 +123,7 @@ def compress_report(
         else "off",
         "model": str(model_path),
         "data": start.data_section(data_path, options.split.seed),
-        "constraints": constraints_section(options, pruned.budget.max_drop),
+        "constraints": constraints_section(options, pruned.budget.max_drop, executor.not_measured),
         "metric": start.metric(),
         "original": {
             "param_bytes": original_bytes,

@@ -171,11 +171,14 @@ class CompressOptions:
     force: bool = False
     format: str = "onnx"  # "ort": also the .ort file and its operator config (deploy.py)
     preprocess: Any = None  # image folders' decoding: a spec string, a JSON file or a data_folder.Preprocess
+    time_limit: float | None = None  # seconds the pruning search may take; then the best step so far is kept
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
         check_format(self.format)
         check_preprocess(self)
+        if self.time_limit is not None:
+            check_number(self.time_limit, "time_limit", low=0, low_open=True)
         check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
         if self.goal.objective != "memory" and self.prune.method != "primesvt":
             raise UserError(f"{self.goal.objective} orders the prioritized policy: use method 'primesvt'", "objective")

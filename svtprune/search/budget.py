@@ -34,11 +34,11 @@ class Budget:
     min_energy_saving: float | None = None  # stop once this fraction of the energy is saved
 
     def accepts(self, record: Measurement) -> bool:
-        return self.baseline - record.accuracy + record.stderr <= self.max_drop
+        return record.measured and self.baseline - record.accuracy + record.stderr <= self.max_drop
 
     def plausible(self, record: Measurement) -> bool:
         """A screen's estimate could still be within budget (one standard error of slack)."""
-        return self.baseline - record.accuracy - record.stderr <= self.max_drop
+        return record.measured and self.baseline - record.accuracy - record.stderr <= self.max_drop
 
     def memory_met(self, executor: Executor, record: Measurement | None) -> bool:
         return self.min_saving is not None and record is not None and executor.saving(record) >= self.min_saving

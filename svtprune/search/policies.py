@@ -88,7 +88,8 @@ def _robustness(
         for rate in rates:
             progress(f"sensitivity {name} @ {rate:.1f}")
             record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True)
-            curves[name].append((rate, record.accuracy, record.param_bytes))
+            if record.measured:
+                curves[name].append((rate, record.accuracy, record.param_bytes))
             if not budget.plausible(record):
                 ceilings[name] = rate
                 break
@@ -97,7 +98,8 @@ def _robustness(
             rate = finer[-1]
             progress(f"sensitivity {name} @ {rate:.1f}")
             record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True)
-            curves[name].insert(0, (rate, record.accuracy, record.param_bytes))
+            if record.measured:
+                curves[name].insert(0, (rate, record.accuracy, record.param_bytes))
             if not budget.plausible(record):
                 ceilings[name] = rate
     return curves, ceilings

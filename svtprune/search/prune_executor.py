@@ -44,6 +44,8 @@ class PruneExecutor:
     latency_rank: dict[str, float] | None = None  # group -> speedup of pruning it alone (objective latency)
     energy_images: np.ndarray | None = None  # objective energy: firing rates of every full candidate on these
     energy_rank: dict[str, float] | None = None  # group -> energy saving of pruning it alone (objective energy)
+    deadline: float | None = None  # time.perf_counter() after which candidates are no longer scored
+    not_measured: int = 0  # candidates the policy asked for after the deadline
     _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _fits: dict[Hashable, tuple] = field(default_factory=dict, repr=False)
     _upstream: dict[str, list[str]] | None = field(default=None, repr=False)
@@ -102,12 +104,22 @@ class PruneExecutor:
         chosen = np.random.default_rng(0).choice(len(self.data), self.screen_images, replace=False)
         return np.sort(chosen)
 
+    def past_deadline(self, ratios: dict[str, float], label: str) -> Measurement | None:
+        """After the time limit, an unscored placeholder that no budget accepts: a step not measured is not taken."""
+        if self.deadline is None or time.perf_counter() <= self.deadline:
+            return None
+        self.not_measured += 1
+        return Measurement(f"{label} (time limit)", 0.0, 0, 0.0, dict(ratios), measured=False)
+
     def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
         """Accuracy on the search split, or with ``screen`` its paired estimate from the subset.
 
         A full measurement right after a screen of the same plan reuses the built model and the
         screened images' predictions, so screening first costs nothing when the step survives.
         """
+        late = self.past_deadline(ratios, label)
+        if late is not None:
+            return late
         started = time.perf_counter()
         key = tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
         if self._last is not None and self._last[0] == key and self._last[3] is self.calibration:

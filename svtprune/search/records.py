@@ -27,6 +27,7 @@ class Measurement:
     drift: float | None = None  # membrane drift of the candidate (quantization's proxy)
     latency_ms: tuple[float, float] | None = None  # ORT CPU, batch 1 and 64 (objective latency only)
     energy_uj: float | None = None  # estimated per image from measured firing rates (objective energy only)
+    measured: bool = True  # False: the search's time limit had passed, so the candidate was never scored
 
     def to_dict(self) -> dict:
         if self.bits is not None:
