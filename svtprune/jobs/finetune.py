@@ -7,7 +7,6 @@ what a user running the output sees, not the torch module's view.
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,9 +17,9 @@ from svtprune.checks import load_checked_data, load_checked_model
 from svtprune.costs import Started
 from svtprune.data import Dataset
 from svtprune.data_sources import check_preprocess_used
-from svtprune.errors import UserError
 from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
+from svtprune.jobs.options import check_number
 from svtprune.outputs import OutputSet
 from svtprune.runtime import logits_of, make_session
 
@@ -38,10 +37,8 @@ def use_threads(threads: int) -> None:
 def check_config(config: TrainConfig) -> None:
     """Refuse a training configuration that cannot run, naming the field."""
     for name in ("epochs", "batch"):
-        if getattr(config, name) < 1:
-            raise UserError(f"must be >= 1, got {getattr(config, name)}", option=name)
-    if not (math.isfinite(config.lr) and config.lr > 0):
-        raise UserError(f"must be a finite number > 0, got {config.lr}", option="lr")
+        check_number(getattr(config, name), name, low=1)
+    check_number(config.lr, "lr", low=0, low_open=True)
 
 
 def _accuracy(logits: np.ndarray, val: Dataset, teacher_val: np.ndarray) -> float:
