@@ -10,7 +10,8 @@ weights are re-fitted.
 Searches build hundreds of candidates from one model, so the caller may pass caches: the
 original layers' outputs (computed once), and finished re-fits keyed by everything upstream of
 a layer (a layer whose inputs and kept outputs did not change gets the same weights back).
-Taps run only the part of the graph a tensor depends on.
+Taps go piece by piece (recover/stepwise.py): all of a candidate's re-fits cost one pass of the
+calibration images, and only the rows a fit uses are kept.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from onnx import numpy_helper
 
 from svtprune.graph.analysis import constants_of
 from svtprune.graph.io import attribute
-from svtprune.recover.features import conv_geometry, patches, rows
-from svtprune.runtime import tap
+from svtprune.recover.features import RowPicker, conv_geometry
+from svtprune.recover.stepwise import CHUNK_IMAGES, StepwiseRunner
 
+# the original's outputs kept between candidates: 1.95 GB for every layer of a 9.3M-parameter Spikformer
+# at 32,768 rows; past this, a candidate taps the original again (one more pass of the calibration images)
+TARGET_CACHE_BYTES = 512 * 2**20
 REFIT_WEIGHT = "_refit_w"  # suffix of a re-fitted layer's weight (the plan and verify find re-fits by it)
 
 
@@ -76,14 +80,18 @@ def reconstruct(
     keys: dict[str, Hashable] | None = None,
     max_rows: int | None = None,
     gram_dtype: type = np.float64,
+    chunk: int = CHUNK_IMAGES,
+    target_cache_bytes: int = TARGET_CACHE_BYTES,
 ) -> onnx.ModelProto:
     """A copy of ``pruned`` whose layers are re-fitted to the original's outputs on ``x``.
 
     ``layers`` maps each layer to re-fit to the flags of its output channels that survived
     (None: all did), so targets are the original outputs of the channels still there.
-    ``targets`` (original outputs on ``x`` by tensor name) is filled in place as a cache;
+    ``targets`` (the original outputs' fitted rows, by tensor name) is filled in place as a cache,
+    up to ``target_cache_bytes`` (past it, targets are tapped again for every candidate);
     ``cache``/``keys`` reuse a fit when ``keys[layer]`` was fitted before; ``max_rows``
-    fits on a seeded random subset of rows when a layer has more; ``gram_dtype`` see least_squares.
+    fits on a seeded random subset of rows when a layer has more (chosen before any design
+    matrix is built); ``gram_dtype`` see least_squares; ``chunk`` images go through at a time.
     """
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
@@ -93,23 +101,24 @@ def reconstruct(
     if not todo:
         return model
     targets = {} if targets is None else targets
-    missing = [nodes[name].output[0] for name in todo if nodes[name].output[0] not in targets]
-    if missing:
-        targets.update(tap(original, missing, x))
+    source: StepwiseRunner | None = None  # the original model, run only for targets not cached
+    runner = StepwiseRunner(model, x, chunk)
     for name in todo:
         node = nodes[name]
         key = keys.get(name) if cache is not None and keys is not None else None
         fit = cache.get(key) if cache is not None and key is not None else None
         if fit is None:
-            inputs = tap(model, [node.input[0]], x)[node.input[0]]
-            target = rows(targets[node.output[0]], node.op_type)
+            picker = RowPicker(len(x), [len(c) for c in runner.chunks], max_rows)
+            target = targets.get(node.output[0])
+            if target is None:
+                source = source or StepwiseRunner(original, x, chunk)
+                target = np.concatenate(source.value(node.output[0], picker.design(node.op_type, None)))
+                if sum(t.nbytes for t in targets.values()) + target.nbytes <= target_cache_bytes:
+                    targets[node.output[0]] = target
             if layers[name] is not None:
                 target = target[:, layers[name]]
-            if node.op_type == "Conv":
-                features = patches(inputs, *conv_geometry(node, weights[node.input[1]]))  # type: ignore[misc]
-            else:
-                features = rows(inputs, node.op_type)
-            features, target = _subsample(features, target, max_rows)
+            geometry = conv_geometry(node, weights[node.input[1]]) if node.op_type == "Conv" else None
+            features = np.concatenate(runner.value(node.input[0], picker.design(node.op_type, geometry)))
             fit = least_squares(features, target, ridge, node.op_type in ("Conv", "Gemm"), gram_dtype)
             if cache is not None and key is not None:
                 cache[key] = fit
@@ -121,14 +130,6 @@ def reconstruct(
 def refitted_layers(model: onnx.ModelProto) -> list[str]:
     """The layers of ``model`` whose weights ``reconstruct`` replaced (their weight input is its fresh tensor)."""
     return [n.name for n in model.graph.node if len(n.input) > 1 and n.input[1] == f"{n.name}{REFIT_WEIGHT}"]
-
-
-def _subsample(x: np.ndarray, y: np.ndarray, max_rows: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """At most ``max_rows`` rows, the same ones from both (seeded, so a search stays repeatable)."""
-    if max_rows is None or len(x) <= max_rows:
-        return x, y
-    picked = np.sort(np.random.default_rng(0).choice(len(x), max_rows, replace=False))
-    return x[picked], y[picked]
 
 
 def _install(model: onnx.ModelProto, node: onnx.NodeProto, weights: dict, w: np.ndarray, b: np.ndarray | None) -> None:
