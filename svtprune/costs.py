@@ -7,7 +7,9 @@ candidates, on any machine; seconds depend on the machine and its neighbours. Da
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -17,6 +19,8 @@ class Forwarded:
 
     data: int = 0
     timing: int = 0
+    phase: str = "evaluation"  # what the data images are being forwarded for (see ``phase``)
+    by_phase: dict[str, int] = field(default_factory=dict)
 
 
 FORWARDED = Forwarded()
@@ -24,6 +28,17 @@ FORWARDED = Forwarded()
 
 def count_data(images: int) -> None:
     FORWARDED.data += images
+    FORWARDED.by_phase[FORWARDED.phase] = FORWARDED.by_phase.get(FORWARDED.phase, 0) + images
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Count the data images forwarded inside under ``name`` (the re-fit, say), so a report can say where they went."""
+    outer, FORWARDED.phase = FORWARDED.phase, name
+    try:
+        yield
+    finally:
+        FORWARDED.phase = outer
 
 
 def count_timing(images: int) -> None:
@@ -37,6 +52,7 @@ class Started:
     at: float = field(default_factory=time.perf_counter)
     data: int = field(default_factory=lambda: FORWARDED.data)
     timing: int = field(default_factory=lambda: FORWARDED.timing)
+    by_phase: dict[str, int] = field(default_factory=lambda: dict(FORWARDED.by_phase))
 
     def seconds(self) -> float:
         return time.perf_counter() - self.at
@@ -45,9 +61,11 @@ class Started:
         return FORWARDED.data - self.data
 
     def cost(self) -> dict:
-        """The report keys: ``wall_seconds``, ``images_forwarded`` (data), ``images_forwarded_timing``."""
+        """Report keys: ``wall_seconds``, ``images_forwarded`` (data, and per phase), ``images_forwarded_timing``."""
+        phases = {name: count - self.by_phase.get(name, 0) for name, count in FORWARDED.by_phase.items()}
         return {
             "wall_seconds": round(self.seconds(), 2),
             "images_forwarded": self.images_forwarded(),
+            "images_forwarded_by_phase": {name: count for name, count in sorted(phases.items()) if count},
             "images_forwarded_timing": FORWARDED.timing - self.timing,
         }

@@ -40,7 +40,7 @@ def _sensitivity(report: dict):  # noqa: ANN202
         for name, points in report["sensitivity"].items():
             axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name[-28:])
         axes.axhline(
-            report["original"]["accuracy_search"] - report["constraints"]["search_budget_points"],
+            _judged(report) - report["constraints"]["search_budget_points"],
             color="red",
             linestyle="--",
             label="search budget",
@@ -66,7 +66,7 @@ def _search_path(report: dict):  # noqa: ANN202
         )
         axes.scatter(
             [report["original"]["param_bytes"] / 1e3],
-            [report["original"]["accuracy_search"]],
+            [_judged(report)],
             color="black",
             s=40,
             marker="s",
@@ -218,7 +218,18 @@ def render_html(report: dict) -> str:
 <p id="summary">Memory saved: <b>{report["memory_saving"]:.1%}</b> of parameter bytes; accuracy drop
 <b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
 ({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
-{len(report["evaluations"])} evaluations, {report.get("images_forwarded", 0):,} images forwarded, in
+{len(report["evaluations"])} evaluations, {report.get("images_forwarded", 0):,} images forwarded{_phases(report)}, in
 {report["wall_seconds"]:.0f} s.</p>
 {_extras(report)}<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}{bits}
 </body></html>"""
+
+
+def _phases(report: dict) -> str:
+    """Where the forwarded images went (baseline, search, re-fit, held-out), when the job counted phases."""
+    phases = report.get("images_forwarded_by_phase") or {}
+    return f" ({', '.join(f'{html.escape(k)} {v:,}' for k, v in phases.items())})" if phases else ""
+
+
+def _judged(report: dict) -> float:
+    """The original's accuracy on the images the pruning search judged candidates on (older reports: the split)."""
+    return report["original"].get("accuracy_judged", report["original"]["accuracy_search"])

@@ -20,7 +20,7 @@ class StubExecutor(Executor):
         super().__init__(analysis, group_scores(analysis), None, None, 1_000_000)  # type: ignore[arg-type]
         self.costs = costs
 
-    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False, test=None) -> Measurement:  # noqa: ANN001
         accuracy = 90.0 - sum(self.costs[name] * rate for name, rate in ratios.items())
         kept_bytes = self.original_bytes * (1 - 0.1 * sum(ratios.values()))
         record = Measurement(label, accuracy, int(kept_bytes), 0.0, dict(ratios))
@@ -176,7 +176,7 @@ class StubTimedExecutor(StubExecutor):
         total = 1.0 + sum(t * (1 - ratios.get(n, 0.0)) for n, t in self.times.items())
         return total, 64 * total
 
-    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False, test=None) -> Measurement:  # noqa: ANN001
         record = super().measure(ratios, label, screen)
         record.latency_ms = None if screen else self.latency_of(ratios)
         return record
@@ -242,7 +242,7 @@ class StubEnergyExecutor(StubExecutor):
     def energy_of(self, ratios: dict[str, float]) -> float:
         return 1.0 + sum(e * (1 - ratios.get(n, 0.0)) for n, e in self.energy.items())
 
-    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False, test=None) -> Measurement:  # noqa: ANN001
         record = super().measure(ratios, label, screen)
         record.energy_uj = None if screen else self.energy_of(ratios)
         return record
@@ -388,7 +388,7 @@ class StubClockExecutor(StubExecutor):
         super().__init__(analysis, costs)
         self.allowed = allowed
 
-    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
+    def measure(self, ratios: dict[str, float], label: str, screen: bool = False, test=None) -> Measurement:  # noqa: ANN001
         if len(self.records) >= self.allowed:
             self.deadline = 0.0  # long past
         return self.past_deadline(ratios, label) or super().measure(ratios, label, screen)

@@ -1,6 +1,6 @@
 """Everything the commands print: summaries and tables (rich), JSON on stdout, progress on stderr.
 
-Progress goes to stderr so that ``--json`` leaves one object on stdout: a spinner on a terminal,
+Progress goes to stderr so that ``--json`` leaves one object on stdout: a live bar on a terminal,
 one line per step otherwise (a log, a CI job or a test reading the pipe sees where the run is).
 """
 
@@ -10,18 +10,21 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from svtprune.costs import FORWARDED
 from svtprune.errors import ConstraintError
 
-Progress = Callable[[str], None]
+Say = Callable[[str], None]
 
 
 def emit_json(report: Any) -> None:
@@ -51,22 +54,46 @@ def show_notes() -> None:
 
 
 @contextlib.contextmanager
-def progress(label: str) -> Iterator[Progress]:
-    """A ``progress(message)`` callback for the library: a status line, or a line per step off a terminal."""
+def progress(label: str) -> Iterator[Say]:
+    """A ``progress(message)`` callback for the library: a live bar, or a line per step off a terminal.
+
+    Both say what the job is doing, how many steps it has taken, the images it has forwarded
+    so far and the time spent, so a long search can be followed (and its cost seen) as it runs.
+    """
     console = Console(stderr=True)
+    started, forwarded, steps = time.perf_counter(), FORWARDED.data, [0]
+
+    def images() -> str:
+        return f"{FORWARDED.data - forwarded:,} images"
+
     if console.is_terminal:
-        with console.status(label) as status:
-            yield status.update
+        columns = (
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            TextColumn("step {task.completed:.0f}:"),
+            TextColumn("{task.fields[step]}"),
+            TextColumn("{task.fields[images]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(label, total=None, step="", images=images())
+
+            def update(message: str) -> None:
+                bar.update(task, advance=1, step=message, images=images())
+
+            yield update
         return
 
     def say(message: str) -> None:
-        sys.stderr.write(f"{label}: {message}\n")
+        steps[0] += 1
+        elapsed = time.perf_counter() - started
+        sys.stderr.write(f"{label} [step {steps[0]}, {elapsed:.0f} s, {images()}]: {message}\n")
         sys.stderr.flush()
 
     yield say
 
 
-def run_search(label: str, run: Callable[[Progress], dict], as_json: bool) -> dict | None:
+def run_search(label: str, run: Callable[[Say], dict], as_json: bool) -> dict | None:
     """``run(progress)`` with progress shown; with ``as_json`` the report (a failed one too) goes to stdout.
 
     Returns the report for the command to print, or None when it was already printed as JSON.

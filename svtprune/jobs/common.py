@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from svtprune.checks import classes_of
+from svtprune.costs import phase
 from svtprune.data import Dataset
 from svtprune.deploy import deploy_paths, deployment
 from svtprune.errors import UserError
@@ -54,7 +55,8 @@ class Start:
     @classmethod
     def measure(cls, model: onnx.ModelProto, search: Dataset, held: Dataset) -> Start:
         session = make_session(model)
-        logits = {name: logits_of(session, part.x) for name, part in (("search", search), ("held", held))}
+        with phase("baseline"):
+            logits = {name: logits_of(session, part.x) for name, part in (("search", search), ("held", held))}
         targets = {
             name: part.y if part.y is not None else logits[name].argmax(axis=1)
             for name, part in (("search", search), ("held", held))

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from svtprune.checks import load_checked_data, load_checked_model
-from svtprune.costs import Started
+from svtprune.costs import Started, phase
 from svtprune.data import Dataset
 from svtprune.data_sources import check_preprocess_used
 from svtprune.errors import ConstraintError, UserError
+from svtprune.evaluate import top1
 from svtprune.graph.analysis import Analysis, analyze
 from svtprune.graph.io import param_bytes
 from svtprune.graph.storage import fold_storage
@@ -181,35 +183,57 @@ def prune_step(
     """The pruning search on the search split, then its choice checked (and stepped back) on held-out data."""
     executor = _executor(analysis, original, start.search, start, options)
     budget = _budget(original, start, options, executor, say)
-    result = POLICIES[options.prune.method](executor, budget, say)
+    with phase("search"):
+        result = POLICIES[options.prune.method](executor, budget, say)
     say("measuring the chosen model on the held-out split")
     # with quantization next, a pruned model already past the whole budget on held-out data can only get
     # worse: step back (to the unpruned model at the end) and let quantization have the budget
     tuned = options.finetune.finetune_data is not None
-    final, held_accuracy, checks = pruned_held_out(
-        executor, budget, result, start.held, start.targets["held"], start.holds(options.max_accuracy_drop),
-        not tuned, say, or_unpruned=options.quantize is not None and not tuned,
-    )  # fmt: skip
+    with phase("held-out"):
+        final, held_accuracy, checks = pruned_held_out(
+            executor, budget, result, start.held, start.targets["held"], start.holds(options.max_accuracy_drop),
+            not tuned, say, or_unpruned=options.quantize is not None and not tuned,
+        )  # fmt: skip
     without = held_accuracy
     if options.prune.reconstruct:  # the same channels removed, no re-fit: what recovery is worth
         calibration, executor.calibration = executor.calibration, None
-        without = start.held_accuracy(executor.build(result.ratios))
+        with phase("held-out, no re-fit"):
+            without = start.held_accuracy(executor.build(result.ratios))
         executor.calibration = calibration
     return Pruned(executor, budget, result, final, held_accuracy, checks, without)
+
+
+MIN_JUDGED = 100  # search images that must remain beside the calibration images to judge on them alone
+
+
+def judged_part(
+    search: Dataset, start: Start, calibration_images: int | None
+) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The search images candidates are judged on, their targets and the original's logits on them.
+
+    A re-fitted model is never judged on the images it was fitted to: on those it looks better
+    than it is (each look would then be optimistic by the share of calibration images in it).
+    """
+    rest = len(search) - (calibration_images or 0)
+    if not calibration_images or rest < MIN_JUDGED:
+        return search, start.targets["search"], start.logits["search"]
+    rows = np.arange(calibration_images, len(search))
+    return search.subset(rows), start.targets["search"][rows], start.logits["search"][rows]
 
 
 def _executor(
     analysis: Analysis, original: onnx.ModelProto, search: Dataset, start: Start, options: CompressOptions
 ) -> PruneExecutor:
     images = options.prune.calibration_images
+    judged, targets, logits = judged_part(search, start, images if options.prune.reconstruct else None)
     executor = PruneExecutor(
         analysis,
         group_scores(analysis, options.prune.importance, calibration=search.x[:images]),
-        search,
-        start.targets["search"],
+        judged,
+        targets,
         param_bytes(original),
         calibration=search.x[:images] if options.prune.reconstruct else None,
-        original_logits=start.logits["search"],
+        original_logits=logits,
     )
     executor.time_candidates = options.goal.objective == "latency"
     if options.time_limit is not None:  # from the search's start: loading and the baselines are not the search
@@ -222,8 +246,13 @@ def _budget(
 ) -> Budget:
     """The pruning search's budget and goal (with quantization next, pruning searches on its share)."""
     goal = options.goal
-    points = SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
-    budget = Budget(start.baseline["search"], points, goal.min_memory_saving, goal.objective)
+    points = search_drop(options.max_accuracy_drop, options.finetune)
+    baseline = top1(executor.original_logits, executor.target)  # on the images candidates are judged on
+    budget = Budget(baseline, points, goal.min_memory_saving, goal.objective, sequential=True)
+    if options.finetune.finetune_data is None:  # the held-out check measures this very model: its noise is the margin
+        budget.held_images = len(start.held)
+    else:  # it measures the fine-tuned model, which this split's noise does not predict: a fixed reserve
+        budget.max_drop *= SEARCH_SHARE_OF_BUDGET
     if goal.objective == "latency":
         say("timing the original model")
         budget.original_latency = measured_latency(original)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import onnx
 
 from svtprune.costs import Started
@@ -18,6 +19,7 @@ from svtprune.graph.plan import Plan
 from svtprune.jobs.common import Start, timed, worse_than_input
 from svtprune.jobs.options import CompressOptions
 from svtprune.runtime import edge_measures, make_session
+from svtprune.search.sequential import FIRST_LOOK, Z_LOOK, Z_MARGIN
 
 if TYPE_CHECKING:
     from svtprune.jobs.compress import Pruned
@@ -71,7 +73,27 @@ def time_limit_section(options: CompressOptions, not_measured: int) -> dict | No
     return {"seconds": options.time_limit, "reached": not_measured > 0, "candidates_not_measured": not_measured}
 
 
-def constraints_section(options: CompressOptions, search_points: float, not_measured: int = 0) -> dict:
+def sequential(pruned: Pruned) -> dict | None:
+    """How the search judged its candidates: the sequential test's rule, and how early it decided."""
+    budget, search_images = pruned.budget, len(pruned.executor.data)
+    if not budget.sequential:
+        return None
+    judged = [r for r in pruned.executor.records if r.verdict is not None]
+    return {
+        "first_look_images": FIRST_LOOK,
+        "z_look": Z_LOOK,
+        "z_margin": Z_MARGIN,
+        "held_out_images_in_margin": budget.held_images,
+        "images_judged": search_images,  # the search split less the re-fit's calibration images
+        "candidates": len(judged),
+        "decided_before_the_whole_split": sum(r.images < search_images for r in judged),
+        "mean_images_per_candidate": round(sum(r.images for r in judged) / max(len(judged), 1), 1),
+    }
+
+
+def constraints_section(
+    options: CompressOptions, search_points: float, not_measured: int = 0, test: dict | None = None
+) -> dict:
     """What the user asked for, and the share of the budget the search itself could spend."""
     goal = options.goal
     return {
@@ -83,7 +105,12 @@ def constraints_section(options: CompressOptions, search_points: float, not_meas
         "max_latency_ms": goal.max_latency_ms,
         "min_energy_saving": goal.min_energy_saving,
         "time_limit": time_limit_section(options, not_measured),
+        "sequential_test": test,
     }
+
+
+def _reconstruction(calibration: np.ndarray | None) -> str:
+    return "off" if calibration is None else f"least squares on {len(calibration)} calibration images"
 
 
 def compress_report(
@@ -118,18 +145,17 @@ def compress_report(
         "command": "compress",
         "method": options.prune.method,
         "importance": options.prune.importance,
-        "reconstruction": f"least squares on {len(executor.calibration)} calibration images"
-        if executor.calibration is not None
-        else "off",
+        "reconstruction": _reconstruction(executor.calibration),
         "model": str(model_path),
         "data": start.data_section(data_path, options.split.seed),
-        "constraints": constraints_section(options, pruned.budget.max_drop, executor.not_measured),
+        "constraints": constraints_section(options, pruned.budget.max_drop, executor.not_measured, sequential(pruned)),
         "metric": start.metric(),
         "original": {
             "param_bytes": original_bytes,
             "file_bytes": Path(model_path).stat().st_size,
             "accuracy": round(start.baseline["held"], 3),
             "accuracy_search": round(start.baseline["search"], 3),
+            "accuracy_judged": round(pruned.budget.baseline, 3),  # on the search images pruning was judged on
             **_times(b1, b64, fast_original),
             **edge_measures(Path(model_path)),
         },

@@ -1,7 +1,8 @@
 """The accuracy budget on the search split, and the goal that ends a search early.
 
 One rule for every policy: a candidate is accepted when its drop plus its own measurement noise
-(the paired standard error it carries) stays within the budget. Full pruning measurements carry
+(the paired standard error it carries) stays within the budget; pruning searches in ``compress``
+judge candidates with the sequential test instead, whose verdict the record carries. Full pruning measurements carry
 no standard error (they are the whole split); quantization's carry the paired error of the change
 from the starting model: measured on the reference Spikformer with 1,000 search images, greedy
 without that charge stopped at -1.0 on its split and -3.4 on the 3,000 held-out images.
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from svtprune.search.sequential import ACCEPTED, REJECTED, SequentialTest
 
 if TYPE_CHECKING:
     from svtprune.search.executor import Executor
@@ -32,12 +35,22 @@ class Budget:
     max_latency_ms: float | None = None  # or once batch 1 runs within this many ms
     original_energy: float | None = None  # uJ per image (objective energy)
     min_energy_saving: float | None = None  # stop once this fraction of the energy is saved
+    sequential: bool = False  # judge pruning candidates with the sequential test (search/sequential.py)
+    held_images: int = 0  # the held-out check's size: its noise sets the sequential test's margin (0: none)
+
+    def test(self, search_images: int) -> SequentialTest | None:
+        """The sequential test for this budget, or None for fixed slices."""
+        return SequentialTest(self.max_drop, search_images, self.held_images) if self.sequential else None
 
     def accepts(self, record: Measurement) -> bool:
+        if record.verdict is not None:
+            return record.measured and record.verdict == ACCEPTED
         return record.measured and self.baseline - record.accuracy + record.stderr <= self.max_drop
 
     def plausible(self, record: Measurement) -> bool:
         """A screen's estimate could still be within budget (one standard error of slack)."""
+        if record.verdict is not None:
+            return record.measured and record.verdict != REJECTED
         return record.measured and self.baseline - record.accuracy - record.stderr <= self.max_drop
 
     def memory_met(self, executor: Executor, record: Measurement | None) -> bool:

@@ -114,10 +114,11 @@ class Unpruned:
 
 
 def pruned_steps_back(executor: PruneExecutor, budget: Budget, chosen: Measurement | None) -> list[Measurement]:
-    """Plans the search accepted on its whole split (not screens), smaller than its choice."""
+    """Plans the search accepted on its whole split or by the sequential test (not screens), smaller than its choice."""
     if chosen is None:
         return []
-    full = [r for r in executor.records if r.images == len(executor.data) and any(r.ratios.values())]
+    decided = [r for r in executor.records if r.images == len(executor.data) or r.verdict is not None]
+    full = [r for r in decided if any(r.ratios.values())]
     return steps_back(full, budget.accepts, lambda r: tuple(sorted(r.ratios.items())), chosen.param_bytes)
 
 

@@ -26,9 +26,10 @@ Progress = Callable[[str], None]
 
 def confirmed(executor: PruneExecutor, budget: Budget, ratios: dict[str, float], label: str) -> Measurement | None:
     """Screen a step, then measure it on the whole search split; the full record if it is within budget."""
-    if not budget.plausible(executor.measure(ratios, f"{label} (screen)", screen=True)):
+    test = budget.test(len(executor.data)) if budget.sequential else None
+    if not budget.plausible(executor.measure(ratios, f"{label} (screen)", screen=True, test=test)):
         return None
-    record = executor.measure(ratios, label)
+    record = executor.measure(ratios, label, test=test)
     return record if budget.accepts(record) else None
 
 
@@ -83,11 +84,12 @@ def _robustness(
     """
     curves: dict[str, list[tuple[float, float, int]]] = {}
     ceilings: dict[str, float] = {}
+    test = budget.test(len(executor.data)) if budget.sequential else None
     for name in _group_order(executor, budget) if rates else []:
         curves[name], ceilings[name] = [], float("inf")
         for rate in rates:
             progress(f"sensitivity {name} @ {rate:.1f}")
-            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True)
+            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True, test=test)
             if record.measured:
                 curves[name].append((rate, record.accuracy, record.param_bytes))
             if not budget.plausible(record):
@@ -97,7 +99,7 @@ def _robustness(
         if ceilings[name] == rates[0] and finer:
             rate = finer[-1]
             progress(f"sensitivity {name} @ {rate:.1f}")
-            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True)
+            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True, test=test)
             if record.measured:
                 curves[name].insert(0, (rate, record.accuracy, record.param_bytes))
             if not budget.plausible(record):
@@ -155,7 +157,10 @@ def primesvt(executor: PruneExecutor, budget: Budget, progress: Progress) -> Sea
 
 def psvit(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
     """PSViT: a uniform step on half the budget, per-group sensitivity, then fine-grained rates."""
-    half = Budget(budget.baseline, budget.max_drop / 2, budget.min_saving)
+    half = Budget(
+        budget.baseline, budget.max_drop / 2, budget.min_saving, sequential=budget.sequential,
+        held_images=budget.held_images,
+    )  # fmt: skip
     start = uniform(executor, half, progress)
     base = dict(start.ratios)
     floor = max(base.values(), default=0.0)

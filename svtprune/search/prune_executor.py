@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from svtprune.costs import phase
 from svtprune.data import Dataset
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import param_bytes
@@ -24,6 +25,7 @@ from svtprune.hardware.energy import measure_energy
 from svtprune.recover.reconstruct import reconstruct
 from svtprune.runtime import logits_of, make_session, measured_latency
 from svtprune.search.records import Measurement
+from svtprune.search.sequential import ACCEPTED, OPEN, SequentialTest, looks, paired_estimate
 
 
 @dataclass
@@ -78,17 +80,18 @@ class PruneExecutor:
             self._fits.clear()
             self._cached_for = self.calibration
         keys = {name: self._fit_key(name, plan) for name in layers}
-        refitted = reconstruct(
-            self.analysis.model,
-            model,
-            layers,
-            self.calibration,
-            targets=self._targets,
-            cache=self._fits,
-            keys=keys,
-            max_rows=self.max_rows,
-            gram_dtype=np.float32,
-        )
+        with phase("re-fit"):
+            refitted = reconstruct(
+                self.analysis.model,
+                model,
+                layers,
+                self.calibration,
+                targets=self._targets,
+                cache=self._fits,
+                keys=keys,
+                max_rows=self.max_rows,
+                gram_dtype=np.float32,
+            )
         return keep_storage(refitted, self.analysis)  # re-fitted weights round to the type the file stores
 
     def _fit_key(self, layer: str, plan: Plan) -> Hashable:
@@ -111,44 +114,83 @@ class PruneExecutor:
         self.not_measured += 1
         return Measurement(f"{label} (time limit)", 0.0, 0, 0.0, dict(ratios), measured=False)
 
-    def measure(self, ratios: dict[str, float], label: str, screen: bool = False) -> Measurement:
-        """Accuracy on the search split, or with ``screen`` its paired estimate from the subset.
+    def measure(
+        self, ratios: dict[str, float], label: str, screen: bool = False, test: SequentialTest | None = None
+    ) -> Measurement:
+        """Accuracy on the search split, or with ``screen`` its paired estimate from a subset.
 
-        A full measurement right after a screen of the same plan reuses the built model and the
-        screened images' predictions, so screening first costs nothing when the step survives.
+        With ``test``, the images are taken in growing slices until the test decides (a screen
+        stops at ``screen_images``), and the record carries the verdict. A full measurement right
+        after a screen of the same plan reuses the built model and the images already scored, so
+        screening first costs nothing when the step survives.
         """
         late = self.past_deadline(ratios, label)
         if late is not None:
             return late
         started = time.perf_counter()
-        key = tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
-        if self._last is not None and self._last[0] == key and self._last[3] is self.calibration:
-            model, known = self._last[1], self._last[2]
+        model, known = self._model_and_known(ratios)
+        if test is None:
+            accuracy, stderr, images, verdict = self._fixed_slice(model, known, screen)
         else:
-            model, known = self.build(ratios), {}
-        rows = self.screen_index() if screen else None
-        wanted = np.arange(len(self.data)) if rows is None else rows
-        missing = np.setdiff1d(wanted, np.fromiter(known, dtype=np.int64, count=len(known)))
-        if len(missing):
-            session = make_session(model)
-            hits = logits_of(session, self.data.x[missing]).argmax(axis=1) == self.target[missing]
-            known.update(zip(missing.tolist(), hits.tolist(), strict=True))
-        self._last = (key, model, known, self.calibration)
-        correct = np.array([known[i] for i in wanted.tolist()], dtype=np.float64)
-        accuracy, stderr = 100.0 * float(correct.mean()), 0.0
-        if rows is not None:  # paired with the original on the same images: far less noise than two samples
-            reference = self._original_correct()
-            change = correct - reference[rows]
-            accuracy = 100.0 * float(reference.mean() + change.mean())
-            stderr = 100.0 * float(change.std() / np.sqrt(len(rows)))
-        latency = measured_latency(model) if self.time_candidates and rows is None else None
-        energy = self._energy(model) if rows is None else None
+            accuracy, stderr, images, verdict = self._sequential(model, known, screen, test)
+        full = verdict == ACCEPTED if test is not None else not screen or self.screen_index() is None
+        latency = measured_latency(model) if self.time_candidates and full else None
+        energy = self._energy(model) if full else None
         record = Measurement(
-            label, accuracy, param_bytes(model), time.perf_counter() - started, dict(ratios), images=len(wanted),
-            stderr=stderr, latency_ms=latency, energy_uj=energy,
+            label, accuracy, param_bytes(model), time.perf_counter() - started, dict(ratios), images=images,
+            stderr=stderr, latency_ms=latency, energy_uj=energy, verdict=verdict,
         )  # fmt: skip
         self.records.append(record)
         return record
+
+    def _model_and_known(self, ratios: dict[str, float]) -> tuple[onnx.ModelProto, dict[int, bool]]:
+        """The candidate's model and the images already scored on it (the last plan's, when it is the same)."""
+        key = tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
+        if self._last is not None and self._last[0] == key and self._last[3] is self.calibration:
+            return self._last[1], self._last[2]
+        model, known = self.build(ratios), {}
+        self._last = (key, model, known, self.calibration)
+        return model, known
+
+    def _correct(self, model: onnx.ModelProto, known: dict[int, bool], wanted: np.ndarray) -> np.ndarray:
+        """Per image of ``wanted``: does the candidate get it right (scoring only the images not yet known)."""
+        missing = np.setdiff1d(wanted, np.fromiter(known, dtype=np.int64, count=len(known)))
+        if len(missing):
+            hits = logits_of(make_session(model), self.data.x[missing]).argmax(axis=1) == self.target[missing]
+            known.update(zip(missing.tolist(), hits.tolist(), strict=True))
+        return np.array([known[i] for i in wanted.tolist()], dtype=np.float64)
+
+    def _fixed_slice(self, model: onnx.ModelProto, known: dict[int, bool], screen: bool) -> tuple:
+        """(accuracy, stderr, images, None) on the whole split, or on the screening subset paired with the original."""
+        rows = self.screen_index() if screen else None
+        wanted = np.arange(len(self.data)) if rows is None else rows
+        correct = self._correct(model, known, wanted)
+        if rows is None:
+            return 100.0 * float(correct.mean()), 0.0, len(wanted), None
+        reference = self._original_correct()  # paired on the same images: far less noise than two samples
+        change = correct - reference[rows]
+        stderr = 100.0 * float(change.std() / np.sqrt(len(rows)))
+        return 100.0 * float(reference.mean() + change.mean()), stderr, len(wanted), None
+
+    def _sequential(self, model: onnx.ModelProto, known: dict[int, bool], screen: bool, test: SequentialTest) -> tuple:
+        """(accuracy, stderr, images, verdict) from the first look at which ``test`` decides."""
+        reference = self._original_correct()
+        total = len(self.data)
+        cap = min(self.screen_images, total) if screen else total
+        sizes = looks(cap)
+        for size in sizes:
+            rows = self.look_order()[:size]
+            estimate = paired_estimate(self._correct(model, known, rows) - reference[rows])
+            verdict = test.verdict(estimate, last=size == sizes[-1], screen=cap < total)
+            if verdict != OPEN:
+                break
+        return 100.0 * float(reference.mean()) - estimate.drop, estimate.stderr, estimate.images, verdict
+
+    def look_order(self) -> np.ndarray:
+        """The sequential test's image order: one seeded permutation, so every look extends the last."""
+        if "order" not in self._reference:
+            self._reference["order"] = np.random.default_rng(0).permutation(len(self.data))
+        return self._reference["order"]
 
     def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
         """Latency of the plan's structure alone (no re-fit: weights do not change the time)."""

@@ -28,6 +28,7 @@ class Measurement:
     latency_ms: tuple[float, float] | None = None  # ORT CPU, batch 1 and 64 (objective latency only)
     energy_uj: float | None = None  # estimated per image from measured firing rates (objective energy only)
     measured: bool = True  # False: the search's time limit had passed, so the candidate was never scored
+    verdict: str | None = None  # the sequential test's decision (search/sequential.py); None: a fixed slice
 
     def to_dict(self) -> dict:
         if self.bits is not None:
@@ -51,6 +52,8 @@ class Measurement:
         }
         if self.latency_ms:
             entry.update(latency_ms_b1=round(self.latency_ms[0], 3), latency_ms_b64=round(self.latency_ms[1], 2))
+        if self.verdict is not None:
+            entry["verdict"] = self.verdict
         if self.energy_uj is not None:
             entry["energy_uj"] = round(self.energy_uj, 3)
         return entry
