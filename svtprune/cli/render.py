@@ -222,31 +222,6 @@ def print_prune(summary: dict) -> None:
     )
 
 
-def print_verify(result: dict) -> None:
-    """PASS or FAIL with the counts of identical, tied and failing samples."""
-    verdict = "PASS" if result["passed"] else "FAIL"
-    Console(stderr=True).print(
-        f"{verdict}: {result.get('exact', 0)} of {result['samples']} samples identical (logits to 1e-4, "
-        f"every spike count), {result.get('threshold_ties', 0)} diverge at a membrane on its threshold "
-        f"(float summation order), {result.get('failures', result['samples'])} fail"
-    )
-    refit = result.get("refit")
-    if refit:
-        layers = ", ".join(refit["layers"])
-        if refit["structure_differences"]:
-            shown = "; ".join(refit["structure_differences"])
-            Console(stderr=True).print(f"re-fitted layers {layers}: the file is not the plan's prune: {shown}")
-        else:
-            Console(stderr=True).print(
-                f"re-fitted layers {layers}: compared with the plain prune of the same channels (identical "
-                f"elsewhere); the re-fitted model differs from it by up to {refit['max_logit_difference']:.4g} "
-                f"in the logits, {100 * refit['prediction_agreement']:.1f}% of predictions agree"
-            )
-        if refit.get("groups_checked_by_width_only"):
-            shown = ", ".join(refit["groups_checked_by_width_only"])
-            Console(stderr=True).print(f"only re-fitted weights carry the channels of {shown}: checked by width only")
-
-
 def print_export(summary: dict) -> None:
     """Which file was written, of which architecture, and how often a calibrated model fires."""
     console = Console(stderr=True)

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
-from svtprune.cli.render import emit_json, print_verify
+from svtprune.cli.render import emit_json
+from svtprune.cli.render_verify import print_verify
 from svtprune.errors import ConstraintError
 
 
@@ -28,6 +29,10 @@ def verify(
     no sample fails, else 1. A plan that records a least-squares re-fit (compress, demo) is checked
     through the plain prune of its channels: the file must equal it outside the re-fitted layers, the
     plain prune must pass the oracle, and how far the re-fit moved the logits is reported beside that.
+    A quantized or fine-tuned file (plan bits, plan meta finetuned) is checked the same way by structure
+    (same nodes, every constant at the plain prune's shape) and, if quantized, by its grids (the plan's
+    bit width per layer, integers in range, weights their dequantization); its logit difference from the
+    plain prune is reported. The verdict line names the checks done.
     Example: svtprune verify model.onnx pruned.onnx --plan pruned.plan.json
     """
     from svtprune.jobs.verify import verify_files
@@ -40,4 +45,4 @@ def verify(
     else:
         print_verify(result)
     if not result["passed"]:
-        raise ConstraintError("pruned model does not match the oracle")
+        raise ConstraintError(f"pruned model fails the check ({result['checks']})")

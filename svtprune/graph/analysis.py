@@ -30,6 +30,7 @@ class Group:
     sources: list[str]
     refused: list[str] = field(default_factory=list)
     head_rows: list[np.ndarray] = field(default_factory=list)  # grid rows (channel ids) if split into heads
+    heads: int = 0  # attention heads: grid rows of the finest piece the head grid is cut into (q, k, v apart)
     heads_removable: bool = True  # False when a head-wise sum needs every head to keep a channel
 
     @property
@@ -86,6 +87,7 @@ def propagate(model: onnx.ModelProto) -> PropagationState:
         handler(state, node)
         for out in node.output:
             _drop_shadowed(state, out)
+            state.views.extend(lbl.ids for lbl in state.labels.get(out, []) if lbl.ids.ndim > 1)
     state.members = [m for m in state.members if (m.ids != FIXED).any()]
     for output in model.graph.output:
         for label in state.labels.get(output.name, []):
@@ -161,7 +163,10 @@ def _build_groups(state: PropagationState, channel_of_atom: np.ndarray) -> list[
         if any(a in state.fixed_atoms for a in atoms.tolist()):
             refused.append("tied to a channel that cannot be removed (a model input or output)")
         group = Group(_group_name(members, sources), channels, members, sources, refused)
-        group.head_rows = _head_rows(state.grids, atom_set, channel_of_atom)
+        grid = _head_grid(state.grids, atom_set)
+        if grid is not None:
+            group.head_rows = [channel_of_atom[r] for r in grid.reshape(-1, grid.shape[-1])]
+            group.heads = _head_count(grid, state.views)
         group.heads_removable = not any(set(r.ravel().tolist()) & atom_set for r in state.pinned_rows)
         groups.append(group)
     groups.sort(key=lambda g: min(state.atom_source.index(s) for s in g.sources))
@@ -178,14 +183,28 @@ def _group_name(members: list[Member], sources: list[str]) -> str:
     return sources[0]
 
 
-def _head_rows(grids: list[np.ndarray], atoms: set[int], channel_of_atom: np.ndarray) -> list[np.ndarray]:
-    """Rows of the largest 2-D head grid in this group, as channel ids (one row per head slot)."""
+def _head_grid(grids: list[np.ndarray], atoms: set[int]) -> np.ndarray | None:
+    """The largest 2-D head grid in this group (its innermost axis is one head's width)."""
     candidates = [g for g in grids if g.ndim >= 2 and set(np.ravel(g).tolist()) <= atoms | {FIXED}]
-    if not candidates:
-        return []
-    grid = max(candidates, key=lambda g: (g.size, -g.shape[0]))
-    rows = grid.reshape(-1, grid.shape[-1])  # innermost axis = one head's width
-    return [channel_of_atom[r] for r in rows]
+    return max(candidates, key=lambda g: (g.size, -g.shape[0])) if candidates else None
+
+
+def _head_count(grid: np.ndarray, views: list[np.ndarray]) -> int:
+    """Heads: the fewest grid rows any later view of the grid's channels spans.
+
+    A reshape to ``[3 * heads, width]`` (or ``[3, heads, width]``) stacks q, k and v on the
+    head axis; the Split, Slice or Gather that takes them apart leaves views of ``heads`` rows,
+    and every per-head operation after it keeps that count. Rows are matched by atom id, so a
+    transposed view counts the same.
+    """
+    rows = grid.reshape(-1, grid.shape[-1])
+    row_of = {int(a): r for r, row in enumerate(rows) for a in row.tolist() if a != FIXED}
+    best = len(rows)
+    for view in views:
+        atoms = set(np.ravel(view).tolist()) - {FIXED}
+        if atoms and atoms <= row_of.keys():
+            best = min(best, len({row_of[a] for a in atoms}))
+    return best
 
 
 def group_table(analysis: Analysis) -> list[dict]:
@@ -203,7 +222,7 @@ def group_table(analysis: Analysis) -> list[dict]:
             {
                 "group": group.name,
                 "channels": group.size,
-                "heads": len(group.head_rows),
+                "heads": group.heads,
                 "params": int(params),
                 "members": sorted({f"{m.initializer}[{m.axis}]:{m.role}" for m in group.members}),
                 "prunable": group.prunable,

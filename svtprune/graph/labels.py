@@ -86,6 +86,7 @@ class PropagationState:
     members: list[Member] = field(default_factory=list)
     fixups: list[ShapeFixup] = field(default_factory=list)
     grids: list[np.ndarray] = field(default_factory=list)
+    views: list[np.ndarray] = field(default_factory=list)  # every multi-axis label a tensor carries
     row_links: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     pinned_rows: list[np.ndarray] = field(default_factory=list)  # rows (heads) that must keep a channel
     refusals: dict[int, str] = field(default_factory=dict)

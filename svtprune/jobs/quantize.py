@@ -109,6 +109,8 @@ def quantize_claimed(
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     meta = {"source": str(model_path), "method": f"aq4svit-{quant.search}", "scheme": vars(scheme)}
+    if finetune is not None:  # verify then compares the file by structure and grids, not value for value
+        meta["finetuned"] = {"data": str(options.finetune.finetune_data), "epochs": options.finetune.finetune_epochs}
     write_outputs(outputs, final, Plan({}, meta, dict(result.bits)).to_json() + "\n", report, options.format)
     return report
 

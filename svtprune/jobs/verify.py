@@ -1,6 +1,7 @@
 """The verify job: a pruned file must equal the original with the plan's slices zeroed (the oracle).
 
-A re-fitted file is checked through the plain prune of its plan (see ``verify_refit``)."""
+A re-fitted file is checked through the plain prune of its plan (see ``verify_refit``), and so is a
+quantized or fine-tuned one (see ``verify_rewritten``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from svtprune.graph.analysis import analyze
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune, zero_out
 from svtprune.jobs.verify_refit import refit_section, shape_only_groups
+from svtprune.jobs.verify_rewritten import rewritten_section
+from svtprune.quantization.scheme import FP32
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 TIE = 1e-4  # a membrane this close to its threshold may fire or not depending on summation order
@@ -23,24 +26,38 @@ TIE = 1e-4  # a membrane this close to its threshold may fire or not depending o
 def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: np.ndarray | None = None) -> dict:
     """Run the oracle: the pruned file must equal the original with the plan's slices zeroed.
 
-    A plan that records a least-squares re-fit (``compress --reconstruct``, the demo) names layers
-    whose weights are no longer the original's, so the oracle cannot hold for the file. Then the
-    file's structure is checked exactly against the plain prune of the same plan (every node, every
-    weight outside the re-fitted ones, the shapes of those), the plain prune is checked against the
-    oracle, and how far the re-fit moved the outputs is reported beside the verdict, not as part of it.
+    A plan that records a least-squares re-fit (``compress --reconstruct``, the demo), weight bits
+    (``quantize``, ``compress --quantize``) or a fine-tuning names weights that are no longer the
+    original's, so the oracle cannot hold for the file. Then the plain prune of the same plan is
+    checked against the oracle and the file against that prune: after a re-fit alone, exactly (every
+    node, every weight outside the re-fitted ones, the shapes of those); after quantization or
+    fine-tuning, by structure (every node, every constant's shape: each group's widths) and, if
+    quantized, by its grids (``verify_rewritten``). How far the file's outputs moved from the plain
+    prune is reported beside the verdict, not as part of it. ``checks`` names what was checked.
     """
-    analysis = analyze(load_checked_model(original))
+    source = load_checked_model(original)
+    analysis = analyze(source)
     plan = Plan.load(plan_path)
     oracle = zero_out(analysis, plan)
     candidate = load_checked_model(pruned)
     x = _random_input(analysis.model) if x is None else x
-    if not plan.refit:
-        return compare_with_oracle(oracle, candidate, x)
-    plain = prune(analysis, plan)
-    result = compare_with_oracle(oracle, plain, x)
-    result["refit"] = refit_section(candidate, plain, plan.refit, x)
-    result["refit"]["groups_checked_by_width_only"] = shape_only_groups(analysis, plan)
-    result["passed"] = result["passed"] and not result["refit"]["structure_differences"]
+    finetuned = bool(plan.meta.get("finetuned"))
+    quantized = any(b != FP32 for b in plan.bits.values())
+    if not (plan.refit or quantized or finetuned):
+        return {**compare_with_oracle(oracle, candidate, x), "checks": "oracle", "oracle_on": "the file"}
+    plain = prune(analysis, plan) if plan.kept else source  # a plan of bits only (quantize) prunes nothing
+    result = {**compare_with_oracle(oracle, plain, x), "oracle_on": "the plain prune of the plan"}
+    if quantized or finetuned:
+        section = rewritten_section(candidate, plain, plan.bits, plan.refit, x)
+        holds = section.pop("passed")
+        result["rewritten"] = {**section, "finetuned": finetuned, "refit_layers": sorted(plan.refit)}
+        result["checks"] = "structure" + " + quantization grid" * ("quantization" in section)
+    else:
+        result["refit"] = refit_section(candidate, plain, plan.refit, x)
+        result["refit"]["groups_checked_by_width_only"] = shape_only_groups(analysis, plan)
+        holds = not result["refit"]["structure_differences"]
+        result["checks"] = "structure (exact outside the re-fitted layers)"
+    result["passed"] = result["passed"] and holds
     return result
 
 

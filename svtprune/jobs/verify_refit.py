@@ -24,23 +24,30 @@ SHOWN = 5  # differences listed in the report
 
 def refit_section(candidate: onnx.ModelProto, plain: onnx.ModelProto, refit: list[str], x: np.ndarray) -> dict:
     """The report's ``refit`` part: the layers, the structural differences (none if it holds), the output shift."""
-    from svtprune.runtime import make_session, predict
-
     differences = structure_differences(candidate, plain, set(refit))
     section: dict[str, object] = {
         "layers": sorted(refit),
         "compared_with": "the plain prune of the same channels (which the oracle checks)",
-        "structure_differences": differences[:SHOWN]
-        + ([f"... {len(differences) - SHOWN} more"] * (len(differences) > SHOWN)),
+        "structure_differences": shown(differences),
     }
-    if differences:
-        return section
-    name_c, name_p = candidate.graph.output[0].name, plain.graph.output[0].name
-    logits_c = predict(make_session(candidate), x)[name_c]
-    logits_p = predict(make_session(plain), x)[name_p]
-    section["max_logit_difference"] = float(np.abs(logits_c - logits_p).max(initial=0.0))
-    section["prediction_agreement"] = float((logits_c.argmax(axis=1) == logits_p.argmax(axis=1)).mean())
-    return section
+    return section if differences else {**section, **output_shift(candidate, plain, x)}
+
+
+def output_shift(candidate: onnx.ModelProto, plain: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
+    """How far ``candidate``'s logits are from the plain prune's on ``x``: the largest difference, the agreement."""
+    from svtprune.runtime import make_session, predict
+
+    logits_c = predict(make_session(candidate), x)[candidate.graph.output[0].name]
+    logits_p = predict(make_session(plain), x)[plain.graph.output[0].name]
+    return {
+        "max_logit_difference": float(np.abs(logits_c - logits_p).max(initial=0.0)),
+        "prediction_agreement": float((logits_c.argmax(axis=1) == logits_p.argmax(axis=1)).mean()),
+    }
+
+
+def shown(differences: list[str]) -> list[str]:
+    """The first few differences, and how many more there are."""
+    return differences[:SHOWN] + ([f"... {len(differences) - SHOWN} more"] * (len(differences) > SHOWN))
 
 
 def shape_only_groups(analysis: Analysis, plan: Plan) -> list[str]:
@@ -65,8 +72,13 @@ def stored_constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def structure_differences(candidate: onnx.ModelProto, plain: onnx.ModelProto, refit: set[str]) -> list[str]:
-    """Where ``candidate`` is not ``plain`` apart from the re-fitted layers' weight and bias values."""
+def structure_differences(
+    candidate: onnx.ModelProto, plain: onnx.ModelProto, refit: set[str], values_free: bool = False
+) -> list[str]:
+    """Where ``candidate`` is not ``plain`` apart from the re-fitted layers' weight and bias values.
+
+    ``values_free`` (a quantized or fine-tuned file): every constant need only have the plain prune's shape.
+    """
     values_c, values_p = stored_constants(candidate), stored_constants(plain)
     nodes_c = {n.name: n for n in candidate.graph.node if n.output[0] not in values_c}  # storage Casts left out
     nodes_p = {n.name: n for n in plain.graph.node if n.output[0] not in values_p}
@@ -83,7 +95,9 @@ def structure_differences(candidate: onnx.ModelProto, plain: onnx.ModelProto, re
             differences.append(f"node {name} has {len(a.input)} inputs, the plain prune {len(b.input)}")
             continue
         for index, (in_a, in_b) in enumerate(zip(a.input, inputs_b, strict=True)):
-            problem = _input_difference(values_c.get(in_a), values_p.get(in_b), in_a == in_b, name in refit, index)
+            refitted = name in refit and index in REFIT_INPUTS
+            free = values_free or refitted
+            problem = _input_difference(values_c.get(in_a), values_p.get(in_b), in_a == in_b, free, refitted)
             if problem:
                 differences.append(f"node {name} input {index}: {problem}")
     return differences
@@ -95,14 +109,13 @@ def _one_sided(nodes_c: dict, nodes_p: dict) -> list[tuple[str, str]]:
 
 
 def _input_difference(
-    value_c: np.ndarray | None, value_p: np.ndarray | None, same_name: bool, refitted: bool, index: int
+    value_c: np.ndarray | None, value_p: np.ndarray | None, same_name: bool, free: bool, refitted: bool
 ) -> str | None:
+    """What differs in one input; ``free``: its values may differ (re-fitted, quantized or fine-tuned)."""
     if value_c is None and value_p is None:
         return None if same_name else "reads another tensor"
-    if refitted and index in REFIT_INPUTS:  # re-fitted values; a bias the re-fit added has no counterpart
-        if value_c is None or (value_p is not None and value_c.shape != value_p.shape):
-            return "re-fitted tensor of another shape"
-        return None
+    if refitted and value_p is None and value_c is not None:
+        return None  # a bias the re-fit added has no counterpart
     if value_c is None or value_p is None or value_c.shape != value_p.shape:
         return "a constant on one side only, or of another shape"
-    return None if np.array_equal(value_c, value_p) else "another value"
+    return None if free or np.array_equal(value_c, value_p) else "another value"
