@@ -132,3 +132,14 @@ def test_the_executor_runs_the_looks_on_one_seeded_order(small_models: dict, ima
     assert (full.verdict, full.images) == (expected, size)
     assert full.accuracy == pytest.approx(100.0 - paired_estimate(change[:size]).drop)
     assert screen.images <= min(executor.screen_images, len(x))
+
+
+def test_an_apparent_gain_is_not_taken_as_one() -> None:
+    """A candidate flipping 8% of predictions, more of them right than wrong here, is still too noisy to keep."""
+    test = SequentialTest(1.0, SEARCH, HELD)
+    change = stub_change(-0.5, 0.04, SEARCH, seed=8)  # a true *gain* of half a point, 8.5% flips
+    estimate = paired_estimate(change)
+    assert estimate.drop < 0 and test.line(estimate) < 0
+    assert run(test, change)[0] == REJECTED
+    quiet = stub_change(-0.2, 0.001, SEARCH, seed=9)  # few flips: the gain counts as no change, and that fits
+    assert run(test, quiet)[0] == ACCEPTED
