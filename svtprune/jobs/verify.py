@@ -61,41 +61,63 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     return result
 
 
-def compare_with_oracle(oracle: onnx.ModelProto, candidate: onnx.ModelProto, x: np.ndarray) -> dict:
+VERIFY_CHUNK = 8  # images whose every spike and membrane is held at once (~0.55 GB per image at 224 px)
+
+
+def compare_with_oracle(
+    oracle: onnx.ModelProto, candidate: onnx.ModelProto, x: np.ndarray, chunk: int = VERIFY_CHUNK
+) -> dict:
     """Per sample: identical logits (1e-4) and spike counts, a threshold tie, or a failure.
 
     Fewer input channels change the order in which a layer sums in float32, so a
     membrane sitting on its threshold can fire in one model and not the other; a sample whose
     first difference is such a tie (the oracle holds at least as many near-threshold membranes
-    as spikes differ there) is counted as a tie, not as a failure.
+    as spikes differ there) is counted as a tie, not as a failure. Images go ``chunk`` at a
+    time, so memory is bounded by the model, not by the number of images checked.
     """
+    from svtprune.runtime import make_session
+
     neurons_o, neurons_p = find_neurons(oracle), find_neurons(candidate)
-    out_o = _run(with_taps(oracle, neurons_o, spikes=True), x)
-    out_p = _run(with_taps(candidate, neurons_p, spikes=True), x)
-    logits_o, logits_p = out_o[oracle.graph.output[0].name], out_p[candidate.graph.output[0].name]
-    counts_o, counts_p = _spike_counts(oracle, out_o), _spike_counts(candidate, out_p)
-    if len(counts_o) != len(counts_p):
+    if len(neurons_o) != len(neurons_p):
         return {"passed": False, "reason": "different neuron counts", "samples": int(len(x))}
-    exact, ties, failures = 0, 0, 0
+    sessions = (
+        make_session(with_taps(oracle, neurons_o, spikes=True)),
+        make_session(with_taps(candidate, neurons_p, spikes=True)),
+    )
+    outputs = (oracle.graph.output[0].name, candidate.graph.output[0].name)
+    tally = {"exact": 0, "threshold_ties": 0, "failures": 0}
+    largest = 0.0
+    for start in range(0, len(x), chunk):
+        largest = max(
+            largest, _compare_chunk(sessions, outputs, (neurons_o, neurons_p), x[start : start + chunk], tally)
+        )
+    return {
+        "samples": int(len(x)),
+        **tally,
+        "max_logit_difference_exact_samples": largest,
+        "neurons": len(neurons_o),
+        "passed": tally["failures"] == 0,
+    }
+
+
+def _compare_chunk(sessions: tuple, outputs: tuple[str, str], neurons: tuple, x: np.ndarray, tally: dict) -> float:
+    """Adds one chunk's samples to ``tally``; returns its largest logit difference among matching samples."""
+    from svtprune.runtime import predict
+
+    out_o, out_p = predict(sessions[0], x), predict(sessions[1], x)
+    logits_o, logits_p = out_o[outputs[0]], out_p[outputs[1]]
+    counts_o, counts_p = _spike_counts(neurons[0], out_o), _spike_counts(neurons[1], out_p)
     for sample in range(len(x)):
         divergence = _first_divergence(counts_o, counts_p, sample)
         if divergence is None:
             close = np.abs(logits_o[sample] - logits_p[sample]).max() <= 1e-4
-            exact, failures = exact + close, failures + (not close)
-        elif _is_tie(neurons_o[divergence[0]], divergence, out_o, sample, counts_o, counts_p):
-            ties += 1
+            tally["exact" if close else "failures"] += 1
+        elif _is_tie(neurons[0][divergence[0]], divergence, out_o, sample, counts_o, counts_p):
+            tally["threshold_ties"] += 1
         else:
-            failures += 1
+            tally["failures"] += 1
     matched = np.abs(logits_o - logits_p).max(axis=1) <= 1e-4
-    return {
-        "samples": int(len(x)),
-        "exact": int(exact),
-        "threshold_ties": int(ties),
-        "failures": int(failures),
-        "max_logit_difference_exact_samples": float(np.abs(logits_o - logits_p)[matched].max(initial=0.0)),
-        "neurons": len(counts_o),
-        "passed": failures == 0,
-    }
+    return float(np.abs(logits_o - logits_p)[matched].max(initial=0.0))
 
 
 def _first_divergence(counts_o: list, counts_p: list, sample: int) -> tuple[int, int] | None:
@@ -114,10 +136,9 @@ def _is_tie(neuron, where: tuple[int, int], outputs: dict, sample: int, counts_o
     return near >= abs(int(counts_o[index][step, sample]) - int(counts_p[index][step, sample])) > 0
 
 
-def _spike_counts(model: onnx.ModelProto, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _spike_counts(neurons: list, outputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [
-        np.stack([outputs[s].reshape(outputs[s].shape[0], -1).sum(axis=1) for s in neuron.spikes])
-        for neuron in find_neurons(model)
+        np.stack([outputs[s].reshape(outputs[s].shape[0], -1).sum(axis=1) for s in neuron.spikes]) for neuron in neurons
     ]
 
 
@@ -125,12 +146,6 @@ def _random_input(model: onnx.ModelProto, batch: int = 8) -> np.ndarray:
     value = model.graph.input[0]
     dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
     return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
-
-
-def _run(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
-    from svtprune.runtime import make_session, predict
-
-    return predict(make_session(model), x)
 
 
 def verify_files(
