@@ -2,6 +2,7 @@
 
     python tools/bench_integer.py                      # every layout, every layer shape, markdown table
     python tools/bench_integer.py --rounds 5 --json /tmp/integer.json
+    python tools/bench_integer.py --model q8.onnx     # whole model: float original vs weight-only vs integer layout
 
 One intra-op thread, batch 1 with the time steps folded into the batch (T=4) as the exported
 model does. Shapes are read from models/reference/spikformer_fmnist.onnx (shape inference at
