@@ -51,7 +51,7 @@ def evaluate(
     reference: np.ndarray | None = None,
     latency: bool = True,
     progress: bool = False,
-    batch: int = 256,
+    batch: int | None = None,
 ) -> EvalResult:
     """Accuracy against labels, or top-1 agreement with ``reference`` logits when unlabelled.
 

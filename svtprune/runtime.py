@@ -29,6 +29,11 @@ from svtprune.errors import UserError
 LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
 PROBE = Path(__file__).with_name("runtime_probe.py")  # run as a script in a fresh process (peak_rss_mb)
 FLOAT = onnx.TensorProto.FLOAT
+DEFAULT_BATCH = 256  # images per ORT run, unless the model's activations make that too much memory
+ACTIVATION_BUDGET = 1 << 30  # bytes of activations one batch may hold
+# bytes a model produces per image (shape inference, all values) over what ORT holds live at once, measured
+# from peak RSS at batch 200: 17 MB / ~3 MB on the reference Spikformer, 211 MB / ~15 MB on a 9.3M spikformer_cifar10
+PRODUCED_PER_LIVE = 8
 
 
 def make_session(
@@ -62,9 +67,31 @@ def make_session(
         options.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", str(matmulnbits_accuracy_level))
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     try:
-        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
         raise UserError(f"ONNX Runtime cannot load the model: {str(exc).splitlines()[0]}") from exc
+    session.svtprune_batch = batch_for(model)  # read by ``predict`` when its caller gives no batch
+    return session
+
+
+def batch_for(model: onnx.ModelProto | str | Path) -> int:
+    """Images per run so that one batch's activations stay within ``ACTIVATION_BUDGET``.
+
+    At 256 images a 9.3M-parameter Spikformer at 32x32 needed 3 GB for one batch; the estimate
+    comes from the shapes onnx infers (every value's size per image), so it needs no trial run.
+    """
+    try:
+        proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model), load_external_data=False)
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # an unusual graph: the default batch, as before
+        return DEFAULT_BATCH
+    produced = 0
+    for value in [*inferred.graph.value_info, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims[1:]):
+            produced += 4 * int(np.prod([d.dim_value for d in dims[1:]], dtype=np.int64))
+    live = max(produced // PRODUCED_PER_LIVE, 1)
+    return int(min(DEFAULT_BATCH, max(1, ACTIVATION_BUDGET // live)))
 
 
 def input_shape(session: ort.InferenceSession) -> list[int | None]:
@@ -99,12 +126,13 @@ def batches(
 def predict(
     session: ort.InferenceSession,
     x: np.ndarray,
-    batch: int = 256,
+    batch: int | None = None,
     outputs: list[str] | None = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run in batches; returns every requested output (default: all) concatenated."""
+    """Run in batches (default: the session's memory-bounded size); returns every requested output concatenated."""
     check_data(session, x)
+    batch = batch or getattr(session, "svtprune_batch", DEFAULT_BATCH)
     names = outputs or [o.name for o in session.get_outputs()]
     chunks: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for values in batches(session, x, batch, names, progress):
@@ -113,7 +141,9 @@ def predict(
     return {n: np.concatenate(v) for n, v in chunks.items()}
 
 
-def logits_of(session: ort.InferenceSession, x: np.ndarray, batch: int = 256, progress: bool = False) -> np.ndarray:
+def logits_of(
+    session: ort.InferenceSession, x: np.ndarray, batch: int | None = None, progress: bool = False
+) -> np.ndarray:
     """The first output (the logits) for every row of ``x``."""
     first = session.get_outputs()[0].name
     return predict(session, x, batch, [first], progress)[first]
@@ -164,7 +194,7 @@ def upstream_of(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return tapped
 
 
-def tap(model: onnx.ModelProto, names: list[str], x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+def tap(model: onnx.ModelProto, names: list[str], x: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
     """Values of the (float) tensors ``names`` on ``x``, running only the nodes they depend on."""
     feed = model.graph.input[0].name
     wanted = [n for n in names if n != feed]

@@ -15,7 +15,10 @@ def eval_model(
     model: ModelArg,
     data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}.")],
     reference: Annotated[Path | None, typer.Option(help="Model to agree with when data has no labels.")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size for accuracy.", min=1)] = 256,
+    batch: Annotated[
+        int | None,
+        typer.Option(help="Batch size for accuracy (default: up to 256, fewer for large activations).", min=1),
+    ] = None,
     preprocess: PreprocessSpec = None,
     as_json: Json = False,
 ) -> None:

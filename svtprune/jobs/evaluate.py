@@ -16,7 +16,7 @@ def evaluate_file(
     model: str | Path,
     data: str | Path,
     reference: str | Path | None = None,
-    batch: int = 256,
+    batch: int | None = None,
     progress: bool = False,
     preprocess: str | Path | None = None,
 ) -> EvalResult:
@@ -24,7 +24,7 @@ def evaluate_file(
 
     ``preprocess``: how an image folder's files become input (``svtprune.data_folder.parse_preprocess``).
     """
-    if batch < 1:
+    if batch is not None and batch < 1:
         raise UserError(f"must be at least 1, got {batch}", option="batch")
     check_preprocess_used(preprocess, [data])
     proto = load_checked_model(model)  # one clear error for a missing, corrupt or unrunnable file

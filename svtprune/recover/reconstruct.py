@@ -26,6 +26,7 @@ from svtprune.graph.analysis import constants_of
 from svtprune.graph.io import attribute
 from svtprune.recover.features import RowPicker, conv_geometry
 from svtprune.recover.stepwise import CHUNK_IMAGES, StepwiseRunner
+from svtprune.runtime import batch_for
 
 # the original's outputs kept between candidates: 1.95 GB for every layer of a 9.3M-parameter Spikformer
 # at 32,768 rows; past this, a candidate taps the original again (one more pass of the calibration images)
@@ -80,7 +81,7 @@ def reconstruct(
     keys: dict[str, Hashable] | None = None,
     max_rows: int | None = None,
     gram_dtype: type = np.float64,
-    chunk: int = CHUNK_IMAGES,
+    chunk: int | None = None,
     target_cache_bytes: int = TARGET_CACHE_BYTES,
 ) -> onnx.ModelProto:
     """A copy of ``pruned`` whose layers are re-fitted to the original's outputs on ``x``.
@@ -91,7 +92,8 @@ def reconstruct(
     up to ``target_cache_bytes`` (past it, targets are tapped again for every candidate);
     ``cache``/``keys`` reuse a fit when ``keys[layer]`` was fitted before; ``max_rows``
     fits on a seeded random subset of rows when a layer has more (chosen before any design
-    matrix is built); ``gram_dtype`` see least_squares; ``chunk`` images go through at a time.
+    matrix is built); ``gram_dtype`` see least_squares; ``chunk`` images go through at a time (default: the
+    memory-bounded batch of ``runtime.batch_for``, at most ``CHUNK_IMAGES``).
     """
     model = onnx.ModelProto()
     model.CopyFrom(pruned)
@@ -102,6 +104,7 @@ def reconstruct(
         return model
     targets = {} if targets is None else targets
     source: StepwiseRunner | None = None  # the original model, run only for targets not cached
+    chunk = chunk or min(CHUNK_IMAGES, batch_for(original))  # the same pieces for both runners
     runner = StepwiseRunner(model, x, chunk)
     for name in todo:
         node = nodes[name]
