@@ -229,9 +229,11 @@ def _executor(
 ) -> PruneExecutor:
     images = options.prune.calibration_images
     judged, targets, logits = judged_part(search, start, images if options.prune.reconstruct else None)
+    with phase("importance"):
+        scores = group_scores(analysis, options.prune.importance, calibration=search.x[:images])
     executor = PruneExecutor(
         analysis,
-        group_scores(analysis, options.prune.importance, calibration=search.x[:images]),
+        scores,
         judged,
         targets,
         param_bytes(original),
