@@ -56,6 +56,13 @@ def quantize(
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
     format: DeployFormat = "onnx",
+    integer_layout: Annotated[
+        bool,
+        typer.Option(
+            help="Also build the integer layout (spike-fed int8 1x1 layers as MatMulIntegerToFloat, exact on "
+            "spikes), time it against the weight-only file at batch 1 here, and write the faster."
+        ),
+    ] = False,
     preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
@@ -91,6 +98,7 @@ def quantize(
             rounding=rounding,
             force=force,
             format=format,
+            integer_layout=integer_layout,
             progress=progress,
             finetune_data=finetune_data,
             preprocess=preprocess,

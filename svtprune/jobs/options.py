@@ -219,6 +219,7 @@ class QuantizeOptions:
     force: bool = False
     format: str = "onnx"
     preprocess: Any = None  # as CompressOptions.preprocess
+    integer_layout: bool = False  # time the integer layout against weight-only on this machine, keep the faster
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)

@@ -29,6 +29,7 @@ from svtprune.jobs.options import QuantizeOptions
 from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
+from svtprune.quantization.layout_choice import choose_layout
 from svtprune.runtime import edge_measures, latency_ms, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import bits_held_out
@@ -96,10 +97,15 @@ def quantize_claimed(
         say("fine-tuning on the quantization grids")
         notes = {"search_budget_points": budget.max_drop, "quantization_aware": True}
         final, finetune, held_accuracy = tune.run(final, before, start, notes, say)
+    layout = None
+    if options.integer_layout:  # exact on spikes; kept only if faster here and no held-out prediction moves
+        say("timing the integer layout against the weight-only file")
+        final, layout = choose_layout(final, held.x)
     report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget)
     report["quantization"] = {
         **quantization_section(result, executor, quant.search, started.at),
         "stored_bytes": stored_bytes(final),
+        "integer_layout": layout,
     }
     report["evaluations"] = [r.to_dict() for r in executor.records]
     report["held_out_checks"] = checks

@@ -16,9 +16,11 @@ def stored_bytes(model: onnx.ModelProto) -> dict[str, int]:
     quantized model lives."""
     constants = {t.name: t for t in model.graph.initializer}
     weight_inputs = {n.input[1] for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1}
+    integer = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]  # the integer layout
+    weight_inputs |= {n.input[1] for n in integer}
     dequantize = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
     scale_outputs = {name for n in dequantize for name in n.input[1:]}
-    roles: dict[str, str] = {}
+    roles: dict[str, str] = {name: "scales" for n in integer for name in n.input[2:6] if name}
     for node in dequantize:  # stored integers -> weight, scale (codes) or side vector; scales and zero points
         role = "weights" if node.output[0] in weight_inputs else "scales" if node.output[0] in scale_outputs else ""
         roles[node.input[0]] = role or "biases and normalisation"
