@@ -3,6 +3,8 @@
 Images forwarded is the unit a search's cost grows in with the data and the number of
 candidates, on any machine; seconds depend on the machine and its neighbours. Data images
 (evaluations, taps, calibration) are counted apart from the random images timing runs use.
+A pool's workers count theirs in their own process and send them back with each record
+(``counting``); the job adds them here (``add_forwarded``), so the totals include them.
 """
 
 from __future__ import annotations
@@ -69,3 +71,25 @@ class Started:
             "images_forwarded_by_phase": {name: count for name, count in sorted(phases.items()) if count},
             "images_forwarded_timing": FORWARDED.timing - self.timing,
         }
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[Forwarded]:
+    """The images forwarded inside, as totals of their own: what a pool's worker sends back with a record."""
+    before, counts = Started(), Forwarded()
+    try:
+        yield counts
+    finally:
+        counts.data = FORWARDED.data - before.data
+        counts.timing = FORWARDED.timing - before.timing
+        for name, total in FORWARDED.by_phase.items():
+            if total != before.by_phase.get(name, 0):
+                counts.by_phase[name] = total - before.by_phase.get(name, 0)
+
+
+def add_forwarded(counts: Forwarded) -> None:
+    """Images another process forwarded for this job (a pool's worker), added to this process's totals."""
+    FORWARDED.data += counts.data
+    FORWARDED.timing += counts.timing
+    for name, images in counts.by_phase.items():
+        FORWARDED.by_phase[name] = FORWARDED.by_phase.get(name, 0) + images

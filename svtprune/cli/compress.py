@@ -94,6 +94,20 @@ def compress(
             callback=number(above=0),
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Candidates of the sensitivity scan measured side by side: processes on this machine, "
+            "or Ray actors with --executor ray; each runs ONNX Runtime on one thread. Same result as 1."
+        ),
+    ] = 1,
+    executor: Annotated[
+        str, typer.Option(help="Where --workers run: process (this machine) or ray (a Ray cluster, or a local one).")
+    ] = "process",
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="With --executor ray: the cluster to use, e.g. ray://head:10001 (default: a local Ray)."),
+    ] = None,
     format: DeployFormat = "onnx",
     preprocess: PreprocessSpec = None,
     force: Force = False,
@@ -105,6 +119,7 @@ def compress(
     (with --format ort also OUT.ort and OUT.required_operators.config). Exit 0 when the constraints are met,
     1 when they cannot be (nothing is written), 2 for bad input.
     Example: svtprune compress model.onnx --data val.npz --max-accuracy-drop 1.0 -o small.onnx
+    On 4 cores: add --workers 4; on a Ray cluster: --executor ray --workers 16 --ray-address ray://head:10001
     """
     from svtprune.jobs.compress import compress as run_compress
 
@@ -141,6 +156,9 @@ def compress(
             max_latency_ms=max_latency_ms,
             min_energy_saving=min_energy_saving,
             time_limit=time_limit,
+            workers=workers,
+            executor=executor,
+            ray_address=ray_address,
         ),
         as_json,
     )

@@ -47,6 +47,7 @@ from svtprune.recover.reconstruct import refitted_layers
 from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import pruned_held_out
+from svtprune.search.parallel import CandidatePool
 from svtprune.search.policies import POLICIES
 from svtprune.search.prune_executor import PruneExecutor
 from svtprune.search.records import SearchResult
@@ -183,8 +184,9 @@ def prune_step(
     """The pruning search on the search split, then its choice checked (and stepped back) on held-out data."""
     executor = _executor(analysis, original, start.search, start, options)
     budget = _budget(original, start, options, executor, say)
-    with phase("search"):
-        result = POLICIES[options.prune.method](executor, budget, say)
+    workers = options.parallel
+    with phase("search"), CandidatePool(executor, workers.workers, workers.executor, workers.ray_address) as pool:
+        result = POLICIES[options.prune.method](executor, budget, say, pool=pool)
     say("measuring the chosen model on the held-out split")
     # with quantization next, a pruned model already past the whole budget on held-out data can only get
     # worse: step back (to the unpruned model at the end) and let quantization have the budget

@@ -8,6 +8,7 @@ accept the flat keyword arguments of their first versions and sort them into gro
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -20,6 +21,7 @@ PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when quantization f
 POLICY_NAMES = ("uniform", "psvit", "primesvt")
 OBJECTIVES = ("memory", "latency", "energy")
 QUANT_SEARCHES = ("greedy", "beam", "exhaustive")
+EXECUTORS = ("process", "ray")  # where --workers run (search/parallel.py)
 BIT_WIDTHS = (8, 4, 2)  # what the exporter can store (int8, int4, int2 initializers)
 
 
@@ -160,6 +162,25 @@ class GoalOptions:
 
 
 @dataclass(frozen=True)
+class ParallelOptions:
+    """Where the search's independent candidates are measured: this process, a process pool, Ray actors."""
+
+    workers: int = 1  # processes (or Ray actors) measuring candidates side by side, one ORT thread each
+    executor: str = "process"  # "ray": the workers are actors on a Ray cluster (or a local Ray instance)
+    ray_address: str | None = None  # the cluster, e.g. ray://head:10001; None: a local instance
+
+    def __post_init__(self) -> None:
+        check_number(self.workers, "workers", low=1)
+        if not isinstance(self.workers, int):
+            raise UserError(f"must be a whole number, got {self.workers!r}", option="workers")
+        check_choice(self.executor, "executor", EXECUTORS)
+        if self.ray_address is not None and self.executor != "ray":
+            raise UserError("needs executor 'ray'", option="ray_address")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise UserError("needs Ray, which is not installed: pip install 'svtprune[ray]'", option="executor")
+
+
+@dataclass(frozen=True)
 class CompressOptions:
     max_accuracy_drop: float = 1.0
     prune: PruneOptions = field(default_factory=PruneOptions)
@@ -168,6 +189,7 @@ class CompressOptions:
     prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
+    parallel: ParallelOptions = field(default_factory=ParallelOptions)
     force: bool = False
     format: str = "onnx"  # "ort": also the .ort file and its operator config (deploy.py)
     preprocess: Any = None  # image folders' decoding: a spec string, a JSON file or a data_folder.Preprocess
@@ -182,6 +204,9 @@ class CompressOptions:
         check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
         if self.goal.objective != "memory" and self.prune.method != "primesvt":
             raise UserError(f"{self.goal.objective} orders the prioritized policy: use method 'primesvt'", "objective")
+        side_by_side = self.parallel.workers > 1 or self.parallel.executor == "ray"
+        if self.goal.objective == "latency" and side_by_side:  # candidates timed side by side slow each other
+            raise UserError("cannot be combined with objective 'latency', which times candidates", "workers")
 
     # flat keyword names of compress() -> QuantOptions' fields
     QUANT_FIELDS = {
@@ -205,7 +230,10 @@ class CompressOptions:
                 quantize = QuantOptions(**quant)
             except UserError as exc:
                 raise UserError(exc.problem, renamed.get(exc.option, exc.option)) from None
-        groups = {"prune": PruneOptions, "goal": GoalOptions, "finetune": FinetuneOptions, "split": SplitOptions}
+        groups = {
+            "prune": PruneOptions, "goal": GoalOptions, "finetune": FinetuneOptions, "split": SplitOptions,
+            "parallel": ParallelOptions,
+        }  # fmt: skip
         parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
         return cls(quantize=quantize, **parts, **_known(flat, cls))
 

@@ -9,13 +9,17 @@ Cost control: sensitivity scans run on the executor's screening subset over a co
 screened and then confirmed on the whole search split (on the same built model); a screen only
 rejects a step when its estimate misses the budget by more than one standard error. PrimeSVT's
 per-group step takes the top rate or bisects the fine grid below the scan's first failure.
+The scans of different groups are independent: a parallel ``CandidatePool`` measures them in
+waves (search/parallel.py), with the same records, in the same order, as the serial loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from svtprune.search.budget import Budget
+from svtprune.search.parallel import CandidatePool
 from svtprune.search.prune_executor import PruneExecutor
 from svtprune.search.records import Measurement, SearchResult
 
@@ -33,8 +37,13 @@ def confirmed(executor: PruneExecutor, budget: Budget, ratios: dict[str, float],
     return record if budget.accepts(record) else None
 
 
-def uniform(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
-    """The largest single ratio every group can take (binary search over the rate grid)."""
+def uniform(
+    executor: PruneExecutor, budget: Budget, progress: Progress, pool: CandidatePool | None = None
+) -> SearchResult:
+    """The largest single ratio every group can take (binary search over the rate grid).
+
+    Each step depends on the last, so ``pool`` (taken for a policy's common signature) goes unused.
+    """
     names = [g.name for g in executor.analysis.prunable_groups]
     low, high, best = 0, len(RATES) - 1, None
     while low <= high:
@@ -73,38 +82,87 @@ def _group_order(executor: PruneExecutor, budget: Budget | None = None) -> list[
     return sorted(names, key=lambda n: -params[n])
 
 
+@dataclass
+class _Scan:
+    """One group's sensitivity scan, a step at a time: what the serial loop over its rates would measure next.
+
+    Rates rise until a screen fails (the ceiling); when the first rate already fails, the next
+    finer rate below it is tried too, so that a fragile but large group (the residual stream)
+    still gets a small step. ``records`` keeps the group's records in the order it measured them.
+    """
+
+    name: str
+    rates: list[float]  # still to measure, in order
+    finer: float | None  # the finer rate tried when the first one fails
+    first: float
+    ceiling: float = float("inf")
+    refining: bool = False
+    curve: list[tuple[float, float, int]] = field(default_factory=list)
+    records: list[Measurement] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, name: str, base: dict[str, float], rates: tuple[float, ...]) -> _Scan:
+        finer = [r for r in RATES if base.get(name, 0.0) < r < rates[0]]
+        return cls(name, list(rates), finer[-1] if finer else None, rates[0])
+
+    def feed(self, record: Measurement, plausible: bool) -> None:
+        """The record of the rate ``rates[0]``; the scan moves on (or ends)."""
+        rate = self.rates.pop(0)
+        self.records.append(record)
+        if record.measured:
+            point = (rate, record.accuracy, record.param_bytes)
+            if self.refining:
+                self.curve.insert(0, point)
+            else:
+                self.curve.append(point)
+        if not plausible:
+            self.ceiling, self.rates = rate, []
+        if not self.rates and not self.refining and self.ceiling == self.first and self.finer is not None:
+            self.rates, self.refining = [self.finer], True
+
+
+def _waves(scans: list[_Scan], parallel: bool) -> Iterator[list[_Scan]]:
+    """The scans whose next step is measured together: serially one at a time, group after group
+    (the order of the plain loop); in parallel the next step of every group still scanning."""
+    if not parallel:
+        for scan in scans:
+            while scan.rates:
+                yield [scan]
+    while live := [scan for scan in scans if scan.rates]:
+        yield live
+
+
 def _robustness(
-    executor: PruneExecutor, budget: Budget, progress: Progress, base: dict[str, float], rates: tuple[float, ...]
+    executor: PruneExecutor,
+    budget: Budget,
+    progress: Progress,
+    base: dict[str, float],
+    rates: tuple[float, ...],
+    pool: CandidatePool | None = None,
 ) -> tuple[dict[str, list[tuple[float, float, int]]], dict[str, float]]:
     """Each group alone (on top of ``base``) at rising rates, screened, until the budget breaks.
 
     Returns the curves and, per group, the first rate whose screen failed (inf if none did).
-    When the first rate already fails, the next finer rate below it is tried too, so that a
-    fragile but large group (the residual stream) still gets a small step.
+    The groups are independent, so a parallel ``pool`` measures them in waves (wave k: the k-th
+    step of every group still scanning); the records are then put in the serial loop's order.
     """
-    curves: dict[str, list[tuple[float, float, int]]] = {}
-    ceilings: dict[str, float] = {}
+    pool = pool or CandidatePool(executor)
     test = budget.test(len(executor.data)) if budget.sequential else None
-    for name in _group_order(executor, budget) if rates else []:
-        curves[name], ceilings[name] = [], float("inf")
-        for rate in rates:
-            progress(f"sensitivity {name} @ {rate:.1f}")
-            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True, test=test)
-            if record.measured:
-                curves[name].append((rate, record.accuracy, record.param_bytes))
-            if not budget.plausible(record):
-                ceilings[name] = rate
-                break
-        finer = [r for r in RATES if base.get(name, 0.0) < r < rates[0]]
-        if ceilings[name] == rates[0] and finer:
-            rate = finer[-1]
-            progress(f"sensitivity {name} @ {rate:.1f}")
-            record = executor.measure({**base, name: rate}, f"sensitivity {name} {rate:.1f}", screen=True, test=test)
-            if record.measured:
-                curves[name].insert(0, (rate, record.accuracy, record.param_bytes))
-            if not budget.plausible(record):
-                ceilings[name] = rate
-    return curves, ceilings
+    scans = [_Scan.of(name, base, rates) for name in (_group_order(executor, budget) if rates else [])]
+    first = len(executor.records)
+    for wave in _waves(scans, pool.parallel):
+        jobs = []
+        for scan in wave:
+            rate = scan.rates[0]
+            progress(f"sensitivity {scan.name} @ {rate:.1f}")
+            jobs.append(
+                ({**base, scan.name: rate}, f"sensitivity {scan.name} {rate:.1f}", {"screen": True, "test": test})
+            )
+        for scan, record in zip(wave, pool.measure_many(jobs), strict=True):
+            scan.feed(record, budget.plausible(record))
+    recorded = {id(record) for record in executor.records[first:]}
+    executor.records[first:] = [r for scan in scans for r in scan.records if id(r) in recorded]
+    return {scan.name: scan.curve for scan in scans}, {scan.name: scan.ceiling for scan in scans}
 
 
 def _highest_passing(
@@ -141,9 +199,11 @@ def _highest_passing(
     return best
 
 
-def primesvt(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
-    """PrimeSVT: robustness per group, then compress largest group first while accuracy holds."""
-    curves, ceilings = _robustness(executor, budget, progress, {}, SCAN_RATES)
+def primesvt(
+    executor: PruneExecutor, budget: Budget, progress: Progress, pool: CandidatePool | None = None
+) -> SearchResult:
+    """PrimeSVT: robustness per group (on ``pool``), then compress largest group first while accuracy holds."""
+    curves, ceilings = _robustness(executor, budget, progress, {}, SCAN_RATES, pool)
     current: dict[str, float] = {}
     best: Measurement | None = None
     for name in _group_order(executor, budget):
@@ -155,8 +215,10 @@ def primesvt(executor: PruneExecutor, budget: Budget, progress: Progress) -> Sea
     return SearchResult(best, ratios=current, sensitivity=curves)
 
 
-def psvit(executor: PruneExecutor, budget: Budget, progress: Progress) -> SearchResult:
-    """PSViT: a uniform step on half the budget, per-group sensitivity, then fine-grained rates."""
+def psvit(
+    executor: PruneExecutor, budget: Budget, progress: Progress, pool: CandidatePool | None = None
+) -> SearchResult:
+    """PSViT: a uniform step on half the budget, per-group sensitivity (on ``pool``), then fine-grained rates."""
     half = Budget(
         budget.baseline, budget.max_drop / 2, budget.min_saving, sequential=budget.sequential,
         held_images=budget.held_images,
@@ -165,7 +227,7 @@ def psvit(executor: PruneExecutor, budget: Budget, progress: Progress) -> Search
     base = dict(start.ratios)
     floor = max(base.values(), default=0.0)
     rates = tuple(r for r in SCAN_RATES if r > floor)
-    curves, _ceilings = _robustness(executor, budget, progress, base, rates)
+    curves, _ceilings = _robustness(executor, budget, progress, base, rates, pool)
     current, best = dict(base), start.best
 
     # most bytes per point of accuracy first, each group stepping up its measured rates
