@@ -8,6 +8,7 @@ stub executors whose accuracy and drift are known functions of the setting.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -378,6 +379,27 @@ def test_gated_greedy_matches_the_ungated_baseline_with_fewer_evaluations(quanti
     slow = exhaustive(ungated, budget, (8, 4, 2), lambda _m: None)
     assert fast.best.param_bytes <= slow.best.param_bytes * 1.02
     assert len(gated.records) * 3 < len(ungated.records)
+
+
+def test_greedy_takes_free_steps_in_growing_batches(quantizer: Quantizer) -> None:
+    executor = StubQuantExecutor(quantizer, dict.fromkeys(quantizer.by_name, 0.001))  # every step within budget
+    result = greedy(executor, QuantBudget(90.0, 50.0), (8, 4, 2), lambda _m: None)
+    steps = sum(len([w for w in (8, 4, 2) if w >= quantizer.lowest_bits(layer)]) for layer in quantizer.layers)
+    assert all(result.bits[layer.name] == quantizer.lowest_bits(layer) for layer in quantizer.layers)
+    # one step per measurement would be ``steps`` measurements; doubling batches need about log2 of it
+    assert len(executor.records) <= math.ceil(math.log2(steps + 1)) + 1 < steps
+
+
+def test_greedy_refuses_a_costly_step_without_refusing_its_batch(quantizer: Quantizer) -> None:
+    costs = dict.fromkeys(quantizer.by_name, 0.001)
+    sensitive = quantizer.layers[1].name
+    costs[sensitive] = 3.0  # 8 bits costs 0.3 points, 4 bits 3 points: only 8 bits fits a 1-point budget
+    executor = StubQuantExecutor(quantizer, costs)
+    result = greedy(executor, QuantBudget(90.0, 1.0), (8, 4, 2), lambda _m: None)
+    assert result.bits[sensitive] == 8
+    others = [layer for layer in quantizer.layers if layer.name != sensitive]
+    assert all(result.bits[layer.name] == quantizer.lowest_bits(layer) for layer in others)
+    assert executor.loss(result.bits) <= 1.0
 
 
 def test_real_greedy_on_a_small_model_keeps_agreement(small_models: dict) -> None:

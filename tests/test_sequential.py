@@ -134,6 +134,32 @@ def test_the_executor_runs_the_looks_on_one_seeded_order(small_models: dict, ima
     assert screen.images <= min(executor.screen_images, len(x))
 
 
+@pytest.mark.parametrize("bits", [8, 2])
+def test_the_quantization_executor_judges_on_the_same_looks(small_models: dict, images: np.ndarray, bits: int) -> None:
+    """QuantExecutor with a test: the verdict and the images it took are the rule's on the paired change."""
+    from svtprune.data import Dataset
+    from svtprune.quantization import Quantizer
+    from svtprune.runtime import logits_of, make_session
+    from svtprune.search.quant_executor import QuantExecutor
+
+    model = small_models["spikformer"]
+    rng = np.random.default_rng(3)
+    x = np.concatenate([images] * 40) + 0.3 * rng.standard_normal((40 * len(images), *images.shape[1:]))
+    x = x.astype(np.float32)
+    target = logits_of(make_session(model), x).argmax(axis=1)
+    quantizer = Quantizer(model)
+    test = SequentialTest(1.0, len(x), len(x))
+    executor = QuantExecutor(quantizer, Dataset(x, target), target, None, test=test)
+    setting = {layer.name: max(bits, quantizer.lowest_bits(layer)) for layer in quantizer.layers}
+    record = executor.measure(setting, f"all at {bits}")
+    order = executor.look_order()
+    candidate = logits_of(make_session(quantizer.apply(setting)), x[order]).argmax(axis=1) == target[order]
+    change = candidate.astype(np.float64) - 1.0  # the starting model is right on every image: its own predictions
+    expected, size = run(test, change)
+    assert (record.verdict, record.images) == (expected, size)
+    assert record.accuracy == pytest.approx(100.0 - paired_estimate(change[:size]).drop)
+
+
 def test_an_apparent_gain_is_not_taken_as_one() -> None:
     """A candidate flipping 8% of predictions, more of them right than wrong here, is still too noisy to keep."""
     test = SequentialTest(1.0, SEARCH, HELD)

@@ -23,6 +23,9 @@ from svtprune.search.sequential import FIRST_LOOK, Z_LOOK, Z_MARGIN
 
 if TYPE_CHECKING:
     from svtprune.jobs.compress import Pruned
+    from svtprune.search.budget import Budget
+    from svtprune.search.prune_executor import PruneExecutor
+    from svtprune.search.quant_executor import QuantExecutor
 
 
 def budget_split(prune_share: float, prune_points: float, quant_points: float, finetuned: bool) -> str:
@@ -73,18 +76,18 @@ def time_limit_section(options: CompressOptions, not_measured: int) -> dict | No
     return {"seconds": options.time_limit, "reached": not_measured > 0, "candidates_not_measured": not_measured}
 
 
-def sequential(pruned: Pruned) -> dict | None:
+def sequential_section(budget: Budget, executor: PruneExecutor | QuantExecutor) -> dict | None:
     """How the search judged its candidates: the sequential test's rule, and how early it decided."""
-    budget, search_images = pruned.budget, len(pruned.executor.data)
+    search_images = len(executor.data)
     if not budget.sequential:
         return None
-    judged = [r for r in pruned.executor.records if r.verdict is not None]
+    judged = [r for r in executor.records if r.verdict is not None]
     return {
         "first_look_images": FIRST_LOOK,
         "z_look": Z_LOOK,
         "z_margin": Z_MARGIN,
         "held_out_images_in_margin": budget.held_images,
-        "images_judged": search_images,  # the search split less the re-fit's calibration images
+        "images_judged": search_images,  # in compress, the search split less the re-fit's calibration images
         "candidates": len(judged),
         "decided_before_the_whole_split": sum(r.images < search_images for r in judged),
         "mean_images_per_candidate": round(sum(r.images for r in judged) / max(len(judged), 1), 1),
@@ -148,7 +151,9 @@ def compress_report(
         "reconstruction": _reconstruction(executor.calibration),
         "model": str(model_path),
         "data": start.data_section(data_path, options.split.seed),
-        "constraints": constraints_section(options, pruned.budget.max_drop, executor.not_measured, sequential(pruned)),
+        "constraints": constraints_section(
+            options, pruned.budget.max_drop, executor.not_measured, sequential_section(pruned.budget, executor)
+        ),
         "metric": start.metric(),
         "original": {
             "param_bytes": original_bytes,

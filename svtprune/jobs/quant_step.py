@@ -21,8 +21,11 @@ from svtprune.search.held_out import bits_held_out
 from svtprune.search.quant_executor import QuantExecutor
 from svtprune.search.quant_policies import SEARCHES
 from svtprune.search.records import SearchResult
+from svtprune.search.sequential import SequentialTest
 
-DRIFT_IMAGES = 64
+# membrane drift of each layer alone ranks the layers as on 64 images (Spearman 0.999 on the reference Spikformer,
+# BENCHMARKS.md "Quantization at a user's size") at a quarter of the cost
+DRIFT_IMAGES = 16
 # the commands have images to calibrate on, so they default to gptq: on the reference Spikformer greedy saved
 # 91.5% at -0.85 held-out with it vs 90.1% at -1.45 with mse (BENCHMARKS.md, issue 6); the library's
 # QuantScheme stays mse, which needs no data
@@ -49,11 +52,20 @@ def run_search(
     options: QuantOptions,
     scheme: QuantScheme,
     progress: Callable[[str], None],
+    start_logits: np.ndarray | None = None,
 ) -> tuple[SearchResult, QuantExecutor]:
-    """The bit-width search on ``model``; the budget's baseline may belong to an earlier model."""
+    """The bit-width search on ``model``; the budget's baseline may belong to an earlier model.
+
+    ``start_logits``: ``model``'s logits on ``search`` when the caller has them (one pass fewer).
+    """
     quantizer = Quantizer(model, scheme, calib=search.x[:GPTQ_IMAGES])
     probe = None if options.search == "exhaustive" else DriftProbe(model, search.x[:DRIFT_IMAGES])
     executor = QuantExecutor(quantizer, search, target, probe)
+    if start_logits is not None:
+        executor.start = (start_logits.argmax(axis=1) == target).astype(np.float64)
+    if budget.sequential:  # the drop a candidate may add to the starting model's (pruning's, in compress)
+        already = budget.baseline - 100.0 * float(executor.start_correct().mean())
+        executor.test = SequentialTest(budget.max_drop - already, len(search), budget.held_images)
     widths = options.bits
     if options.search == "beam":
         result = SEARCHES["beam"](executor, budget, widths, progress, width=options.beam_width)

@@ -25,6 +25,7 @@ from svtprune.jobs.common import (
     worse_than_input,
     write_outputs,
 )
+from svtprune.jobs.compress_report import sequential_section
 from svtprune.jobs.options import QuantizeOptions
 from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
 from svtprune.outputs import OutputSet
@@ -33,6 +34,7 @@ from svtprune.quantization.layout_choice import choose_layout
 from svtprune.runtime import edge_measures, latency_ms, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import bits_held_out
+from svtprune.search.quant_executor import QuantExecutor
 from svtprune.search.records import SearchResult
 
 
@@ -82,10 +84,9 @@ def quantize_claimed(
         original, search_part, options.finetune, options.split.seed, options.preprocess
     )  # a bad file fails in seconds
     start = Start.measure(original, search_part, held)
-    budget = Budget(
-        start.baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
-    )
-    result, executor = run_search(original, search_part, start.targets["search"], budget, quant, scheme, say)
+    budget = _budget(start, options, len(held))
+    targets, logits = start.targets["search"], start.logits["search"]
+    result, executor = run_search(original, search_part, targets, budget, quant, scheme, say, logits)
     say("measuring the chosen model on the held-out split")
     finetune = None
     if tune is None:
@@ -101,7 +102,7 @@ def quantize_claimed(
     if options.integer_layout:  # exact on spikes; kept only if faster here and no held-out prediction moves
         say("timing the integer layout against the weight-only file")
         final, layout = choose_layout(final, held.x)
-    report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget)
+    report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget, executor)
     report["quantization"] = {
         **quantization_section(result, executor, quant.search, started.at),
         "stored_bytes": stored_bytes(final),
@@ -121,6 +122,17 @@ def quantize_claimed(
     return report
 
 
+def _budget(start: Start, options: QuantizeOptions, held_images: int) -> Budget:
+    """Without fine-tuning, the whole budget, judged by the sequential test with the held-out noise as margin
+    (as compress's pruning search is); with it, a fixed reserve, since the held-out check then measures
+    the fine-tuned model, whose change this split's noise does not predict."""
+    if options.finetune.finetune_data is None:
+        return Budget(start.baseline["search"], options.max_accuracy_drop, sequential=True, held_images=held_images)
+    return Budget(
+        start.baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
+    )
+
+
 def _report(
     model_path: str | Path,
     data_path: str | Path,
@@ -131,6 +143,7 @@ def _report(
     held_accuracy: float,
     result: SearchResult,
     budget: Budget,
+    executor: QuantExecutor,
 ) -> dict:
     """The report's fixed part (keys used from outside: original/compressed bytes and accuracy, saving, drop)."""
     final_session = make_session(final)
@@ -147,7 +160,11 @@ def _report(
         "method": f"aq4svit-{options.quant.search}",
         "model": str(model_path),
         "data": start.data_section(data_path, options.split.seed),
-        "constraints": {"max_accuracy_drop": options.max_accuracy_drop, "search_budget_points": budget.max_drop},
+        "constraints": {
+            "max_accuracy_drop": options.max_accuracy_drop,
+            "search_budget_points": budget.max_drop,
+            "sequential_test": sequential_section(budget, executor),
+        },
         "metric": start.metric(),
         "runtime": "ONNX Runtime CPU, default session options (as a user runs the file)",
         "original": {

@@ -25,7 +25,7 @@ from svtprune.hardware.energy import measure_energy
 from svtprune.recover.reconstruct import reconstruct
 from svtprune.runtime import logits_of, make_session, measured_latency
 from svtprune.search.records import Measurement
-from svtprune.search.sequential import ACCEPTED, OPEN, SequentialTest, looks, paired_estimate
+from svtprune.search.sequential import ACCEPTED, SequentialTest, hits_on, judge
 
 
 @dataclass
@@ -154,11 +154,10 @@ class PruneExecutor:
 
     def _correct(self, model: onnx.ModelProto, known: dict[int, bool], wanted: np.ndarray) -> np.ndarray:
         """Per image of ``wanted``: does the candidate get it right (scoring only the images not yet known)."""
-        missing = np.setdiff1d(wanted, np.fromiter(known, dtype=np.int64, count=len(known)))
-        if len(missing):
-            hits = logits_of(make_session(model), self.data.x[missing]).argmax(axis=1) == self.target[missing]
-            known.update(zip(missing.tolist(), hits.tolist(), strict=True))
-        return np.array([known[i] for i in wanted.tolist()], dtype=np.float64)
+        return hits_on(known, wanted, lambda rows: self._hits(model, rows))
+
+    def _hits(self, model: onnx.ModelProto, rows: np.ndarray) -> np.ndarray:
+        return logits_of(make_session(model), self.data.x[rows]).argmax(axis=1) == self.target[rows]
 
     def _fixed_slice(self, model: onnx.ModelProto, known: dict[int, bool], screen: bool) -> tuple:
         """(accuracy, stderr, images, None) on the whole split, or on the screening subset paired with the original."""
@@ -175,15 +174,9 @@ class PruneExecutor:
     def _sequential(self, model: onnx.ModelProto, known: dict[int, bool], screen: bool, test: SequentialTest) -> tuple:
         """(accuracy, stderr, images, verdict) from the first look at which ``test`` decides."""
         reference = self._original_correct()
-        total = len(self.data)
-        cap = min(self.screen_images, total) if screen else total
-        sizes = looks(cap)
-        for size in sizes:
-            rows = self.look_order()[:size]
-            estimate = paired_estimate(self._correct(model, known, rows) - reference[rows])
-            verdict = test.verdict(estimate, last=size == sizes[-1], screen=cap < total)
-            if verdict != OPEN:
-                break
+        cap = self.screen_images if screen else None
+        order = self.look_order()
+        estimate, verdict = judge(lambda rows: self._correct(model, known, rows), reference, order, test, cap)
         return 100.0 * float(reference.mean()) - estimate.drop, estimate.stderr, estimate.images, verdict
 
     def look_order(self) -> np.ndarray:

@@ -6,7 +6,8 @@ one step (one layer, one width lower) from a setting already accepted; the gate 
 ``measure`` only while the drift that step adds stays below the smallest step drift already
 measured to break the budget: a step that large has been seen to fail.
 
-- ``greedy``: lower one layer one step at a time, best bytes saved per drift first.
+- ``greedy``: lower layers one step each, best bytes saved per drift first, as many steps per
+  measurement as keep passing.
 - ``beam``: the same expansions from the ``width`` best settings at each step.
 - ``exhaustive``: no proxy, every expansion measured (the baseline that shows what the gate saves).
 """
@@ -79,35 +80,41 @@ class Gate:
 def greedy(
     executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress, gate: bool = True
 ) -> SearchResult:
-    """Lower the layer with the best bytes saved per unit of drift; measure it only if the gate passes."""
+    """Lower layers in order of bytes saved per unit of drift, several steps per measurement while they pass.
+
+    One measurement tries the next ``stride`` steps of that order at once: the stride doubles
+    after an accepted measurement and halves after a refused (or gated) one, and a single step
+    refused is not tried again. Cheap steps (most 8-bit ones) then share measurements instead of
+    costing one each, which matters where a measurement is a pass over the whole search split:
+    100 s on a 9.3M-parameter Spikformer with 66 possible steps (BENCHMARKS.md, issue 18).
+    """
     table = _sensitivity(executor, widths, progress)
     alone = {(name, w): d for name, points in table.items() for w, d in points}
     current: Setting = {}
     best = None
     blocked: set = set()
     gatekeeper = Gate(executor, gate)
+    stride, refused = 1, set()
     while True:
         options = _expansions(executor, current, widths, blocked)
         if not options:
             break
         options.sort(key=lambda o: -o[2] / (alone[(o[0], o[1])] + 1e-4))
-        accepted = False
-        base = executor.drift(current)
-        for name, new, _ in options:
-            candidate = {**current, name: new}
-            drift = executor.drift(candidate)
-            if not gatekeeper.passes(drift, base):
-                blocked.add((name, new))
-                continue
-            progress(f"greedy: {name} -> {new} bits")
-            record = executor.measure(candidate, f"greedy {name} {new}", drift)
+        steps = options[:stride]
+        candidate = {**current, **{name: new for name, new, _ in steps}}
+        drift, base = executor.drift(candidate), executor.drift(current)
+        if key_of(candidate) not in refused and gatekeeper.passes(drift, base):
+            label = f"greedy {steps[0][0]} {steps[0][1]}" if len(steps) == 1 else f"greedy {len(steps)} steps"
+            progress(f"{label}: {len(candidate)} layers quantized")
+            record = executor.measure(candidate, label, drift)
             if budget.accepts(record):
-                current, best, accepted = candidate, record, True
-                break
+                current, best, stride = candidate, record, 2 * len(steps)
+                continue
             gatekeeper.failed(drift, base)
-            blocked.add((name, new))
-        if not accepted:
-            break
+            refused.add(key_of(candidate))  # a batch refused before may come back as the steps of a smaller one
+        if len(steps) == 1:
+            blocked.add(steps[0][:2])
+        stride = max(1, len(steps) // 2)
     return SearchResult(best, bits=current, sensitivity=table)
 
 
@@ -116,8 +123,8 @@ def beam(
 ) -> SearchResult:
     """Greedy's ranking over the moves of ``width`` settings at once; the ``width`` first that pass go on.
 
-    With width 1 this is greedy. Wider beams keep alternatives alive when the best-ranked path
-    runs into a sensitive layer, at the cost of more full evaluations.
+    With width 1 this is greedy taking one step per measurement. Wider beams keep alternatives
+    alive when the best-ranked path runs into a sensitive layer, at the cost of more full evaluations.
     """
     table = _sensitivity(executor, widths, progress)
     alone = {(name, w): d for name, points in table.items() for w, d in points}

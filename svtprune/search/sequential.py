@@ -15,6 +15,7 @@ steps, accepted on the search split, lost 2-3 points on the held-out split).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,3 +94,31 @@ class SequentialTest:
         if screen:
             return REJECTED if estimate.drop - estimate.stderr > line else PLAUSIBLE
         return ACCEPTED if kept <= line else REJECTED
+
+
+def hits_on(known: dict[int, bool], wanted: np.ndarray, hits_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per image of ``wanted``, whether the candidate is right; ``hits_of`` runs only on images ``known`` lacks."""
+    missing = np.setdiff1d(wanted, np.fromiter(known, dtype=np.int64, count=len(known)))
+    if len(missing):
+        known.update(zip(missing.tolist(), hits_of(missing).tolist(), strict=True))
+    return np.array([known[i] for i in wanted.tolist()], dtype=np.float64)
+
+
+def judge(
+    correct_on: Callable[[np.ndarray], np.ndarray],
+    reference: np.ndarray,
+    order: np.ndarray,
+    test: SequentialTest,
+    cap: int | None = None,
+) -> tuple[Estimate, str]:
+    """The estimate and verdict at the first look that decides; ``cap`` ends the looks early (a screen)."""
+    total = len(order)
+    cap = total if cap is None else min(cap, total)
+    sizes = looks(cap)
+    for size in sizes:
+        rows = order[:size]
+        estimate = paired_estimate(correct_on(rows) - reference[rows])
+        verdict = test.verdict(estimate, last=size == sizes[-1], screen=cap < total)
+        if verdict != OPEN:
+            break
+    return estimate, verdict
