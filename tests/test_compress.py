@@ -410,3 +410,40 @@ def test_a_time_limit_keeps_the_last_step_accepted_before_it(analysis) -> None: 
         assert result.ratios == (taken[-1].ratios if taken else {})
         assert limited.records == full.records[:allowed]  # nothing after the limit is scored or reported
         assert (limited.not_measured > 0) == (allowed < len(full.records))
+
+
+@pytest.mark.parametrize(
+    ("fields", "search", "if_needed"),
+    [
+        ({}, None, False),  # auto without a memory goal: pruning only, as before
+        ({"min_memory_saving": 0.9}, "greedy", True),
+        ({"min_memory_saving": 0.9, "quantize": "none"}, None, False),
+        ({"quantize": "beam"}, "beam", False),
+    ],
+)
+def test_quantize_auto_plans_a_bit_search_only_for_a_memory_goal(fields: dict, search, if_needed: bool) -> None:  # noqa: ANN001
+    from svtprune.jobs.options import CompressOptions
+
+    options = CompressOptions.from_fields(max_accuracy_drop=1.0, **fields)
+    assert (options.quantize.search if options.quantize else None) == search
+    assert options.quantize_if_needed is if_needed
+
+
+@pytest.mark.parametrize(("goal", "runs"), [(0.1, False), (0.9, True)])
+def test_quantize_auto_runs_only_where_pruning_alone_misses_the_goal(analysis, goal: float, runs: bool) -> None:  # noqa: ANN001
+    """Half the channels of every group removed saves well over 10% of the bytes and well under 90%."""
+    from types import SimpleNamespace
+
+    from svtprune.graph.io import param_bytes
+    from svtprune.graph.plan import uniform_plan
+    from svtprune.graph.surgery import prune
+    from svtprune.jobs.compress import quantization_needed
+    from svtprune.jobs.options import CompressOptions
+
+    pruned = prune(analysis, uniform_plan(analysis, 0.5, group_scores(analysis)))
+    saved = 1 - param_bytes(pruned) / param_bytes(analysis.model)
+    assert 0.1 < saved < 0.9
+    options = CompressOptions.from_fields(max_accuracy_drop=1.0, min_memory_saving=goal)
+    quant, why = quantization_needed(options, SimpleNamespace(model=pruned), analysis.model)
+    assert (quant is not None) is runs
+    assert f"pruning alone saved {saved:.1%}" in why

@@ -50,8 +50,12 @@ def compress(
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
     quantize: Annotated[
-        str, typer.Option(help="After pruning, choose weight bits per layer (AQ4SViT): none, greedy or beam.")
-    ] = "none",
+        str,
+        typer.Option(
+            help="After pruning, choose weight bits per layer (AQ4SViT): auto, none, greedy or beam. auto: greedy "
+            "when --min-memory-saving is given and pruning alone does not reach it."
+        ),
+    ] = "auto",
     bits: Annotated[str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.")] = "8,4,2",
     rounding: Annotated[
         str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: gptq.")

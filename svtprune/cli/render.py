@@ -153,9 +153,18 @@ def print_compress(report: dict, out: Path) -> None:
         f"energy (45 nm estimate) {energy['original']['energy_uJ_per_image']:.1f} -> "
         f"{energy['compressed']['energy_uJ_per_image']:.1f} uJ per image "
         f"({report['energy_saving']:.1%} saved)\n"
+        + _quantization_line(report)
         + _finetune_line(report, "fine-tuned on {images} images")
         + _files_line(out, report)
     )
+
+
+def _quantization_line(report: dict) -> str:
+    """Whether weight bits were searched after pruning and why (``--quantize auto`` decides by itself)."""
+    choice = report.get("quantization_choice")
+    if choice is None or ("quantization" not in report and not choice.startswith("auto")):
+        return ""
+    return f"weight bits: {'searched' if 'quantization' in report else 'not searched'}, {choice}\n"
 
 
 def print_quantize(report: dict, out: Path) -> None:

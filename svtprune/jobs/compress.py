@@ -39,8 +39,8 @@ from svtprune.jobs.common import (
     write_outputs,
 )
 from svtprune.jobs.compress_report import budget_split, compress_report
-from svtprune.jobs.options import CompressOptions
-from svtprune.jobs.quant_step import quantize_after_pruning
+from svtprune.jobs.options import CompressOptions, QuantOptions
+from svtprune.jobs.quant_step import quant_points, quantize_after_pruning
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
 from svtprune.recover.reconstruct import refitted_layers
@@ -121,17 +121,18 @@ def compress_claimed(
     )
     plan.refit = refitted_layers(pruned.model)  # verify compares these with the plain prune, not the oracle
     final, held_accuracy = pruned.model, pruned.held_accuracy
-    if options.quantize is not None or tune is not None:  # both rewrite float32 weights: unfold float16 storage
+    quant, choice = quantization_needed(options, pruned, original)
+    if quant is not None or tune is not None:  # both rewrite float32 weights: unfold float16 storage
         final = fold_storage(final)
     quantization, spent_points = None, pruned.budget.max_drop  # what the fine-tuning, if any, has to win back
-    if options.quantize is not None:
+    if quant is not None:
         final, held_accuracy, quantization, plan.bits, spent_points = quantize_pruned(
             final, (search, held), start, pruned.budget.max_drop, options, tune is not None, say
         )
     finetune = None
     if tune is not None:
-        say("fine-tuning" + (" on the quantization grids" if options.quantize is not None else ""))
-        notes = {"search_budget_points": spent_points, "quantization_aware": options.quantize is not None}
+        say("fine-tuning" + (" on the quantization grids" if quant is not None else ""))
+        notes = {"search_budget_points": spent_points, "quantization_aware": quant is not None}
         final, finetune, held_accuracy = tune.run(final, held_accuracy, start, notes, say)
         plan.meta["finetuned"] = {
             "data": str(options.finetune.finetune_data),
@@ -141,9 +142,10 @@ def compress_claimed(
     energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
     paths = (model_path, data_path)
     report = compress_report(paths, options, analysis, start, pruned, plan, final, held_accuracy, energy, started)
+    report["quantization_choice"] = choice
     if quantization is not None:
         report["quantization"] = {**quantization, "stored_bytes": stored_bytes(final)}
-        report["method"] = f"{options.prune.method}+aq4svit-{options.quantize.search}"
+        report["method"] = f"{options.prune.method}+aq4svit-{quant.search}"
     if finetune is not None:
         report["finetune"] = finetune
     if not report["constraints_met"]:
@@ -151,6 +153,22 @@ def compress_claimed(
     report.update(started.cost())
     write_outputs(outputs, final, plan.to_json(analysis), report, options.format)
     return report
+
+
+def quantization_needed(
+    options: CompressOptions, pruned: Pruned, original: onnx.ModelProto
+) -> tuple[QuantOptions | None, str]:
+    """The bit search to run after pruning (or None), and why: with ``--quantize auto`` only for a memory goal
+    that pruning alone, within its share of the budget, did not reach."""
+    if options.quantize is None:
+        return None, "not asked for (--quantize none, or auto without --min-memory-saving)"
+    if not options.quantize_if_needed:
+        return options.quantize, f"asked for (--quantize {options.quantize.search})"
+    goal = options.goal.min_memory_saving
+    saved = 1.0 - param_bytes(pruned.model) / param_bytes(original)
+    if saved >= goal:
+        return None, f"auto: pruning alone saved {saved:.1%}, the goal is {goal:.1%}"
+    return options.quantize, f"auto: pruning alone saved {saved:.1%}, short of the goal of {goal:.1%}"
 
 
 def quantize_pruned(
@@ -167,7 +185,7 @@ def quantize_pruned(
     Without fine-tuning, the held-out check (and its step-back) happens here; with it, after the tuning."""
     search, held = data
     say("choosing weight bits for the pruned model")
-    spent_points = SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
+    spent_points = quant_points(options.max_accuracy_drop, options.finetune)
     check = (held, start.targets["held"], start.holds(options.max_accuracy_drop))
     final, accuracy, quantization, bits = quantize_after_pruning(
         pruned, search, start.targets["search"], start.baseline["search"], spent_points, options.quantize, say,

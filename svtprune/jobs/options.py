@@ -186,6 +186,7 @@ class CompressOptions:
     prune: PruneOptions = field(default_factory=PruneOptions)
     goal: GoalOptions = field(default_factory=GoalOptions)
     quantize: QuantOptions | None = None  # None: pruning only
+    quantize_if_needed: bool = False  # ("auto") quantize only where pruning alone leaves the memory goal unmet
     prune_share: float = PRUNE_SHARE_WITH_QUANTIZATION
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
@@ -220,9 +221,16 @@ class CompressOptions:
 
     @classmethod
     def from_fields(cls, **flat: Any) -> CompressOptions:
-        """The options from ``compress()``'s flat keyword arguments (``quantize="none"``: no quantization)."""
+        """The options from ``compress()``'s flat keyword arguments.
+
+        ``quantize``: "none", a search ("greedy", "beam", "exhaustive"), or "auto" (the default):
+        greedy after pruning when ``min_memory_saving`` is asked for and pruning alone misses it.
+        """
         quant = {cls.QUANT_FIELDS[k]: flat.pop(k) for k in list(flat) if k in cls.QUANT_FIELDS}
-        if quant.get("search", "none") == "none":
+        auto = quant.get("search", "auto") == "auto"
+        if auto:  # greedy, planned only when a memory goal is asked for; whether it runs depends on pruning
+            quant["search"] = "greedy" if flat.get("min_memory_saving") is not None else "none"
+        if quant["search"] == "none":
             quantize = None
         else:
             renamed = {v: k for k, v in cls.QUANT_FIELDS.items()}
@@ -235,7 +243,7 @@ class CompressOptions:
             "parallel": ParallelOptions,
         }  # fmt: skip
         parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
-        return cls(quantize=quantize, **parts, **_known(flat, cls))
+        return cls(quantize=quantize, quantize_if_needed=auto and quantize is not None, **parts, **_known(flat, cls))
 
 
 @dataclass(frozen=True)

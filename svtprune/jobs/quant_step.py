@@ -13,7 +13,8 @@ import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.jobs.options import QuantOptions
+from svtprune.jobs.common import SEARCH_SHARE_OF_BUDGET, search_drop
+from svtprune.jobs.options import FinetuneOptions, QuantOptions
 from svtprune.quantization import Quantizer, QuantScheme, bits_table
 from svtprune.search.budget import Budget
 from svtprune.search.drift import DriftProbe
@@ -42,6 +43,21 @@ def command_scheme(options: QuantOptions, **layout: int | bool) -> QuantScheme:
     """The commands' defaults: gptq rounding, and what the user chose for scales and side vectors."""
     rounding = options.rounding or DEFAULT_ROUNDING
     return QuantScheme(rounding=rounding, scale_codes=options.scale_codes, side_int8=options.side_int8, **layout)
+
+
+def quant_points(max_accuracy_drop: float, finetune: FinetuneOptions) -> float:
+    """Points the bit search may lose: the whole budget without fine-tuning (the sequential test keeps the
+    held-out noise as margin, as compress's pruning search does); with it, a fixed reserve, since the
+    held-out check then measures the fine-tuned model, whose change this split's noise does not predict."""
+    if finetune.finetune_data is None:
+        return max_accuracy_drop
+    return SEARCH_SHARE_OF_BUDGET * search_drop(max_accuracy_drop, finetune)
+
+
+def quant_budget(baseline: float, max_accuracy_drop: float, finetune: FinetuneOptions, held_images: int) -> Budget:
+    """The bit search's budget: sequential with the held-out noise as margin unless fine-tuning follows."""
+    points, sequential = quant_points(max_accuracy_drop, finetune), finetune.finetune_data is None
+    return Budget(baseline, points, sequential=sequential, held_images=held_images if sequential else 0)
 
 
 def run_search(
@@ -117,6 +133,8 @@ def quantize_after_pruning(
     """
     started = time.perf_counter()
     budget = Budget(baseline, budget_points)
+    if held is not None:  # no fine-tuning follows: judged as the quantize command judges (see quant_budget)
+        budget = Budget(baseline, budget_points, sequential=True, held_images=len(held[0]))
     result, executor = run_search(pruned, search, target, budget, options, command_scheme(options), progress)
     if held is None:
         final, accuracy, checks = executor.build(result.bits), None, []

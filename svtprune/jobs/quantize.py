@@ -15,11 +15,9 @@ from svtprune.errors import ConstraintError
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.common import (
-    SEARCH_SHARE_OF_BUDGET,
     Say,
     Start,
     claim_outputs,
-    search_drop,
     split,
     tuning,
     worse_than_input,
@@ -27,7 +25,7 @@ from svtprune.jobs.common import (
 )
 from svtprune.jobs.compress_report import sequential_section
 from svtprune.jobs.options import QuantizeOptions
-from svtprune.jobs.quant_step import command_scheme, quantization_section, run_search
+from svtprune.jobs.quant_step import command_scheme, quant_budget, quantization_section, run_search
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
 from svtprune.quantization.layout_choice import choose_layout
@@ -84,7 +82,7 @@ def quantize_claimed(
         original, search_part, options.finetune, options.split.seed, options.preprocess
     )  # a bad file fails in seconds
     start = Start.measure(original, search_part, held)
-    budget = _budget(start, options, len(held))
+    budget = quant_budget(start.baseline["search"], options.max_accuracy_drop, options.finetune, len(held))
     targets, logits = start.targets["search"], start.logits["search"]
     result, executor = run_search(original, search_part, targets, budget, quant, scheme, say, logits)
     say("measuring the chosen model on the held-out split")
@@ -120,17 +118,6 @@ def quantize_claimed(
         meta["finetuned"] = {"data": str(options.finetune.finetune_data), "epochs": options.finetune.finetune_epochs}
     write_outputs(outputs, final, Plan({}, meta, dict(result.bits)).to_json() + "\n", report, options.format)
     return report
-
-
-def _budget(start: Start, options: QuantizeOptions, held_images: int) -> Budget:
-    """Without fine-tuning, the whole budget, judged by the sequential test with the held-out noise as margin
-    (as compress's pruning search is); with it, a fixed reserve, since the held-out check then measures
-    the fine-tuned model, whose change this split's noise does not predict."""
-    if options.finetune.finetune_data is None:
-        return Budget(start.baseline["search"], options.max_accuracy_drop, sequential=True, held_images=held_images)
-    return Budget(
-        start.baseline["search"], SEARCH_SHARE_OF_BUDGET * search_drop(options.max_accuracy_drop, options.finetune)
-    )
 
 
 def _report(

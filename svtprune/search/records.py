@@ -32,15 +32,19 @@ class Measurement:
 
     def to_dict(self) -> dict:
         if self.bits is not None:
-            return {
+            entry = {
                 "label": self.label,
                 "bits": {k: v for k, v in self.bits.items() if v != FP32},
                 "accuracy": round(self.accuracy, 3),
                 "param_bytes": self.param_bytes,
                 "drift": None if self.drift is None else round(self.drift, 5),
                 "seconds": round(self.seconds, 3),
+                "images": self.images,
                 "stderr": round(self.stderr, 3),
             }
+            if self.verdict is not None:
+                entry["verdict"] = self.verdict
+            return entry
         entry = {
             "label": self.label,
             "ratios": self.ratios,
