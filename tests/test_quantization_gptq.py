@@ -184,3 +184,17 @@ def test_quantize_command_takes_gptq_and_refuses_an_unknown_rounding(small_model
         svtprune.compress(
             tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "c.onnx", quantize="greedy", quantize_rounding="obq"
         )
+
+
+def test_a_convs_gram_built_a_few_samples_at_a_time_equals_the_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounded memory changes nothing: the summed pieces equal XᵀX of the whole im2col matrix (numpy)."""
+    from svtprune.quantization import gptq
+
+    rng = np.random.default_rng(5)
+    value = (rng.random((6, 3, 5, 5)) < 0.3).astype(np.float32)  # spikes, 6 samples
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    padded = np.pad(value, [(0, 0), (0, 0), (1, 1), (1, 1)])
+    rows = np.array([padded[n, :, i : i + 3, j : j + 3].ravel() for n in range(6) for i in range(5) for j in range(5)])
+    monkeypatch.setattr(gptq, "GRAM_BYTES", 8 * 3 * 25 * 9 * 2)  # two samples per piece
+    np.testing.assert_allclose(gptq.input_gram(node, weight, value), rows.T.astype(np.float64) @ rows, rtol=1e-12)

@@ -13,7 +13,8 @@ from svtprune.quantization.scheme import WEIGHTED_OPS, Layer, QuantizedWeight, Q
 # gptq: damping added to H's diagonal, as a fraction of its mean (the GPTQ paper's 1%): keeps the inverse
 # finite when inputs are collinear or dead (spike inputs often are)
 GPTQ_DAMPING = 0.01
-GPTQ_CHUNK = 32  # calibration images tapped per pass: bounds the memory of im2col patches
+GPTQ_CHUNK = 32  # calibration images tapped per pass
+GRAM_BYTES = 64 * 2**20  # float64 im2col rows of one Conv built at once
 
 
 def gptq_rounded(
@@ -70,6 +71,24 @@ def layer_features(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) 
     return rows(value, node.op_type) if node.op_type in ("MatMul", "Gemm") else None
 
 
+def input_gram(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) -> np.ndarray | None:
+    """XᵀX (float64) of one node's input, a few samples at a time for a Conv: its im2col rows are
+    kernel-size times its input (on a 9.3M-parameter Spikformer at 32x32, 1.8 GB in float64 for 32
+    images at once; BENCHMARKS.md, "Quantization at a user's size")."""
+    step = len(value)
+    if node.op_type == "Conv" and value.ndim > 2:
+        per_sample = value[0].size * int(np.prod(weight.shape[2:])) * 8
+        step = max(1, GRAM_BYTES // max(per_sample, 1))
+    gram = None
+    for first in range(0, max(len(value), 1), step):
+        features = layer_features(node, weight, value[first : first + step])
+        if features is None:
+            return None
+        features = features.astype(np.float64)
+        gram = features.T @ features if gram is None else gram + features.T @ features
+    return gram
+
+
 def layer_hessians(
     model: onnx.ModelProto, layers: list[Layer], weights: dict[str, np.ndarray], calib: np.ndarray
 ) -> dict[str, np.ndarray | None]:
@@ -90,11 +109,9 @@ def layer_hessians(
             name = node.input[1]
             if name in unsupported:
                 continue
-            features = layer_features(node, weights[name], values[node.input[0]])
-            if features is None:
+            gram = input_gram(node, weights[name], values[node.input[0]])
+            if gram is None:
                 unsupported.add(name)
                 continue
-            features = features.astype(np.float64)
-            gram = features.T @ features
             hessians[name] = gram if hessians[name] is None else hessians[name] + gram
     return {name: None if name in unsupported else h for name, h in hessians.items()}
