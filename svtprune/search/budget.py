@@ -1,8 +1,9 @@
 """The accuracy budget on the search split, and the goal that ends a search early.
 
 One rule for every policy: a candidate is accepted when its drop plus its own measurement noise
-(the paired standard error it carries) stays within the budget; pruning searches in ``compress``
-judge candidates with the sequential test instead, whose verdict the record carries. Full pruning measurements carry
+(the paired standard error it carries) stays within the budget; pruning searches in ``compress``,
+and bit searches not followed by fine-tuning, judge candidates with the sequential test instead,
+whose verdict the record carries. Full pruning measurements carry
 no standard error (they are the whole split); quantization's carry the paired error of the change
 from the starting model: measured on the reference Spikformer with 1,000 search images, greedy
 without that charge stopped at -1.0 on its split and -3.4 on the 3,000 held-out images.
@@ -35,7 +36,7 @@ class Budget:
     max_latency_ms: float | None = None  # or once batch 1 runs within this many ms
     original_energy: float | None = None  # uJ per image (objective energy)
     min_energy_saving: float | None = None  # stop once this fraction of the energy is saved
-    sequential: bool = False  # judge pruning candidates with the sequential test (search/sequential.py)
+    sequential: bool = False  # judge candidates with the sequential test (search/sequential.py)
     held_images: int = 0  # the held-out check's size: its noise sets the sequential test's margin (0: none)
 
     def test(self, search_images: int) -> SequentialTest | None:
