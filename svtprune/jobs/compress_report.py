@@ -130,8 +130,8 @@ def compress_report(
 ) -> dict:
     """Assemble the report of one compress run."""
     model_path, data_path = paths
-    executor, result = pruned.executor, pruned.result
-    original_bytes, final_bytes = executor.original_bytes, param_bytes(final)
+    executor, result, budget = pruned.executor, pruned.result, pruned.budget
+    original_bytes, final_bytes, seq = executor.original_bytes, param_bytes(final), sequential_section(budget, executor)
     drop = start.baseline["held"] - held_accuracy
     saving = 1 - final_bytes / original_bytes
     # original and result timed back to back (the search's timing of the original may come from a busier
@@ -151,9 +151,7 @@ def compress_report(
         "reconstruction": _reconstruction(executor.calibration),
         "model": str(model_path),
         "data": start.data_section(data_path, options.split.seed),
-        "constraints": constraints_section(
-            options, pruned.budget.max_drop, executor.not_measured, sequential_section(pruned.budget, executor)
-        ),
+        "constraints": constraints_section(options, budget.max_drop, executor.not_measured, seq),
         "metric": start.metric(),
         "original": {
             "param_bytes": original_bytes,
