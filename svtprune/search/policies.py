@@ -30,7 +30,7 @@ Progress = Callable[[str], None]
 
 def confirmed(executor: PruneExecutor, budget: Budget, ratios: dict[str, float], label: str) -> Measurement | None:
     """Screen a step, then measure it on the whole search split; the full record if it is within budget."""
-    test = budget.test(len(executor.data))
+    test = budget.test(len(executor.data)) if budget.sequential else None  # stubs may carry no data
     if not budget.plausible(executor.measure(ratios, f"{label} (screen)", screen=True, test=test)):
         return None
     record = executor.measure(ratios, label, test=test)
@@ -147,7 +147,7 @@ def _robustness(
     step of every group still scanning); the records are then put in the serial loop's order.
     """
     pool = pool or CandidatePool(executor)
-    test = budget.test(len(executor.data))
+    test = budget.test(len(executor.data)) if budget.sequential else None  # stubs may carry no data
     scans = [_Scan.of(name, base, rates) for name in (_group_order(executor, budget) if rates else [])]
     first = len(executor.records)
     for wave in _waves(scans, pool.parallel):
