@@ -141,6 +141,8 @@ def test_unreachable_constraint_exits_1_and_writes_nothing(
     assert not list(tmp_path.iterdir())
     report = json.loads(result.stdout)
     assert report["constraints_met"] is False and "memory saving" in report["reason"]
+    # --quantize auto: pruning alone missed the goal, so bits were searched too (and the report says so)
+    assert report["quantization_choice"].startswith("auto: pruning alone saved") and "quantization" in report
 
 
 def test_a_result_is_never_worse_than_its_input(files: dict[str, Path], unlabelled: Path, tmp_path: Path) -> None:
