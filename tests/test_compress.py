@@ -447,3 +447,11 @@ def test_quantize_auto_runs_only_where_pruning_alone_misses_the_goal(analysis, g
     quant, why = quantization_needed(options, SimpleNamespace(model=pruned), analysis.model)
     assert (quant is not None) is runs
     assert f"pruning alone saved {saved:.1%}" in why
+
+
+def test_an_unknown_quantize_value_names_every_choice() -> None:
+    from svtprune.errors import UserError
+    from svtprune.jobs.options import CompressOptions
+
+    with pytest.raises(UserError, match="auto, none, greedy, beam, exhaustive"):
+        CompressOptions.from_fields(max_accuracy_drop=1.0, quantize="gredy")

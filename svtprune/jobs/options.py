@@ -227,6 +227,7 @@ class CompressOptions:
         greedy after pruning when ``min_memory_saving`` is asked for and pruning alone misses it.
         """
         quant = {cls.QUANT_FIELDS[k]: flat.pop(k) for k in list(flat) if k in cls.QUANT_FIELDS}
+        check_choice(quant.get("search", "auto"), "quantize", ("auto", "none", *QUANT_SEARCHES))
         auto = quant.get("search", "auto") == "auto"
         if auto:  # greedy, planned only when a memory goal is asked for; whether it runs depends on pruning
             quant["search"] = "greedy" if flat.get("min_memory_saving") is not None else "none"

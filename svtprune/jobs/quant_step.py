@@ -132,9 +132,8 @@ def quantize_after_pruning(
     Returns the model, its held-out accuracy, the report section and the chosen bits.
     """
     started = time.perf_counter()
-    budget = Budget(baseline, budget_points)
-    if held is not None:  # no fine-tuning follows: judged as the quantize command judges (see quant_budget)
-        budget = Budget(baseline, budget_points, sequential=True, held_images=len(held[0]))
+    sequential = held is not None  # no fine-tuning follows: judged as the quantize command judges (quant_budget)
+    budget = Budget(baseline, budget_points, sequential=sequential, held_images=len(held[0]) if sequential else 0)
     result, executor = run_search(pruned, search, target, budget, options, command_scheme(options), progress)
     if held is None:
         final, accuracy, checks = executor.build(result.bits), None, []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from svtprune.data import Dataset
 from svtprune.graph.io import param_bytes
@@ -106,7 +107,7 @@ class QuantExecutor:
             self._order = np.random.default_rng(0).permutation(len(self.data))
         return self._order
 
-    def _hits(self, session) -> Callable[[np.ndarray], np.ndarray]:  # noqa: ANN001
+    def _hits(self, session: ort.InferenceSession) -> Callable[[np.ndarray], np.ndarray]:
         return lambda rows: logits_of(session, self.data.x[rows]).argmax(axis=1) == self.target[rows]
 
     def _correct(self, model: onnx.ModelProto) -> np.ndarray:
