@@ -220,7 +220,7 @@ def test_objective_latency_checks_its_options_and_reports_an_unmet_speedup(
 
     args = compress_args
     with pytest.raises(UserError, match="objective 'latency'"):
-        compress(*args, min_speedup=1.5)
+        compress(*args, objective="memory", min_speedup=1.5)
     with pytest.raises(UserError, match="primesvt"):
         compress(*args, method="psvit", objective="latency")
     with pytest.raises(ConstraintError, match="speedup") as failed:
@@ -274,7 +274,7 @@ def test_objective_energy_checks_its_options_and_reports_an_unmet_saving(
 
     args = compress_args
     with pytest.raises(UserError, match="objective 'energy'"):
-        compress(*args, min_energy_saving=0.5)
+        compress(*args, objective="memory", min_energy_saving=0.5)
     with pytest.raises(UserError, match="in \\(0, 1\\)"):
         compress(*args, objective="energy", min_energy_saving=1.5)
     with pytest.raises(ConstraintError, match="energy saving") as failed:
@@ -455,3 +455,31 @@ def test_an_unknown_quantize_value_names_every_choice() -> None:
 
     with pytest.raises(UserError, match="auto, none, greedy, beam, exhaustive"):
         CompressOptions.from_fields(max_accuracy_drop=1.0, quantize="gredy")
+
+
+@pytest.mark.parametrize(
+    ("fields", "objective"),
+    [
+        ({}, "memory"),
+        ({"min_memory_saving": 0.9}, "memory"),
+        ({"min_speedup": 1.5}, "latency"),
+        ({"min_memory_saving": 0.9, "min_speedup": 1.5}, "latency"),  # issue 17: several goals, no other flag
+        ({"max_latency_ms": 3.0}, "latency"),
+        ({"min_energy_saving": 0.5}, "energy"),
+        ({"objective": "latency"}, "latency"),
+    ],
+)
+def test_the_goals_name_the_objective_when_it_is_not_given(fields: dict, objective: str) -> None:
+    from svtprune.jobs.options import CompressOptions
+
+    assert CompressOptions.from_fields(max_accuracy_drop=1.0, **fields).goal.objective == objective
+
+
+def test_goals_that_order_the_search_differently_ask_for_a_choice() -> None:
+    from svtprune.errors import UserError
+    from svtprune.jobs.options import CompressOptions
+
+    with pytest.raises(UserError, match="choose one"):
+        CompressOptions.from_fields(max_accuracy_drop=1.0, min_speedup=1.5, min_energy_saving=0.5)
+    with pytest.raises(UserError, match="objective 'energy'"):
+        CompressOptions.from_fields(max_accuracy_drop=1.0, objective="latency", min_energy_saving=0.5)

@@ -89,35 +89,42 @@ def test_layers_not_fed_by_spikes_or_not_8_bit_stay_as_written(small_models: dic
 
 def test_the_layout_is_chosen_by_timing_and_never_changes_a_prediction(small_models: dict, monkeypatch) -> None:  # noqa: ANN001
     """Oracle: a stubbed clock decides which file is faster; the choice follows it, and the section says why."""
+    from itertools import cycle
+
     from svtprune.quantization import layout_choice
 
     weight_only = quantized(small_models["spikformer"], 8, scale_codes=False)
     x = spike_images(8)
-    for integer_faster in (True, False):
-        clock = iter([1.0, 0.5] * layout_choice.ROUNDS if integer_faster else [0.5, 1.0] * layout_choice.ROUNDS)
+    candidates, _ = layout_choice.layouts_of(weight_only)
+    assert list(candidates) == list(layout_choice.LAYOUTS)  # int8 per channel: every layout applies
+    for fastest in candidates:
+        clock = cycle([0.5 if name == fastest else 1.0 for name in candidates])  # sessions are timed in this order
         monkeypatch.setattr(layout_choice, "latency_ms", lambda *_a, **_k: next(clock))  # noqa: B023
         chosen, section = layout_choice.choose_layout(weight_only, x)
         ops = {n.op_type for n in chosen.graph.node}
         assert section["rewritten"] and section["predictions_unchanged_on"] == len(x)
-        assert section["chosen"] == ("integer" if integer_faster else "weight-only")
-        assert ("MatMulIntegerToFloat" in ops) == integer_faster
-        if not integer_faster:
+        assert section["chosen"] == fastest
+        assert ("MatMulIntegerToFloat" in ops) == fastest.startswith("integer")
+        assert ("DequantizeLinear" in ops) == (not fastest.endswith("at load"))
+        if fastest == "weight-only":
             assert chosen is weight_only
 
 
-def test_quantize_integer_layout_reports_its_measured_choice(small_models: dict, tmp_path) -> None:  # noqa: ANN001
+def test_quantize_fastest_layout_reports_its_measured_choice(small_models: dict, tmp_path) -> None:  # noqa: ANN001
     from svtprune.data import Dataset, save_npz
     from svtprune.jobs.quantize import quantize
+    from svtprune.quantization import layout_choice
     from svtprune.runtime import logits_of
 
     onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
     save_npz(tmp_path / "val.npz", Dataset(spike_images(120), None))
     out = tmp_path / "q.onnx"
     report = quantize(
-        tmp_path / "m.onnx", tmp_path / "val.npz", out, max_accuracy_drop=30.0, bits="8", integer_layout=True
+        tmp_path / "m.onnx", tmp_path / "val.npz", out, max_accuracy_drop=30.0, bits="8", layout="fastest"
     )
-    section = report["quantization"]["integer_layout"]
-    assert section["chosen"] in ("integer", "weight-only") and set(section["batch1_ms"]) == {"weight-only", "integer"}
+    section = report["quantization"]["layout"]
+    assert section["chosen"] in layout_choice.LAYOUTS and set(section["batch1_ms"]) == set(layout_choice.LAYOUTS)
     written = onnx.load(out)
-    assert ("MatMulIntegerToFloat" in {n.op_type for n in written.graph.node}) == (section["chosen"] == "integer")
+    assert ("MatMulIntegerToFloat" in {n.op_type for n in written.graph.node}) == section["chosen"].startswith("int")
+    assert section["file_bytes"][section["chosen"]] == out.stat().st_size
     assert logits_of(make_session(written), spike_images(4)).shape[0] == 4

@@ -479,6 +479,8 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
 
 def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: Path) -> None:
     import svtprune
+    from svtprune.quantization.layout_choice import LAYOUTS
+    from svtprune.quantization.load_folding import dequantize_linear_again
 
     onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
     rng = np.random.default_rng(5)
@@ -498,8 +500,10 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     assert "budget_split" in q and q["full_evaluations"] == len(q["evaluations"])
     quantized = [row for row in q["layers"] if row["bits"] < FP32]
     chosen = {row["layer"]: row["bits"] for row in quantized}
-    weights = [n.output[0] for n in written.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in chosen]
-    scales = [n for n in written.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith("_scale")]
+    assert q["layout"]["chosen"] in LAYOUTS  # compress writes the fastest layout measured here
+    stored = dequantize_linear_again(written)  # dequantized at load (Cast and Mul), or per call
+    weights = [n.output[0] for n in stored.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in chosen]
+    scales = [n for n in stored.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith("_scale")]
     assert sorted(weights) == sorted(chosen) and len(scales) == len(chosen)  # the commands store scale codes
     # every quantized candidate was scored against the original's baseline, within the whole budget
     measured = [e for e in q["evaluations"] if e["bits"] == chosen]

@@ -23,6 +23,7 @@ from svtprune.cli.options import (
     ScaleCodes,
     SearchData,
     SplitSeed,
+    WeightLayout,
     number,
     out_option,
 )
@@ -70,24 +71,28 @@ def compress(
         ),
     ] = 0.5,
     objective: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="memory (largest groups first), latency (groups ordered by measured ORT time) or energy "
-            "(ordered by the estimated energy each group's pruning saves, from measured firing rates)."
+            "(ordered by the estimated energy each group's pruning saves, from measured firing rates). "
+            "Default: latency with --min-speedup or --max-latency-ms, energy with --min-energy-saving, else memory.",
+            show_default=False,
         ),
-    ] = "memory",
+    ] = None,
     min_speedup: Annotated[
         float | None,
-        typer.Option(help="With --objective latency: required speedup at batch 1 and 64, e.g. 1.5.", callback=number()),
+        typer.Option(
+            help="Required speedup at batch 1 and 64, e.g. 1.5 (orders the search by latency).", callback=number()
+        ),
     ] = None,
     max_latency_ms: Annotated[
         float | None,
-        typer.Option(help="With --objective latency: required batch-1 latency in ms.", callback=number(above=0)),
+        typer.Option(help="Required batch-1 latency in ms (orders the search by latency).", callback=number(above=0)),
     ] = None,
     min_energy_saving: Annotated[
         float | None,
         typer.Option(
-            help="With --objective energy: fraction of the energy per image to save, e.g. 0.5.", callback=number()
+            help="Fraction of the energy per image to save, e.g. 0.5 (orders the search by energy).", callback=number()
         ),
     ] = None,
     time_limit: Annotated[
@@ -112,6 +117,7 @@ def compress(
         str | None,
         typer.Option(help="With --executor ray: the cluster to use, e.g. ray://head:10001 (default: a local Ray)."),
     ] = None,
+    layout: WeightLayout = "fastest",
     format: DeployFormat = "onnx",
     preprocess: PreprocessSpec = None,
     force: Force = False,
@@ -163,6 +169,7 @@ def compress(
             workers=workers,
             executor=executor,
             ray_address=ray_address,
+            layout=layout,
         ),
         as_json,
     )

@@ -137,6 +137,14 @@ PreprocessSpec = Annotated[
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
 Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+WeightLayout = Annotated[
+    str,
+    typer.Option(
+        help="How quantized weights are laid out in the file: weight-only (dequantized at every call, the fewest "
+        "nodes) or fastest (each layout of the same integers timed here at batch 1: dequantized at load, integer "
+        "kernels on spike-fed layers, weight-only; the fastest written if no held-out prediction moves)."
+    ),
+]
 DeployFormat = Annotated[
     str,
     typer.Option(

@@ -23,6 +23,7 @@ from svtprune.cli.options import (
     ScaleCodes,
     SearchData,
     SplitSeed,
+    WeightLayout,
     out_option,
 )
 from svtprune.cli.render import print_quantize, run_search
@@ -56,13 +57,7 @@ def quantize(
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
     format: DeployFormat = "onnx",
-    integer_layout: Annotated[
-        bool,
-        typer.Option(
-            help="Also build the integer layout (spike-fed int8 1x1 layers as MatMulIntegerToFloat, exact on "
-            "spikes), time it against the weight-only file at batch 1 here, and write the faster."
-        ),
-    ] = False,
+    layout: WeightLayout = "weight-only",
     preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,
@@ -98,7 +93,7 @@ def quantize(
             rounding=rounding,
             force=force,
             format=format,
-            integer_layout=integer_layout,
+            layout=layout,
             progress=progress,
             finetune_data=finetune_data,
             preprocess=preprocess,

@@ -18,6 +18,7 @@ import onnx
 
 from svtprune.graph.analysis import constants_of
 from svtprune.graph.io import attribute
+from svtprune.quantization.load_folding import dequantize_linear_again
 from svtprune.runtime import batches, make_session, with_outputs
 
 E_MAC_PJ = 4.6  # 32-bit float multiply-accumulate, 45 nm (Horowitz, ISSCC 2014)
@@ -100,6 +101,7 @@ def _spike_side(node: onnx.NodeProto, inputs: list[np.ndarray], fixed: set[str])
 
 def measure_energy(model: onnx.ModelProto, x: np.ndarray, batch: int = 64) -> EnergyReport:
     """Per-layer dense MACs, firing rates, SOPs and energy per image, averaged over ``x``."""
+    model = dequantize_linear_again(model)  # weights dequantized at load are constants too
     nodes = _weighted_nodes(model)
     consts = set(constants_of(model))
     # weights stored low-bit are DequantizeLinear outputs of constants: weights all the same, never spikes

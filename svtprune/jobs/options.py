@@ -21,6 +21,7 @@ PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when quantization f
 POLICY_NAMES = ("uniform", "psvit", "primesvt")
 OBJECTIVES = ("memory", "latency", "energy")
 QUANT_SEARCHES = ("greedy", "beam", "exhaustive")
+LAYOUTS = ("weight-only", "fastest")  # how quantized weights are laid out (quantization/layout_choice.py)
 EXECUTORS = ("process", "ray")  # where --workers run (search/parallel.py)
 BIT_WIDTHS = (8, 4, 2)  # what the exporter can store (int8, int4, int2 initializers)
 
@@ -136,15 +137,20 @@ class PruneOptions:
 
 @dataclass(frozen=True)
 class GoalOptions:
-    """What the search optimises and when it may stop early."""
+    """What the search optimises and when it may stop early.
 
-    objective: str = "memory"
+    ``objective`` None: the one the goals name (latency for a speed or latency goal, energy for an
+    energy goal), else memory; a speed goal needs no second flag to be searched for."""
+
+    objective: str | None = None
     min_memory_saving: float | None = None
     min_speedup: float | None = None
     max_latency_ms: float | None = None
     min_energy_saving: float | None = None
 
     def __post_init__(self) -> None:
+        if self.objective is None:
+            object.__setattr__(self, "objective", self.implied_objective())
         check_choice(self.objective, "objective", OBJECTIVES)
         if self.min_memory_saving is not None:
             check_number(self.min_memory_saving, "min_memory_saving", 0, 1, low_open=True, high_open=True)
@@ -159,6 +165,12 @@ class GoalOptions:
             check_number(self.min_speedup, "min_speedup", low=1, low_open=True)
         if self.max_latency_ms is not None:
             check_number(self.max_latency_ms, "max_latency_ms", low=0, low_open=True)
+
+    def implied_objective(self) -> str:
+        speed = self.min_speedup is not None or self.max_latency_ms is not None
+        if speed and self.min_energy_saving is not None:
+            raise UserError("a speed goal and an energy goal order the search differently: choose one", "objective")
+        return "latency" if speed else "energy" if self.min_energy_saving is not None else "memory"
 
 
 @dataclass(frozen=True)
@@ -195,9 +207,11 @@ class CompressOptions:
     format: str = "onnx"  # "ort": also the .ort file and its operator config (deploy.py)
     preprocess: Any = None  # image folders' decoding: a spec string, a JSON file or a data_folder.Preprocess
     time_limit: float | None = None  # seconds the pruning search may take; then the best step so far is kept
+    layout: str = "fastest"  # of quantized weights, as QuantizeOptions.layout (only when quantization runs)
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
+        check_choice(self.layout, "layout", LAYOUTS)
         check_format(self.format)
         check_preprocess(self)
         if self.time_limit is not None:
@@ -256,10 +270,11 @@ class QuantizeOptions:
     force: bool = False
     format: str = "onnx"
     preprocess: Any = None  # as CompressOptions.preprocess
-    integer_layout: bool = False  # time the integer layout against weight-only on this machine, keep the faster
+    layout: str = "weight-only"  # "fastest": time each layout of the stored integers here, keep the fastest
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
+        check_choice(self.layout, "layout", LAYOUTS)
         check_format(self.format)
         check_preprocess(self)
 

@@ -97,14 +97,14 @@ def quantize_claimed(
         notes = {"search_budget_points": budget.max_drop, "quantization_aware": True}
         final, finetune, held_accuracy = tune.run(final, before, start, notes, say)
     layout = None
-    if options.integer_layout:  # exact on spikes; kept only if faster here and no held-out prediction moves
-        say("timing the integer layout against the weight-only file")
+    if options.layout == "fastest":  # kept only if faster here and no held-out prediction moves
+        say("timing the layouts of the quantized weights")
         final, layout = choose_layout(final, held.x)
     report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget, executor)
     report["quantization"] = {
         **quantization_section(result, executor, quant.search, started.at),
         "stored_bytes": stored_bytes(final),
-        "integer_layout": layout,
+        "layout": layout,
     }
     report["evaluations"] = [r.to_dict() for r in executor.records]
     report["held_out_checks"] = checks

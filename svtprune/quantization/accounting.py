@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 
 from svtprune.graph.io import tensor_bytes
+from svtprune.quantization.load_folding import dequantize_linear_again
 from svtprune.quantization.rewrite import Quantizer
 from svtprune.quantization.scheme import FP32, WEIGHTED_OPS
 from svtprune.quantization.side_vectors import side_vector_names
@@ -14,6 +15,7 @@ def stored_bytes(model: onnx.ModelProto) -> dict[str, int]:
     """The file's parameter bytes by role: the layers' weights, their scales and zero points, biases and
     normalisation vectors, and the rest (shape constants, neuron thresholds): where what is left of a
     quantized model lives."""
+    model = dequantize_linear_again(model)  # weights dequantized at load are stored as DequantizeLinear's are
     constants = {t.name: t for t in model.graph.initializer}
     weight_inputs = {n.input[1] for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1}
     integer = [n for n in model.graph.node if n.op_type == "MatMulIntegerToFloat"]  # the integer layout

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from svtprune.quantization.load_folding import dequantize_linear_again
 from svtprune.quantization.scheme import STORAGE, QuantizedWeight, QuantScheme, quantizable_layers
 from svtprune.runtime import make_session
 
@@ -28,8 +29,10 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
 
     Fine-tuning needs float weights; reading the bit widths back lets the result be quantized
     again exactly as it was chosen. The folding runs the constant nodes on ONNX Runtime, which
-    already runs the quantized file, so no second dequantization rule is written here.
+    already runs the quantized file, so no second dequantization rule is written here. Weights
+    dequantized at load (Cast and Mul) are read as the DequantizeLinear they stand for.
     """
+    model = dequantize_linear_again(model)
     constants = {t.name: t for t in model.graph.initializer}
     scale_inputs = {n.input[1] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     dequantize = [
