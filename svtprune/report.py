@@ -13,6 +13,7 @@ import json
 # the original-vs-compressed table (rows a report lacks, such as those of older reports, are left out)
 ROWS = ("param_bytes", "file_bytes", "accuracy", "latency_ms_b1", "latency_ms_b64", "latency_ms_b1_1thread",
         "peak_rss_mb", "peak_rss_mb_runtime_only")  # fmt: skip
+PARETO_TOP = 5.0  # points of accuracy drop the trade-off plot shows
 
 
 def report_texts(report: dict) -> tuple[str, str]:
@@ -20,13 +21,13 @@ def report_texts(report: dict) -> tuple[str, str]:
     return json.dumps(report, indent=1) + "\n", render_html(report)
 
 
-def _figure_png(draw) -> str:  # noqa: ANN001
+def _figure_png(draw, panels: int = 1) -> str:  # noqa: ANN001
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    figure, axes = plt.subplots(1, panels, figsize=(7 if panels == 1 else 10, 4), dpi=100)
     draw(axes)
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -77,6 +78,59 @@ def _search_path(report: dict):  # noqa: ANN202
         axes.legend(fontsize=8)
 
     return draw
+
+
+def _pareto(pareto: dict):  # noqa: ANN202
+    """Left: accuracy drop against bytes, every candidate and the front. Right: the two files' latency and RAM."""
+
+    def draw(axes) -> None:  # noqa: ANN001
+        left, right = axes
+        for stage, marker in (("pruning", "o"), ("quantization", "^")):
+            points = [p for p in pareto["candidates"] if p["stage"] == stage]
+            if points:
+                left.scatter([p["param_bytes"] / 1e3 for p in points], [p["accuracy_drop"] for p in points],
+                             s=14, marker=marker, alpha=0.6, label=f"{stage} candidates")  # fmt: skip
+        front = pareto["front"]
+        left.step([p["param_bytes"] / 1e3 for p in front], [p["accuracy_drop"] for p in front], where="post",
+                  color="black", label="front (measured on every search image)")  # fmt: skip
+        drops = [p["accuracy_drop"] for p in pareto["candidates"]]
+        if drops and max(drops) > PARETO_TOP:  # a few broken candidates would flatten the rest
+            left.set_ylim(min(drops) - 0.5, PARETO_TOP)
+            left.set_title(f"drops above {PARETO_TOP:g} points not shown", fontsize=8)
+        left.set_xlabel("parameter kB (log)")
+        left.set_ylabel("accuracy drop, search images (points)")
+        left.legend(fontsize=7)
+        files = pareto["files"]
+        for side, color in (("original", "black"), ("compressed", "red")):
+            f = files[side]
+            ms = f.get("fastest_ms_b1") or f.get("latency_ms_b1")
+            if ms is None:
+                continue
+            right.scatter([f["param_bytes"] / 1e3], [ms], color=color, s=50, label=side)
+            ram = f.get("peak_rss_mb")
+            note = f"{f['accuracy']:.2f}% held-out" + (f", {ram:.0f} MB peak RAM" if ram else "")
+            right.annotate(note, (f["param_bytes"] / 1e3, ms), fontsize=7,
+                           textcoords="offset points", xytext=(6, 6))  # fmt: skip
+        timed = [p for p in pareto["candidates"] if "latency_ms_b1" in p]
+        if timed:
+            right.scatter([p["param_bytes"] / 1e3 for p in timed], [p["latency_ms_b1"] for p in timed], s=12,
+                          alpha=0.6, label="timed candidates")  # fmt: skip
+        right.set_xlabel("parameter kB (log)")
+        right.set_ylabel("batch-1 latency, ms")
+        right.legend(fontsize=7)
+        for panel in axes:
+            _log_kb(panel)
+
+    return draw
+
+
+def _log_kb(axes) -> None:  # noqa: ANN001
+    """A log axis of kB labelled in plain numbers, without the crowded minor labels."""
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    axes.set_xscale("log")
+    axes.xaxis.set_major_formatter(ScalarFormatter())
+    axes.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _widths(report: dict):  # noqa: ANN202
@@ -206,6 +260,8 @@ def render_html(report: dict) -> str:
         plots.append(("Channels kept per group", _figure_png(_widths(report))))
     if report.get("quantization"):
         plots.append(("Weight bits per layer", _figure_png(_bits(report))))
+    if report.get("pareto"):
+        plots.append(("Trade-offs explored: bytes, accuracy, latency, RAM", _figure_png(_pareto(report["pareto"]), 2)))
     if report.get("energy"):
         plots.append(("Firing rates of spike-input layers", _figure_png(_firing_rates(report))))
     images = "".join(f"<h2>{t}</h2><img alt='{t}' src='data:image/png;base64,{p}'/>" for t, p in plots)

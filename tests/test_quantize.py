@@ -501,6 +501,10 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     quantized = [row for row in q["layers"] if row["bits"] < FP32]
     chosen = {row["layer"]: row["bits"] for row in quantized}
     assert q["layout"]["chosen"] in LAYOUTS  # compress writes the fastest layout measured here
+    pareto = report["pareto"]
+    assert {p["stage"] for p in pareto["candidates"]} == {"pruning", "quantization"}
+    assert pareto["front"] and all(p in pareto["candidates"] for p in pareto["front"])
+    assert "Trade-offs explored" in out.with_suffix(".report.html").read_text()
     stored = dequantize_linear_again(written)  # dequantized at load (Cast and Mul), or per call
     weights = [n.output[0] for n in stored.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in chosen]
     scales = [n for n in stored.graph.node if n.op_type == "DequantizeLinear" and n.output[0].endswith("_scale")]

@@ -49,6 +49,7 @@ from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import pruned_held_out
 from svtprune.search.parallel import CandidatePool
+from svtprune.search.pareto import explored
 from svtprune.search.policies import POLICIES
 from svtprune.search.prune_executor import PruneExecutor
 from svtprune.search.records import SearchResult
@@ -150,6 +151,7 @@ def compress_claimed(
         report["method"] = f"{options.prune.method}+aq4svit-{quant.search}"
     if finetune is not None:
         report["finetune"] = finetune
+    report["pareto"] = explored(report)
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     report.update(started.cost())

@@ -32,6 +32,7 @@ from svtprune.quantization.layout_choice import choose_layout
 from svtprune.runtime import edge_measures, latency_ms, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import bits_held_out
+from svtprune.search.pareto import explored
 from svtprune.search.quant_executor import QuantExecutor
 from svtprune.search.records import SearchResult
 
@@ -110,6 +111,7 @@ def quantize_claimed(
     report["held_out_checks"] = checks
     if finetune is not None:
         report["finetune"] = finetune
+    report["pareto"] = explored(report)
     report.update(started.cost())
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
