@@ -44,7 +44,7 @@ class StepwiseRunner:
         if not piece:  # the graph input, or a value an earlier piece left
             return [known[name] if reduce is None else reduce(i, known[name]) for i, known in enumerate(self.values)]
         inputs, outputs = self._boundary(piece, name)
-        session = make_session(self._segment(piece, inputs, outputs))
+        session = make_session(self._segment(piece, inputs, outputs), arena=False)  # one run per chunk
         taken: list[np.ndarray] = []
         for index, known in enumerate(self.values):
             computed = session.run(outputs, {n: known[n] for n in inputs})

@@ -23,7 +23,7 @@ from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
 from svtprune.graph.surgery import keep_storage, prune
 from svtprune.hardware.energy import measure_energy
 from svtprune.recover.reconstruct import reconstruct
-from svtprune.runtime import logits_of, make_session, measured_latency
+from svtprune.runtime import logits_of, make_session, measured_latency, release_freed_memory
 from svtprune.search.records import Measurement
 from svtprune.search.sequential import ACCEPTED, SequentialTest, hits_on, judge
 
@@ -54,6 +54,7 @@ class PruneExecutor:
     _reference: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _cached_for: np.ndarray | None = field(default=None, repr=False)
     _last: tuple | None = field(default=None, repr=False)  # (plan key, model, image -> correct, calibration)
+    _session: tuple | None = field(default=None, repr=False)  # (model, its session): the candidate being looked at
 
     def plan_for(self, ratios: dict[str, float]) -> Plan:
         plan = Plan(meta={"ratios": {k: v for k, v in ratios.items() if v > 0}})
@@ -141,6 +142,8 @@ class PruneExecutor:
             stderr=stderr, latency_ms=latency, energy_uj=energy, verdict=verdict,
         )  # fmt: skip
         self.records.append(record)
+        self._session = None  # its arena holds a batch's activations: not kept between candidates
+        release_freed_memory()
         return record
 
     def _model_and_known(self, ratios: dict[str, float]) -> tuple[onnx.ModelProto, dict[int, bool]]:
@@ -157,7 +160,9 @@ class PruneExecutor:
         return hits_on(known, wanted, lambda rows: self._hits(model, rows))
 
     def _hits(self, model: onnx.ModelProto, rows: np.ndarray) -> np.ndarray:
-        return logits_of(make_session(model), self.data.x[rows]).argmax(axis=1) == self.target[rows]
+        if self._session is None or self._session[0] is not model:  # one session for all looks at a candidate
+            self._session = (model, make_session(model))
+        return logits_of(self._session[1], self.data.x[rows]).argmax(axis=1) == self.target[rows]
 
     def _fixed_slice(self, model: onnx.ModelProto, known: dict[int, bool], screen: bool) -> tuple:
         """(accuracy, stderr, images, None) on the whole split, or on the screening subset paired with the original."""

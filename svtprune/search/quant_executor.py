@@ -20,7 +20,7 @@ import onnxruntime as ort
 from svtprune.data import Dataset
 from svtprune.graph.io import param_bytes
 from svtprune.quantization import FP32, Quantizer
-from svtprune.runtime import logits_of, make_session
+from svtprune.runtime import logits_of, make_session, release_freed_memory
 from svtprune.search.drift import DriftProbe
 from svtprune.search.records import Measurement
 from svtprune.search.sequential import SequentialTest, hits_on, judge
@@ -93,6 +93,7 @@ class QuantExecutor:
         )  # fmt: skip
         self.records.append(record)
         self._measured[key] = record
+        release_freed_memory()
         return record
 
     def start_correct(self) -> np.ndarray:
