@@ -25,6 +25,19 @@ def test_least_squares_equals_numpy_lstsq() -> None:
     np.testing.assert_allclose(b, reference[-1], atol=1e-9)
 
 
+def test_a_design_matrix_in_parts_gives_the_whole_ones_fit() -> None:
+    """Oracle: numpy's lstsq on the whole matrix; the parts (uneven, as chunks of images are) never concatenated."""
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((700, 9)), rng.standard_normal((700, 4))
+    parts = [x[:256], x[256:512], x[512:]]
+    w, b = least_squares(parts, y, ridge=0.0, bias=True)
+    reference = np.linalg.lstsq(np.hstack([x, np.ones((700, 1))]), y, rcond=None)[0]
+    np.testing.assert_allclose(w, reference[:-1].T, atol=1e-9)
+    np.testing.assert_allclose(b, reference[-1], atol=1e-9)
+    with pytest.raises(ValueError, match="rows"):
+        least_squares(parts[:2], y, ridge=0.0, bias=True)
+
+
 def test_float32_products_match_float64_on_spike_inputs() -> None:
     """Spike features (0/1): float32 sums of up to 2^24 rows are exact, so the fit is the float64 one."""
     rng = np.random.default_rng(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes
 from svtprune.jobs.options import FinetuneOptions
 from svtprune.outputs import OutputSet
-from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, run_times_ms
+from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, release_freed_memory, run_times_ms
 
 SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
 FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
@@ -43,14 +43,15 @@ def split(data: Dataset, calib: int | None, seed: int) -> tuple[Dataset, Dataset
 
 @dataclass
 class Start:
-    """The starting model on both halves of the data: its session, targets and accuracy."""
+    """The starting model on both halves of the data: its targets and accuracy (and a session when asked)."""
 
     search: Dataset
     held: Dataset
-    session: ort.InferenceSession
+    model: onnx.ModelProto
     logits: dict[str, np.ndarray]  # "search" / "held" -> the starting model's logits
     targets: dict[str, np.ndarray]  # labels, or the starting model's predictions when the data has none
     baseline: dict[str, float]  # top-1 of the starting model on each half
+    _session: ort.InferenceSession | None = field(default=None, repr=False)
 
     @classmethod
     def measure(cls, model: onnx.ModelProto, search: Dataset, held: Dataset) -> Start:
@@ -62,7 +63,16 @@ class Start:
             for name, part in (("search", search), ("held", held))
         }
         baseline = {name: top1(logits[name], targets[name]) for name in ("search", "held")}
-        return cls(search, held, session, logits, targets, baseline)
+        del session  # its arena holds a batch's activations through the whole search otherwise (0.6 GB at 9.3M)
+        release_freed_memory()
+        return cls(search, held, model, logits, targets, baseline)
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """A session of the starting model, made when first needed (the report times it, fine-tuning reads it)."""
+        if self._session is None:
+            self._session = make_session(self.model)
+        return self._session
 
     def held_accuracy(self, model: onnx.ModelProto) -> float:
         return top1(logits_of(make_session(model), self.held.x), self.targets["held"])

@@ -35,18 +35,17 @@ REFIT_WEIGHT = "_refit_w"  # suffix of a re-fitted layer's weight (the plan and 
 
 
 def least_squares(
-    x: np.ndarray, y: np.ndarray, ridge: float, bias: bool, dtype: type = np.float64
+    x: np.ndarray | list[np.ndarray], y: np.ndarray, ridge: float, bias: bool, dtype: type = np.float64
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Weights (out x in) and bias minimising ||x W^T + b - y||² + ridge·n·||W||² (ridge scaled by rows).
 
-    ``dtype`` is the precision of the two big products (float32 halves their cost and is exact
-    for spike inputs, whose sums are small integers); the solve is always float64.
+    ``x`` may come in parts (consecutive rows of ``y``): the products are summed part by part, so
+    the whole design matrix never exists at once (a stem conv of a 9.3M Spikformer: 226 MB, and
+    as much again for its copy with the bias column). ``dtype`` is the precision of the two big
+    products (float32 halves their cost and is exact for spike inputs, whose sums are small
+    integers); the parts are summed and the system solved in float64.
     """
-    design = x.astype(dtype, copy=False)
-    if bias:
-        design = np.hstack([design, np.ones((len(design), 1), dtype)])
-    gram = (design.T @ design).astype(np.float64)
-    rhs = (design.T @ y.astype(dtype, copy=False)).astype(np.float64)
+    gram, rhs = _normal_equations(x if isinstance(x, list) else [x], y, bias, dtype)
     penalty = ridge * np.trace(gram) / max(len(gram), 1) * np.eye(len(gram))
     if bias:
         penalty[-1, -1] = 0.0
@@ -55,6 +54,23 @@ def least_squares(
     except np.linalg.LinAlgError:  # dead inputs without a ridge: the minimum-norm solution
         solution = np.linalg.lstsq(gram + penalty, rhs, rcond=None)[0]
     return (solution[:-1].T, solution[-1]) if bias else (solution.T, None)
+
+
+def _normal_equations(parts: list[np.ndarray], y: np.ndarray, bias: bool, dtype: type) -> tuple[np.ndarray, np.ndarray]:
+    """XᵀX and Xᵀy in float64 (X with a ones column for the bias), one part of the rows at a time."""
+    gram = rhs = None
+    first = 0
+    for part in parts:
+        design = part.astype(dtype, copy=False)
+        if bias:
+            design = np.hstack([design, np.ones((len(design), 1), dtype)])
+        target = y[first : first + len(design)].astype(dtype, copy=False)
+        first += len(design)
+        part_gram, part_rhs = (design.T @ design).astype(np.float64), (design.T @ target).astype(np.float64)
+        gram, rhs = (part_gram, part_rhs) if gram is None else (gram + part_gram, rhs + part_rhs)
+    if gram is None or first != len(y):
+        raise ValueError(f"the parts hold {first} rows for {len(y)} targets")
+    return gram, rhs
 
 
 def refittable(node: onnx.NodeProto, weights: dict[str, np.ndarray]) -> bool:
@@ -121,7 +137,7 @@ def reconstruct(
             if layers[name] is not None:
                 target = target[:, layers[name]]
             geometry = conv_geometry(node, weights[node.input[1]]) if node.op_type == "Conv" else None
-            features = np.concatenate(runner.value(node.input[0], picker.design(node.op_type, geometry)))
+            features = runner.value(node.input[0], picker.design(node.op_type, geometry))  # one part per chunk
             fit = least_squares(features, target, ridge, node.op_type in ("Conv", "Gemm"), gram_dtype)
             if cache is not None and key is not None:
                 cache[key] = fit
