@@ -29,8 +29,10 @@ from svtprune.recover.stepwise import CHUNK_IMAGES, StepwiseRunner
 from svtprune.runtime import batch_for
 
 # the original's outputs kept between candidates: 1.95 GB for every layer of a 9.3M-parameter Spikformer
-# at 32,768 rows; past this, a candidate taps the original again (one more pass of the calibration images)
-TARGET_CACHE_BYTES = 512 * 2**20
+# at 32,768 rows; past this, a candidate taps the original again (one more pass of the calibration images).
+# At 512 MiB compress peaked at 3.20 GB on that model, at 192 MiB at 2.88 GB, re-fitting 256 images per
+# candidate instead of 243 (BENCHMARKS.md, "Memory at a user's size")
+TARGET_CACHE_BYTES = 192 * 2**20
 REFIT_WEIGHT = "_refit_w"  # suffix of a re-fitted layer's weight (the plan and verify find re-fits by it)
 
 
