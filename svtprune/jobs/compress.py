@@ -40,10 +40,9 @@ from svtprune.jobs.common import (
 )
 from svtprune.jobs.compress_report import budget_split, compress_report
 from svtprune.jobs.options import CompressOptions, QuantOptions
-from svtprune.jobs.quant_step import quant_points, quantize_after_pruning
+from svtprune.jobs.quant_step import fastest_layout, quant_points, quantize_after_pruning
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
-from svtprune.quantization.layout_choice import choose_layout
 from svtprune.recover.reconstruct import refitted_layers
 from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
@@ -141,7 +140,9 @@ def compress_claimed(
             "epochs": options.finetune.finetune_epochs,
         }
     final = keep_storage(final, analysis)  # back to float16 where the file stored it (fine-tuned values round)
-    final, held_accuracy, layout = weight_layout(final, held_accuracy, quant is not None, start, options, say)
+    layout = None
+    if quant is not None and options.layout == "fastest":
+        final, held_accuracy, layout = fastest_layout(final, held_accuracy, start, options.max_accuracy_drop, say)
     energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
     paths = (model_path, data_path)
     report = compress_report(paths, options, analysis, start, pruned, plan, final, held_accuracy, energy, started)
@@ -173,28 +174,6 @@ def quantization_needed(
     if saved >= goal:
         return None, f"auto: pruning alone saved {saved:.1%}, the goal is {goal:.1%}"
     return options.quantize, f"auto: pruning alone saved {saved:.1%}, short of the goal of {goal:.1%}"
-
-
-def weight_layout(
-    model: onnx.ModelProto, accuracy: float, quantized: bool, start: Start, options: CompressOptions, say: Say
-) -> tuple[onnx.ModelProto, float, dict | None]:
-    """The quantized model in the layout to write, its held-out accuracy, the report's section (None: none chosen).
-
-    The layouts compute the same arithmetic with other kernels: their logits agree to float rounding,
-    so a spike at its threshold may flip. The chosen file is measured on the whole held-out split,
-    and kept only if the constraint still holds there."""
-    if not quantized or options.layout != "fastest":
-        return model, accuracy, None
-    say("timing the layouts of the quantized weights")
-    chosen, section = choose_layout(model, start.held.x)
-    if section["chosen"] == "weight-only":
-        return model, accuracy, section
-    measured = start.held_accuracy(chosen)
-    section["held_out_accuracy"] = {"weight-only": round(accuracy, 3), section["chosen"]: round(measured, 3)}
-    if not start.holds(options.max_accuracy_drop)(measured):
-        section["chosen"] = "weight-only"  # the faster file breaks the budget on held-out data: not written
-        return model, accuracy, section
-    return chosen, measured, section
 
 
 def quantize_pruned(

@@ -25,10 +25,9 @@ from svtprune.jobs.common import (
 )
 from svtprune.jobs.compress_report import sequential_section
 from svtprune.jobs.options import QuantizeOptions
-from svtprune.jobs.quant_step import command_scheme, quant_budget, quantization_section, run_search
+from svtprune.jobs.quant_step import command_scheme, fastest_layout, quant_budget, quantization_section, run_search
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
-from svtprune.quantization.layout_choice import choose_layout
 from svtprune.runtime import edge_measures, latency_ms, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import bits_held_out
@@ -98,9 +97,8 @@ def quantize_claimed(
         notes = {"search_budget_points": budget.max_drop, "quantization_aware": True}
         final, finetune, held_accuracy = tune.run(final, before, start, notes, say)
     layout = None
-    if options.layout == "fastest":  # kept only if faster here and no held-out prediction moves
-        say("timing the layouts of the quantized weights")
-        final, layout = choose_layout(final, held.x)
+    if options.layout == "fastest":
+        final, held_accuracy, layout = fastest_layout(final, held_accuracy, start, options.max_accuracy_drop, say)
     report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget, executor)
     report["quantization"] = {
         **quantization_section(result, executor, quant.search, started.at),
