@@ -182,6 +182,23 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
         (["export", "--config", "sdt_8_384", "--arch", "qkformer", "-o", "{out}"], "--arch 'qkformer' conflicts"),
         (["export", "--mlp-ratio", "0", "-o", "{out}"], "--mlp-ratio"),
         (["export", "--calib-images", "1", "-o", "{out}"], "--calib-images"),
+        (["quantize", "{tiny}", "--data", "{good}", "--layout", "quick", "-o", "{out}"], "--layout unknown value"),
+        (["compress", "{tiny}", "--data", "{good}", "--layout", "fastst", "-o", "{out}"], "--layout unknown value"),
+        (
+            [
+                "compress",
+                "{tiny}",
+                "--data",
+                "{good}",
+                "--min-speedup",
+                "1.5",
+                "--min-energy-saving",
+                "0.5",
+                "-o",
+                "{out}",
+            ],
+            "choose one",
+        ),
     ],
 )
 def test_out_of_range_options_are_one_line_naming_the_flag(

@@ -84,6 +84,7 @@ FLAGS: dict[str, str] = {
     "threads": "--threads",
     "limit": "--limit",
     "format": "--format",
+    "layout": "--layout",
     "preprocess": "--preprocess",
 }
 # where one command spells a field another way (compress fine-tunes with --finetune-epochs, not --epochs)
