@@ -30,12 +30,14 @@ def non_dominated(points: list[dict], criteria: tuple[str, ...] = CRITERIA) -> l
 def explored(report: dict) -> dict:
     """The report's ``pareto`` section: candidates of each stage, the front over all of them, the two files."""
     original = report["original"]
-    stages = [("pruning", report.get("evaluations", []), original.get("accuracy_judged", original["accuracy_search"]))]
-    quantization = report.get("quantization") or {}
-    if report.get("command") == "compress" and quantization.get("evaluations"):
-        stages.append(("quantization", quantization["evaluations"], original["accuracy_search"]))
     if report.get("command") == "quantize":
         stages = [("quantization", report.get("evaluations", []), original["accuracy_search"])]
+    else:  # compress: pruning judged on its own images, then the bit search (if any) on the whole split
+        judged = original.get("accuracy_judged", original["accuracy_search"])
+        stages = [("pruning", report.get("evaluations", []), judged)]
+        bits = (report.get("quantization") or {}).get("evaluations")
+        if bits:
+            stages.append(("quantization", bits, original["accuracy_search"]))
     points, whole = [], []
     for stage, evaluations, baseline in stages:
         most = max((e.get("images") or 0 for e in evaluations), default=0)
