@@ -167,6 +167,10 @@ def test_a_search_out_of_time_keeps_what_it_had(files: dict[str, Path], unlabell
     limit = report["constraints"]["time_limit"]
     assert limit["reached"] and limit["candidates_not_measured"] > 0 and len(report["evaluations"]) <= 1
     assert "nothing could be removed" in report["reason"] and not list(tmp_path.iterdir())
+    # nothing removed: the held-out figure is the start's own, and no held-out image is forwarded again for it
+    [check] = report["held_out_checks"]
+    assert (check["label"], check["accuracy"]) == ("unpruned", report["original"]["accuracy"])
+    assert not {"held-out", "held-out, no re-fit"} & set(report["images_forwarded_by_phase"])
     assert_user_error(compress_uniform(files, unlabelled, out, "--time-limit", "0"), "--time-limit")
 
 

@@ -143,6 +143,38 @@ def test_screen_is_the_paired_estimate_of_the_full_split(analysis, images: np.nd
     )
 
 
+def test_a_plan_measured_the_same_way_again_is_reused_without_forwarding(analysis, images: np.ndarray) -> None:  # noqa: ANN001
+    """Same plan, same test, same images: the earlier record's numbers, no image forwarded, marked as reused;
+    a full look after a reused screen starts from the images that screen scored."""
+    from svtprune.costs import Started
+    from svtprune.data import Dataset
+    from svtprune.search.sequential import SequentialTest
+
+    rng = np.random.default_rng(7)
+    x = np.concatenate([images] * 20) + 0.3 * rng.standard_normal((100, *images.shape[1:])).astype(np.float32)
+    labels = rng.integers(0, 10, len(x))
+    executor = Executor(analysis, group_scores(analysis), Dataset(x, labels), labels, 10**6, screen_images=8)
+    ratios = {g.name: 0.3 for g in analysis.prunable_groups}
+    test = SequentialTest(50.0, len(x))
+    first = executor.measure(ratios, "scan", screen=True, test=test)
+    other = executor.measure({}, "between", screen=True, test=test)  # another plan in between: no last-plan shortcut
+    before = Started()
+    again = executor.measure(ratios, "step (screen)", screen=True, test=test)
+    assert before.images_forwarded() == 0
+    assert again.reused and not first.reused and not other.reused
+    assert (again.accuracy, again.images, again.verdict, again.stderr) == (
+        first.accuracy,
+        first.images,
+        first.verdict,
+        first.stderr,
+    )
+    assert executor.records[-1] is again and executor.records[-1].to_dict()["reused"] is True
+    before = Started()
+    full = executor.measure(ratios, "step", test=test)  # not the same way: measured, after the screen's images
+    assert not full.reused
+    assert before.by_phase.get("evaluation", 0) + full.images - first.images == Started().by_phase["evaluation"]
+
+
 def test_primesvt_screens_before_it_confirms(analysis) -> None:  # noqa: ANN001
     """A step whose screen is hopeless is never measured on the whole split; kept steps always are."""
     names = sorted(sizes(analysis), key=lambda n: -sizes(analysis)[n])

@@ -81,7 +81,7 @@ def sequential_section(budget: Budget, executor: PruneExecutor | QuantExecutor) 
     search_images = len(executor.data)
     if not budget.sequential:
         return None
-    judged = [r for r in executor.records if r.verdict is not None]
+    judged = [r for r in executor.records if r.verdict is not None and not r.reused]  # reused: no new look
     return {
         "first_look_images": FIRST_LOOK,
         "z_look": Z_LOOK,

@@ -180,13 +180,14 @@ class CandidatePool:
         sent = [job for job, placeholder in zip(jobs, late, strict=True) if placeholder is None]
         answers = iter(self._engine().map(sent, FORWARDED.phase) if sent else [])
         records = []
-        for placeholder in late:
+        for (ratios, _label, options), placeholder in zip(jobs, late, strict=True):
             if placeholder is not None:
                 records.append(placeholder)
                 continue
             record, counts = next(answers)
             add_forwarded(counts)
             self.executor.records.append(record)
+            self.executor.remember(ratios, options.get("screen", False), options.get("test"), record)
             records.append(record)
         return records
 

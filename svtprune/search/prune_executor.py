@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -55,6 +55,8 @@ class PruneExecutor:
     _cached_for: np.ndarray | None = field(default=None, repr=False)
     _last: tuple | None = field(default=None, repr=False)  # (plan key, model, image -> correct, calibration)
     _session: tuple | None = field(default=None, repr=False)  # (model, its session): the candidate being looked at
+    _decided: dict[Hashable, tuple[Measurement, dict[int, bool]]] = field(default_factory=dict, repr=False)
+    _decided_for: np.ndarray | None = field(default=None, repr=False)
 
     def plan_for(self, ratios: dict[str, float]) -> Plan:
         plan = Plan(meta={"ratios": {k: v for k, v in ratios.items() if v > 0}})
@@ -128,6 +130,9 @@ class PruneExecutor:
         late = self.past_deadline(ratios, label)
         if late is not None:
             return late
+        earlier = self.recall(ratios, label, screen, test)
+        if earlier is not None:
+            return earlier
         started = time.perf_counter()
         model, known = self._model_and_known(ratios)
         if test is None:
@@ -142,16 +147,50 @@ class PruneExecutor:
             stderr=stderr, latency_ms=latency, energy_uj=energy, verdict=verdict,
         )  # fmt: skip
         self.records.append(record)
+        self.remember(ratios, screen, test, record, known)
         self._session = None  # its arena holds a batch's activations: not kept between candidates
         release_freed_memory()
         return record
 
+    def recall(
+        self, ratios: dict[str, float], label: str, screen: bool, test: SequentialTest | None
+    ) -> Measurement | None:
+        """The record of a plan already measured the same way, recorded again under ``label`` at no cost.
+
+        The same plan, images and look order give the same numbers, so nothing is rebuilt or
+        forwarded. Measured: PrimeSVT's first step of a group often repeats its sensitivity scan's
+        point (nothing accepted before it), at a user's size once per group.
+        """
+        if self._decided_for is not self.calibration:  # another calibration set: other models, other numbers
+            self._decided.clear()
+            self._decided_for = self.calibration
+        known = self._decided.get((_plan_key(ratios), screen, test))
+        if known is None:
+            return None
+        record = replace(known[0], label=label, seconds=0.0, reused=True)
+        self.records.append(record)
+        return record
+
+    def remember(
+        self,
+        ratios: dict[str, float],
+        screen: bool,
+        test: SequentialTest | None,
+        record: Measurement,
+        known: dict[int, bool] | None = None,
+    ) -> None:
+        """Keep a measured record (and the images it scored) for ``recall``; unmeasured placeholders are not kept."""
+        if record.measured:
+            self._decided[(_plan_key(ratios), screen, test)] = (record, dict(known or {}))
+
     def _model_and_known(self, ratios: dict[str, float]) -> tuple[onnx.ModelProto, dict[int, bool]]:
-        """The candidate's model and the images already scored on it (the last plan's, when it is the same)."""
-        key = tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
+        """The candidate's model and the images already scored on it (the last plan's, when it is the same;
+        otherwise those a remembered record of the plan scored)."""
+        key = _plan_key(ratios)
         if self._last is not None and self._last[0] == key and self._last[3] is self.calibration:
             return self._last[1], self._last[2]
-        model, known = self.build(ratios), {}
+        scored = [known for (plan, _screen, _test), (_r, known) in self._decided.items() if plan == key]
+        model, known = self.build(ratios), dict(max(scored, key=len, default={}))
         self._last = (key, model, known, self.calibration)
         return model, known
 
@@ -213,6 +252,10 @@ class PruneExecutor:
 
     def saving(self, record: Measurement) -> float:
         return 1.0 - record.param_bytes / self.original_bytes
+
+
+def _plan_key(ratios: dict[str, float]) -> tuple:
+    return tuple(sorted((k, v) for k, v in ratios.items() if v > 0))
 
 
 def upstream_groups(analysis: Analysis) -> dict[str, list[str]]:

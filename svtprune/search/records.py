@@ -29,6 +29,7 @@ class Measurement:
     energy_uj: float | None = None  # estimated per image from measured firing rates (objective energy only)
     measured: bool = True  # False: the search's time limit had passed, so the candidate was never scored
     verdict: str | None = None  # the sequential test's decision (search/sequential.py); None: a fixed slice
+    reused: bool = False  # the same plan measured the same way earlier in the search: its numbers, no new images
 
     def to_dict(self) -> dict:
         if self.bits is not None:
@@ -58,6 +59,8 @@ class Measurement:
             entry.update(latency_ms_b1=round(self.latency_ms[0], 3), latency_ms_b64=round(self.latency_ms[1], 2))
         if self.verdict is not None:
             entry["verdict"] = self.verdict
+        if self.reused:
+            entry["reused"] = True
         if self.energy_uj is not None:
             entry["energy_uj"] = round(self.energy_uj, 3)
         return entry
