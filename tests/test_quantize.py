@@ -313,6 +313,32 @@ def test_drift_is_zero_for_the_same_model_and_grows_with_fewer_bits(small_models
     assert probe.drift(quantizer.apply({head: 2})) > 0
 
 
+def test_drift_in_batches_equals_the_formula_on_all_images_at_once(small_models: dict) -> None:
+    """The probe runs a few images at a time; numpy on every membrane of all images in one run is the oracle."""
+    from svtprune.runtime import make_session, predict
+    from svtprune.search.drift import DRIFT_BATCH
+    from svtprune.spiking.neurons import with_taps
+
+    model = small_models["spikformer"]
+    images = 2 * DRIFT_BATCH + 1  # a short last batch
+    x = np.random.default_rng(3).standard_normal((images, 1, 28, 28)).astype(np.float32)
+    probe = DriftProbe(model, x)
+    candidate = Quantizer(model).apply({layer.name: 4 for layer in Quantizer(model).layers})
+
+    def membranes(m) -> dict[str, np.ndarray]:  # noqa: ANN001
+        return predict(make_session(with_taps(m, probe.neurons)), x, batch=len(x), outputs=probe.names)
+
+    before, after = membranes(model), membranes(candidate)
+    expected = np.mean([
+        np.sqrt(
+            sum(np.sum((after[m].astype(np.float64) - before[m]) ** 2) for m in group)
+            / sum(np.sum(before[m].astype(np.float64) ** 2) for m in group)
+        )
+        for group in probe.groups
+    ])  # fmt: skip
+    assert probe.drift(candidate) == pytest.approx(expected, rel=1e-6)
+
+
 class StubQuantExecutor(QuantExecutor):
     """Each (layer, bits) costs known accuracy points; the proxy is exactly that cost."""
 
