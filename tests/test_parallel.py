@@ -9,6 +9,10 @@ each candidate was scored on, now forwarded in the workers).
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +106,30 @@ def test_ray_actors_take_the_serial_steps(problem: tuple) -> None:
         same_search(search(problem), search(problem, workers=2, backend="ray"))
     finally:
         ray.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+def test_a_ray_cluster_at_an_address_takes_the_serial_steps(problem: tuple) -> None:
+    """A head started apart (``ray start --head``, as on a cluster), reached at ``ray://host:port`` as in the README."""
+    ray = str(Path(sys.executable).parent / "ray")
+    gcs, client = free_port(), free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [ray, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}", "--num-cpus=2"]
+    subprocess.run(
+        [*start, "--include-dashboard=false", "--disable-usage-stats"], check=True, env=env, capture_output=True
+    )
+    try:
+        remote = search(problem, workers=2, backend="ray", address=f"ray://127.0.0.1:{client}")
+        same_search(search(problem), remote)
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
 
 
 class InProcessWaves(CandidatePool):
