@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import pytest
@@ -141,3 +143,44 @@ def test_cached_fit_is_reused_only_under_its_key() -> None:
     other_key = weight(reconstruct(analysis.model, pruned, {consumer: None}, x2, cache=cache, keys={consumer: "b"}))
     np.testing.assert_array_equal(same_key, first)
     np.testing.assert_array_equal(other_key, fresh_on_x2)
+
+
+def test_targets_kept_on_disk_give_the_same_fit_without_tapping_the_original_again() -> None:
+    """A memory cap of 0 sends the original's outputs to disk: the second re-fit reads them back (no pass of the
+    original), and both fits equal the fit with no cache at all, byte for byte."""
+    from svtprune.costs import Started
+    from svtprune.recover.targets import TargetStore
+
+    model = two_convs(3)
+    analysis = analyze(model)
+    consumer = analysis.model.graph.node[-1].name
+    x = np.random.default_rng(5).standard_normal((8, 3, 6, 6)).astype(np.float32)
+
+    def weight(m: onnx.ModelProto) -> np.ndarray:
+        return next(numpy_helper.to_array(t) for t in m.graph.initializer if t.name.endswith("refit_w"))
+
+    plans = [Plan({analysis.groups[0].name: kept}) for kept in ([0, 2, 3, 6], [1, 2, 5])]
+    store = TargetStore(memory_bytes=0)
+    for plan in plans:
+        pruned = prune(analysis, plan)
+        before = Started()
+        stored = weight(reconstruct(analysis.model, pruned, {consumer: None}, x, targets=store))
+        passes = before.images_forwarded() // len(x)  # the pruned model's pass, plus the original's when tapped
+        np.testing.assert_array_equal(stored, weight(reconstruct(analysis.model, pruned, {consumer: None}, x)))
+        assert passes == (2 if plan is plans[0] else 1)
+    assert store._files and not store._memory  # on disk, as the caps asked
+
+
+def test_target_store_fills_memory_then_disk_then_keeps_nothing() -> None:
+    from svtprune.recover.targets import TargetStore
+
+    a, b, c = (np.full((4, 4), value, dtype=np.float32) for value in (1.0, 2.0, 3.0))  # 64 bytes each
+    store = TargetStore(memory_bytes=64, disk_bytes=64)
+    for name, value in (("a", a), ("b", b), ("c", c)):
+        store.put(name, value)
+    assert "a" in store._memory and "b" in store._files and "c" not in store
+    np.testing.assert_array_equal(store.get("b"), b)
+    assert store.get("c") is None
+    folder = store._folder.name
+    store.clear()
+    assert store.get("a") is None and store.get("b") is None and not os.path.exists(folder)

@@ -14,6 +14,7 @@ import pytest
 
 from svtprune.search.sequential import (
     ACCEPTED,
+    EARLY_LOOK,
     FIRST_LOOK,
     OPEN,
     PLAUSIBLE,
@@ -47,8 +48,8 @@ def run(test: SequentialTest, change: np.ndarray, screen_cap: int | None = None)
 
 
 def test_looks_double_from_the_first_and_end_on_the_whole_split() -> None:
-    assert looks(1000) == [128, 256, 512, 1000]
-    assert looks(128) == [128] and looks(100) == [100] and looks(1024) == [128, 256, 512, 1024]
+    assert looks(1000) == [32, 128, 256, 512, 1000]  # the early look first (it can only reject)
+    assert looks(128) == [128] and looks(100) == [100] and looks(1024) == [32, 128, 256, 512, 1024]
 
 
 def test_paired_estimate_counts_one_pseudo_flip() -> None:
@@ -64,6 +65,21 @@ def test_paired_estimate_counts_one_pseudo_flip() -> None:
 def test_a_clearly_broken_candidate_stops_at_the_first_look() -> None:
     test = SequentialTest(1.0, SEARCH, HELD)
     assert run(test, stub_change(20.0, 0.01, SEARCH, seed=1)) == (REJECTED, FIRST_LOOK)
+
+
+def test_the_early_look_rejects_only_a_candidate_broken_beyond_doubt() -> None:
+    """At 32 images: most predictions moved -> rejected there; 10 points down (4 of 32 flips) -> looked at again;
+    nothing moved -> never accepted that early (acceptance waits for the first full look)."""
+    test = SequentialTest(1.0, SEARCH, HELD)
+    assert run(test, stub_change(50.0, 0.01, SEARCH, seed=11)) == (REJECTED, EARLY_LOOK)
+    verdict, images = run(test, stub_change(10.0, 0.01, SEARCH, seed=12))
+    assert verdict == REJECTED and images >= FIRST_LOOK
+    assert test.verdict(paired_estimate(np.zeros(EARLY_LOOK)), last=False) == OPEN
+    # the rule by hand: rejected at 32 exactly when the drop is 3 standard errors past the line
+    change = stub_change(25.0, 0.01, SEARCH, seed=13)[:EARLY_LOOK]
+    estimate = paired_estimate(change)
+    expected = REJECTED if estimate.drop - 3.0 * estimate.stderr > test.line(estimate) else OPEN
+    assert test.verdict(estimate, last=False) == expected
 
 
 def test_a_harmless_candidate_is_accepted_before_the_whole_split() -> None:

@@ -19,7 +19,7 @@ from svtprune.graph.plan import Plan
 from svtprune.jobs.common import Start, timed, worse_than_input
 from svtprune.jobs.options import CompressOptions
 from svtprune.runtime import edge_measures, make_session
-from svtprune.search.sequential import FIRST_LOOK, Z_LOOK, Z_MARGIN
+from svtprune.search.sequential import EARLY_LOOK, FIRST_LOOK, Z_EARLY, Z_LOOK, Z_MARGIN
 
 if TYPE_CHECKING:
     from svtprune.jobs.compress import Pruned
@@ -84,6 +84,7 @@ def sequential_section(budget: Budget, executor: PruneExecutor | QuantExecutor) 
     judged = [r for r in executor.records if r.verdict is not None and not r.reused]  # reused: no new look
     return {
         "first_look_images": FIRST_LOOK,
+        "early_rejection": {"images": EARLY_LOOK, "z": Z_EARLY},
         "z_look": Z_LOOK,
         "z_margin": Z_MARGIN,
         "held_out_images_in_margin": budget.held_images,

@@ -26,13 +26,9 @@ from svtprune.graph.analysis import constants_of
 from svtprune.graph.io import attribute
 from svtprune.recover.features import RowPicker, conv_geometry
 from svtprune.recover.stepwise import CHUNK_IMAGES, StepwiseRunner
+from svtprune.recover.targets import TargetStore
 from svtprune.runtime import batch_for
 
-# the original's outputs kept between candidates: 1.95 GB for every layer of a 9.3M-parameter Spikformer
-# at 32,768 rows; past this, a candidate taps the original again (one more pass of the calibration images).
-# At 512 MiB compress peaked at 3.20 GB on that model, at 192 MiB at 2.88 GB, re-fitting 256 images per
-# candidate instead of 243 (BENCHMARKS.md, "Memory at a user's size")
-TARGET_CACHE_BYTES = 192 * 2**20
 REFIT_WEIGHT = "_refit_w"  # suffix of a re-fitted layer's weight (the plan and verify find re-fits by it)
 
 
@@ -94,20 +90,19 @@ def reconstruct(
     x: np.ndarray,
     ridge: float = 1e-3,
     *,
-    targets: dict[str, np.ndarray] | None = None,
+    targets: TargetStore | None = None,
     cache: dict[Hashable, tuple[np.ndarray, np.ndarray | None]] | None = None,
     keys: dict[str, Hashable] | None = None,
     max_rows: int | None = None,
     gram_dtype: type = np.float64,
     chunk: int | None = None,
-    target_cache_bytes: int = TARGET_CACHE_BYTES,
 ) -> onnx.ModelProto:
     """A copy of ``pruned`` whose layers are re-fitted to the original's outputs on ``x``.
 
     ``layers`` maps each layer to re-fit to the flags of its output channels that survived
     (None: all did), so targets are the original outputs of the channels still there.
-    ``targets`` (the original outputs' fitted rows, by tensor name) is filled in place as a cache,
-    up to ``target_cache_bytes`` (past it, targets are tapped again for every candidate);
+    ``targets`` (the original outputs' fitted rows, by tensor name) is filled in place as a cache
+    (recover/targets.py: in memory, then on disk, then tapped again);
     ``cache``/``keys`` reuse a fit when ``keys[layer]`` was fitted before; ``max_rows``
     fits on a seeded random subset of rows when a layer has more (chosen before any design
     matrix is built); ``gram_dtype`` see least_squares; ``chunk`` images go through at a time (default: the
@@ -120,7 +115,7 @@ def reconstruct(
     todo = [n.name for n in model.graph.node if n.name in layers and refittable(n, weights)]
     if not todo:
         return model
-    targets = {} if targets is None else targets
+    targets = TargetStore(disk_bytes=0) if targets is None else targets  # one call: nothing to spill for
     source: StepwiseRunner | None = None  # the original model, run only for targets not cached
     chunk = chunk or min(CHUNK_IMAGES, batch_for(original))  # the same pieces for both runners
     runner = StepwiseRunner(model, x, chunk)
@@ -134,8 +129,7 @@ def reconstruct(
             if target is None:
                 source = source or StepwiseRunner(original, x, chunk)
                 target = np.concatenate(source.value(node.output[0], picker.design(node.op_type, None)))
-                if sum(t.nbytes for t in targets.values()) + target.nbytes <= target_cache_bytes:
-                    targets[node.output[0]] = target
+                targets.put(node.output[0], target)
             if layers[name] is not None:
                 target = target[:, layers[name]]
             geometry = conv_geometry(node, weights[node.input[1]]) if node.op_type == "Conv" else None

@@ -23,6 +23,7 @@ from svtprune.graph.plan import Plan, keep_mask, kept_for_ratio
 from svtprune.graph.surgery import keep_storage, prune
 from svtprune.hardware.energy import measure_energy
 from svtprune.recover.reconstruct import reconstruct
+from svtprune.recover.targets import TargetStore
 from svtprune.runtime import logits_of, make_session, measured_latency, release_freed_memory
 from svtprune.search.records import Measurement
 from svtprune.search.sequential import ACCEPTED, SequentialTest, hits_on, judge
@@ -48,7 +49,7 @@ class PruneExecutor:
     energy_rank: dict[str, float] | None = None  # group -> energy saving of pruning it alone (objective energy)
     deadline: float | None = None  # time.perf_counter() after which candidates are no longer scored
     not_measured: int = 0  # candidates the policy asked for after the deadline
-    _targets: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _targets: TargetStore = field(default_factory=TargetStore, repr=False)
     _fits: dict[Hashable, tuple] = field(default_factory=dict, repr=False)
     _upstream: dict[str, list[str]] | None = field(default=None, repr=False)
     _reference: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
