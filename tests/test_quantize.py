@@ -572,3 +572,21 @@ def test_the_gate_judges_the_drift_a_step_adds_not_the_total(quantizer: Quantize
     assert not gate.passes(0.40, 0.35)  # a step at least as large: skipped, and counted
     assert executor.gated == 1
     assert _Gate(executor, False).passes(9.0, 0.0)
+
+
+def test_a_search_that_chose_no_bits_is_not_measured_on_held_out_again(quantizer: Quantizer) -> None:
+    """Nothing quantized: the starting model's known held-out accuracy is the answer; no image is forwarded."""
+    from svtprune.costs import Started
+    from svtprune.search.budget import Budget
+    from svtprune.search.held_out import bits_held_out
+    from svtprune.search.records import SearchResult
+
+    executor = QuantExecutor(quantizer, None, None, None)  # type: ignore[arg-type]
+    before = Started()
+    held = Dataset(np.zeros((4, 1, 28, 28), dtype=np.float32), None)
+    model, accuracy, checks = bits_held_out(
+        executor, Budget(90.0, 1.0), SearchResult(None), held, np.zeros(4, dtype=np.int64), lambda a: True,
+        lambda _m: None, start_accuracy=87.5,
+    )  # fmt: skip
+    assert accuracy == 87.5 and checks == [{"label": "fp32", "param_bytes": checks[0]["param_bytes"], "accuracy": 87.5}]
+    assert before.images_forwarded() == 0 and model.graph.node

@@ -89,7 +89,9 @@ def quantize_claimed(
     finetune = None
     if tune is None:
         holds = start.holds(options.max_accuracy_drop)
-        final, held_accuracy, checks = bits_held_out(executor, budget, result, held, start.targets["held"], holds, say)
+        final, held_accuracy, checks = bits_held_out(
+            executor, budget, result, held, start.targets["held"], holds, say, start.baseline["held"]
+        )
     else:
         final, checks = executor.build(result.bits), []
         before = start.held_accuracy(final)

@@ -19,6 +19,7 @@ import onnx
 from svtprune.data import Dataset
 from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
+from svtprune.quantization import FP32
 from svtprune.runtime import logits_of, make_session
 from svtprune.search.budget import Budget
 from svtprune.search.prune_executor import PruneExecutor
@@ -130,12 +131,18 @@ def bits_held_out(
     target: np.ndarray,
     holds: Callable[[float], bool],
     say: Callable[[str], None],
+    start_accuracy: float | None = None,
 ) -> tuple[onnx.ModelProto, float, list[dict]]:
     """The chosen bits' model and held-out accuracy; on a miss, the first setting saving less that holds.
 
-    ``result`` is updated in place when a step back is taken.
+    ``result`` is updated in place when a step back is taken. ``start_accuracy``: the starting
+    model's held-out accuracy, when the caller knows it; a search that chose no bits is then not
+    measured again (at a user's size that was 1,000 images for a figure already known).
     """
     best = result.best
+    if start_accuracy is not None and all(b == FP32 for b in result.bits.values()):
+        model = executor.build(result.bits)
+        return model, start_accuracy, [check_entry("fp32", param_bytes(model), start_accuracy)]
     steps = (
         steps_back(executor.records, budget.accepts, lambda r: tuple(sorted(r.bits.items())), best.param_bytes)
         if best
