@@ -274,10 +274,17 @@ def render_html(report: dict) -> str:
 <p id="summary">Memory saved: <b>{report["memory_saving"]:.1%}</b> of parameter bytes; accuracy drop
 <b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
 ({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
-{len(report["evaluations"])} evaluations, {report.get("images_forwarded", 0):,} images forwarded{_phases(report)}, in
+{_evaluation_count(report)}, {report.get("images_forwarded", 0):,} images forwarded{_phases(report)}, in
 {report["wall_seconds"]:.0f} s.</p>
 {_extras(report)}<table><tr><th></th><th>original</th><th>compressed</th></tr>{rows}</table>{images}{bits}
 </body></html>"""
+
+
+def _evaluation_count(report: dict) -> str:
+    """How many candidates were measured, and how many records repeat an earlier measurement (no images)."""
+    reused = sum(1 for e in report["evaluations"] if e.get("reused"))
+    measured = len(report["evaluations"]) - reused
+    return f"{measured} evaluations" + (f" (and {reused} reused without new images)" if reused else "")
 
 
 def _phases(report: dict) -> str:

@@ -50,3 +50,11 @@ def test_a_compress_report_states_at_least_what_its_evaluations_forwarded(small_
     assert 0 < phases["search"] <= sum(e["images"] for e in report["evaluations"])
     assert report["images_forwarded_timing"] > 0
     assert f"{report['images_forwarded']:,} images forwarded" in out.with_suffix(".report.html").read_text()
+
+
+def test_the_html_summary_counts_reused_records_apart() -> None:
+    from svtprune.report import _evaluation_count
+
+    evaluations = [{"label": "a"}, {"label": "b", "reused": True}, {"label": "c"}]
+    assert _evaluation_count({"evaluations": evaluations}) == "2 evaluations (and 1 reused without new images)"
+    assert _evaluation_count({"evaluations": evaluations[:1]}) == "1 evaluations"
