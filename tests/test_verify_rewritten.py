@@ -202,3 +202,18 @@ def test_verify_on_a_quantize_output(small_models: dict, tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
     verdict = json.loads(result.stdout)
     assert verdict["checks"] == "structure + quantization grid" and verdict["rewritten"]["quantization"]["layers"]
+
+
+def test_the_oracle_comparison_gives_the_same_tally_whatever_images_fit_at_once(
+    pruned: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tap budget that holds one image (a 224-px model) or eight: the same samples, the same verdicts."""
+    from svtprune.graph.surgery import zero_out
+    from svtprune.jobs import verify as verify_job
+
+    oracle = zero_out(pruned["analysis"], pruned["plan"])
+    x = np.concatenate([X, X[:3]])  # 9 images: a short last chunk either way
+    wide = verify_job.compare_with_oracle(oracle, pruned["plain"], x)
+    monkeypatch.setattr(verify_job, "TAP_BUDGET", 1)
+    narrow = verify_job.compare_with_oracle(oracle, pruned["plain"], x)
+    assert narrow == wide and wide["samples"] == 9 and wide["exact"] + wide["threshold_ties"] == 9

@@ -142,6 +142,7 @@ def quantize_after_pruning(
         final, accuracy, checks = bits_held_out(executor, budget, result, *held, progress)
     section = quantization_section(result, executor, options.search, started)
     section["held_out_checks"] = checks
+    executor.release()
     return final, accuracy, section, dict(result.bits)
 
 

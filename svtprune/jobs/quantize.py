@@ -98,12 +98,14 @@ def quantize_claimed(
         say("fine-tuning on the quantization grids")
         notes = {"search_budget_points": budget.max_drop, "quantization_aware": True}
         final, finetune, held_accuracy = tune.run(final, before, start, notes, say)
+    section = quantization_section(result, executor, quant.search, started.at)
+    executor.release()
     layout = None
     if options.layout == "fastest":
         final, held_accuracy, layout = fastest_layout(final, held_accuracy, start, options.max_accuracy_drop, say)
     report = _report(model_path, data_path, options, start, original, final, held_accuracy, result, budget, executor)
     report["quantization"] = {
-        **quantization_section(result, executor, quant.search, started.at),
+        **section,
         "stored_bytes": stored_bytes(final),
         "layout": layout,
     }

@@ -61,7 +61,10 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     return result
 
 
-VERIFY_CHUNK = 8  # images whose every spike and membrane is held at once (~0.55 GB per image at 224 px)
+VERIFY_CHUNK = 8  # at most this many images' spikes and membranes held at once
+# and at most this many bytes of them: at 224 px both models' taps take ~0.9 GB per image, and 8 images at
+# once took verify to 7.95 GB on a 16.8M-parameter Spikformer (BENCHMARKS.md, "At 224 pixels")
+TAP_BUDGET = 1 << 30
 
 
 def compare_with_oracle(
@@ -86,11 +89,12 @@ def compare_with_oracle(
     )
     outputs = (oracle.graph.output[0].name, candidate.graph.output[0].name)
     tally = {"exact": 0, "threshold_ties": 0, "failures": 0}
-    largest = 0.0
-    for start in range(0, len(x), chunk):
-        largest = max(
-            largest, _compare_chunk(sessions, outputs, (neurons_o, neurons_p), x[start : start + chunk], tally)
-        )
+    largest, start, size = 0.0, 0, 1  # the first image alone: its taps say how many fit in TAP_BUDGET
+    while start < len(x):
+        part = x[start : start + size]
+        difference, per_image = _compare_chunk(sessions, outputs, (neurons_o, neurons_p), part, tally)
+        largest, start = max(largest, difference), start + len(part)
+        size = int(max(1, min(chunk, TAP_BUDGET // max(per_image, 1))))
     return {
         "samples": int(len(x)),
         **tally,
@@ -100,8 +104,11 @@ def compare_with_oracle(
     }
 
 
-def _compare_chunk(sessions: tuple, outputs: tuple[str, str], neurons: tuple, x: np.ndarray, tally: dict) -> float:
-    """Adds one chunk's samples to ``tally``; returns its largest logit difference among matching samples."""
+def _compare_chunk(
+    sessions: tuple, outputs: tuple[str, str], neurons: tuple, x: np.ndarray, tally: dict
+) -> tuple[float, int]:
+    """Adds one chunk's samples to ``tally``; returns its largest logit difference among matching samples
+    and the bytes both models' taps took per image."""
     from svtprune.runtime import predict
 
     out_o, out_p = predict(sessions[0], x), predict(sessions[1], x)
@@ -117,7 +124,8 @@ def _compare_chunk(sessions: tuple, outputs: tuple[str, str], neurons: tuple, x:
         else:
             tally["failures"] += 1
     matched = np.abs(logits_o - logits_p).max(axis=1) <= 1e-4
-    return float(np.abs(logits_o - logits_p)[matched].max(initial=0.0))
+    per_image = sum(v.nbytes for out in (out_o, out_p) for v in out.values()) // len(x)
+    return float(np.abs(logits_o - logits_p)[matched].max(initial=0.0)), per_image
 
 
 def _first_divergence(counts_o: list, counts_p: list, sample: int) -> tuple[int, int] | None:

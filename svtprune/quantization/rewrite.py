@@ -86,6 +86,11 @@ class Quantizer:
         grid = self.grids.get(name)
         return on_grid(value, grid) if grid is not None else side_vector_int8(value)
 
+    def release(self) -> None:
+        """Drop the search's caches (the quantized weights and model copies it built); the report reads the XᵀX."""
+        self._cache.clear()
+        self._at_opset.clear()
+
     def hessians(self) -> dict[str, np.ndarray | None]:
         """Layer -> XᵀX of its inputs on ``calib`` (None where the inputs cannot be laid out as features)."""
         if self._hessians is None:

@@ -52,6 +52,14 @@ class QuantExecutor:
     def original_bytes(self) -> int:
         return param_bytes(self.quantizer.model)
 
+    def release(self) -> None:
+        """Once the search and its held-out check are done: drop what only they needed (the drift probe's
+        stored membranes, the built weights), so the report's timing runs beside the chosen model rather
+        than beside the search (at 9.3M parameters that timing was the command's peak, 3.0 GB)."""
+        self.probe = None
+        self.quantizer.release()
+        release_freed_memory()
+
     def build(self, setting: Setting) -> onnx.ModelProto:
         return self.quantizer.apply(setting)
 
