@@ -58,3 +58,17 @@ def test_the_html_summary_counts_reused_records_apart() -> None:
     evaluations = [{"label": "a"}, {"label": "b", "reused": True}, {"label": "c"}]
     assert _evaluation_count({"evaluations": evaluations}) == "2 evaluations (and 1 reused without new images)"
     assert _evaluation_count({"evaluations": evaluations[:1]}) == "1 evaluations"
+
+
+def test_a_batch_past_the_memory_bound_is_timed_in_runs_that_fit(small_models: dict) -> None:
+    """batch 7 on a session bounded at 3 images: runs of 3 (twice) and 1, never more than 3 images at once."""
+    from svtprune.runtime import run_times_ms
+
+    session = make_session(small_models["spikformer"])
+    session.svtprune_batch = 3
+    sizes: list[int] = []
+    run = session.run
+    session.run = lambda names, feeds: sizes.append(len(next(iter(feeds.values())))) or run(names, feeds)  # type: ignore[method-assign]
+    times = run_times_ms(session, 7, repeats=2)
+    assert len(times) == 2 and all(t > 0 for t in times)
+    assert max(sizes) == 3 and sorted(set(sizes)) == [1, 3]
