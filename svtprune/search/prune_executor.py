@@ -159,8 +159,8 @@ class PruneExecutor:
         """The record of a plan already measured the same way, recorded again under ``label`` at no cost.
 
         The same plan, images and look order give the same numbers, so nothing is rebuilt or
-        forwarded. Measured: PrimeSVT's first step of a group often repeats its sensitivity scan's
-        point (nothing accepted before it), at a user's size once per group.
+        forwarded. PrimeSVT's step for a group that passed its whole scan, with nothing accepted
+        before it, is the scan's last point again (on the reference: 256 images and a re-fit).
         """
         if self._decided_for is not self.calibration:  # another calibration set: other models, other numbers
             self._decided.clear()
