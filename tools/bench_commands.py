@@ -66,6 +66,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder for the pruned model and the logs")
     parser.add_argument("--make-data", type=int, default=None)
     args = parser.parse_args()
+    missing = [str(p) for p in (args.model, None if args.make_data else args.data) if p is not None and not p.exists()]
+    if missing:
+        parser.error(f"not found: {', '.join(missing)}")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.make_data:
         sys.path.insert(0, str(ROOT / "tools"))

@@ -46,7 +46,7 @@ from svtprune.quantization import stored_bytes
 from svtprune.recover.reconstruct import refitted_layers
 from svtprune.runtime import measured_latency
 from svtprune.search.budget import Budget
-from svtprune.search.held_out import check_entry, pruned_held_out
+from svtprune.search.held_out import pruned_held_out
 from svtprune.search.parallel import CandidatePool
 from svtprune.search.pareto import explored
 from svtprune.search.policies import POLICIES
@@ -210,10 +210,6 @@ def prune_step(
     workers = options.parallel
     with phase("search"), CandidatePool(executor, workers.workers, workers.executor, workers.ray_address) as pool:
         result = POLICIES[options.prune.method](executor, budget, say, pool=pool)
-    if not any(result.ratios.values()):  # nothing removed: the start's own held-out figures, nothing forwarded
-        model = executor.build({})
-        checks = [check_entry("unpruned", param_bytes(model), start.baseline["held"])]
-        return Pruned(executor, budget, result, model, start.baseline["held"], checks, start.baseline["held"])
     say("measuring the chosen model on the held-out split")
     # with quantization next, a pruned model already past the whole budget on held-out data can only get
     # worse: step back (to the unpruned model at the end) and let quantization have the budget
@@ -222,9 +218,10 @@ def prune_step(
         final, held_accuracy, checks = pruned_held_out(
             executor, budget, result, start.held, start.targets["held"], start.holds(options.max_accuracy_drop),
             not tuned, say, or_unpruned=options.quantize is not None and not tuned,
+            start_accuracy=start.baseline["held"],
         )  # fmt: skip
     without = held_accuracy
-    if options.prune.reconstruct:  # the same channels removed, no re-fit: what recovery is worth
+    if options.prune.reconstruct and any(result.ratios.values()):  # the same channels removed, no re-fit
         calibration, executor.calibration = executor.calibration, None
         with phase("held-out, no re-fit"):
             without = start.held_accuracy(executor.build(result.ratios))

@@ -10,7 +10,7 @@ and without it a change to the last layer would be invisible to the proxy.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import onnx
@@ -36,17 +36,16 @@ class DriftProbe:
         self.groups = [list(n.membranes) for n in self.neurons] + [[readout]]
         self.names = [m for group in self.groups for m in group]
         self.reference = list(self._membranes(reference))  # per batch: the same slices every candidate runs
-        self.sizes = self._sums(lambda chunk, name: np.square(chunk[name], dtype=np.float64))
+        self.sizes = {
+            name: sum(float(np.sum(np.square(chunk[name], dtype=np.float64))) for chunk in self.reference)
+            for name in self.names
+        }
         self.calls = 0
 
     def _membranes(self, model: onnx.ModelProto) -> Iterator[dict[str, np.ndarray]]:
         session = make_session(with_taps(model, self.neurons))
         check_data(session, self.images)
         yield from batches(session, self.images, DRIFT_BATCH, self.names)
-
-    def _sums(self, square: Callable[[dict[str, np.ndarray], str], np.ndarray]) -> dict[str, float]:
-        """Per membrane, the sum over the reference's batches of ``square(batch, name)``."""
-        return {name: sum(float(np.sum(square(chunk, name))) for chunk in self.reference) for name in self.names}
 
     def drift(self, candidate: onnx.ModelProto) -> float:
         """Mean over neurons (and the readout) of ||v' - v|| / ||v||, norms over every time step and image.

@@ -72,6 +72,12 @@ def held_out_choice(
     return model, accuracy, None, checks
 
 
+def unchanged(label: str, model: onnx.ModelProto, start_accuracy: float) -> tuple[onnx.ModelProto, float, list[dict]]:
+    """A search that changed nothing: its held-out figure is the starting model's, which the caller
+    already measured (``start_accuracy``), not another pass of the split (1,000 images at a user's size)."""
+    return model, start_accuracy, [check_entry(label, param_bytes(model), start_accuracy)]
+
+
 def pruned_held_out(
     executor: PruneExecutor,
     budget: Budget,
@@ -82,14 +88,17 @@ def pruned_held_out(
     may_step_back: bool,
     say: Callable[[str], None],
     or_unpruned: bool = False,
+    start_accuracy: float | None = None,
 ) -> tuple[onnx.ModelProto, float, list[dict]]:
     """The chosen pruning plan's model and held-out accuracy; on a miss, the first smaller accepted plan that holds.
 
     ``or_unpruned``: when none holds, the unpruned model is the last step (quantization follows and
     can still compress it; measured: the SDT's one accepted pruning step lost 2.1 points held-out
     for 0.15 on the search split, and the whole command missed where ``quantize`` alone met).
-    ``result`` is updated in place when a step back is taken.
+    ``result`` is updated in place when a step back is taken. ``start_accuracy``: see ``unchanged``.
     """
+    if start_accuracy is not None and not any(result.ratios.values()):
+        return unchanged("unpruned", executor.build(result.ratios), start_accuracy)
     label = result.best.label if result.best else "unpruned"
     steps = pruned_steps_back(executor, budget, result.best) if may_step_back else []
     if or_unpruned and result.best is not None:
@@ -135,14 +144,11 @@ def bits_held_out(
 ) -> tuple[onnx.ModelProto, float, list[dict]]:
     """The chosen bits' model and held-out accuracy; on a miss, the first setting saving less that holds.
 
-    ``result`` is updated in place when a step back is taken. ``start_accuracy``: the starting
-    model's held-out accuracy, when the caller knows it; a search that chose no bits is then not
-    measured again (at a user's size that was 1,000 images for a figure already known).
+    ``result`` is updated in place when a step back is taken. ``start_accuracy``: see ``unchanged``.
     """
     best = result.best
     if start_accuracy is not None and all(b == FP32 for b in result.bits.values()):
-        model = executor.build(result.bits)
-        return model, start_accuracy, [check_entry("fp32", param_bytes(model), start_accuracy)]
+        return unchanged("fp32", executor.build(result.bits), start_accuracy)
     steps = (
         steps_back(executor.records, budget.accepts, lambda r: tuple(sorted(r.bits.items())), best.param_bytes)
         if best
