@@ -16,6 +16,15 @@ ROWS = ("param_bytes", "file_bytes", "accuracy", "latency_ms_b1", "latency_ms_b6
 PARETO_TOP = 5.0  # points of accuracy drop the trade-off plot shows
 
 
+def held_out_images(data: dict) -> str:
+    """'2,000 held-out images', and which sample they came from when the data had more than were split."""
+    text = f"{data['held_out_images']:,} held-out images"
+    used = data["search_images"] + data["held_out_images"]
+    if data.get("images", used) > used:
+        text += f" (the split took a seeded {used:,} of the data's {data['images']:,}: --max-images)"
+    return text
+
+
 def report_texts(report: dict) -> tuple[str, str]:
     """The JSON and the HTML report of one run (written as ``out.report.json`` and ``out.report.html``)."""
     return json.dumps(report, indent=1) + "\n", render_html(report)
@@ -272,7 +281,7 @@ def render_html(report: dict) -> str:
 <style>body{{font-family:sans-serif;max-width:900px;margin:auto}}td,th{{padding:4px 12px}}</style></head><body>
 <h1>svtprune {html.escape(report["command"])}: {html.escape(report["method"])}</h1>
 <p id="summary">Memory saved: <b>{report["memory_saving"]:.1%}</b> of parameter bytes; accuracy drop
-<b>{report["accuracy_drop"]:.2f}</b> points on {report["data"]["held_out_images"]} held-out images
+<b>{report["accuracy_drop"]:.2f}</b> points on {held_out_images(report["data"])}
 ({html.escape(report["metric"])}); constraints {status} ({html.escape(report["reason"])});
 {_evaluation_count(report)}, {report.get("images_forwarded", 0):,} images forwarded{_phases(report)}, in
 {report["wall_seconds"]:.0f} s.</p>

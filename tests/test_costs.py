@@ -52,6 +52,18 @@ def test_a_compress_report_states_at_least_what_its_evaluations_forwarded(small_
     assert f"{report['images_forwarded']:,} images forwarded" in out.with_suffix(".report.html").read_text()
 
 
+def test_data_past_the_image_cap_costs_the_sample_not_the_file(small_models: dict, tmp_path: Path) -> None:
+    onnx.save(small_models["spikformer"], tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((240, 1, 28, 28)).astype(np.float32)
+    save_npz(tmp_path / "val.npz", Dataset(x, None))
+    out = tmp_path / "small.onnx"
+    report = compress(tmp_path / "m.onnx", tmp_path / "val.npz", out, 30.0, method="uniform", max_images=120)
+    assert report["data"]["images"] == 240 and report["memory_saving"] > 0
+    assert report["data"]["search_images"] + report["data"]["held_out_images"] == 120
+    assert report["images_forwarded_by_phase"]["baseline"] == 120
+    assert "seeded 120 of the data's 240" in out.with_suffix(".report.html").read_text()
+
+
 def test_the_html_summary_counts_reused_records_apart() -> None:
     from svtprune.report import _evaluation_count
 

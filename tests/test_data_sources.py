@@ -19,6 +19,8 @@ from svtprune.data_folder import Preprocess, parse_preprocess
 from svtprune.data_lazy import LazyImages
 from svtprune.data_sources import load_data
 from svtprune.errors import UserError
+from svtprune.jobs.common import split
+from svtprune.jobs.options import SplitOptions
 from tests.conftest import SMALL
 from tests.model_builders import spiking_model
 
@@ -220,3 +222,36 @@ def test_cli_errors_name_the_folder_and_the_flag(
         code, _out, err = svtprune(capsys, "eval", model, *args)
         assert code == 2 and words in " ".join(err.split()) and "Traceback" not in err, err
         assert len(err.strip().splitlines()) <= 3
+
+
+def numbered(count: int) -> Dataset:
+    """Images whose one pixel is their row number, so a split shows which rows it took."""
+    return Dataset(np.arange(count, dtype=np.float32).reshape(count, 1, 1, 1), np.arange(count) % 3)
+
+
+def rows(part: Dataset) -> list[int]:
+    return np.asarray(part.x).ravel().astype(int).tolist()
+
+
+def test_data_within_the_image_cap_splits_into_the_seeded_halves_of_every_image() -> None:
+    search, held = split(numbered(300), SplitOptions(seed=3))
+    order = np.random.default_rng(3).permutation(300)  # the rule as the README states it
+    assert rows(search) == sorted(order[:150]) and rows(held) == sorted(order[150:])
+
+
+def test_more_images_than_the_cap_split_a_seeded_sample() -> None:
+    data = numbered(1000)
+    search, held = split(data, SplitOptions(seed=5, max_images=200))
+    assert len(search) == len(held) == 100 and not set(rows(search)) & set(rows(held))
+    assert sorted(rows(search) + rows(held)) == sorted(np.random.default_rng(5).permutation(1000)[:200])
+    assert (rows(search), rows(held)) == tuple(rows(p) for p in split(data, SplitOptions(seed=5, max_images=200)))
+    assert rows(split(data, SplitOptions(seed=6, max_images=200))[0]) != rows(search)
+    assert [len(p) for p in split(data, SplitOptions(calib=150, max_images=200))] == [150, 150]  # cap raised
+    assert [len(p) for p in split(data, SplitOptions(max_images=0))] == [500, 500]
+
+
+def test_a_sampled_split_of_a_streamed_source_stays_lazy(sources: dict[str, Path]) -> None:
+    search, held = split(load_data(sources["npy"]), SplitOptions(max_images=100))
+    in_memory = split(load_data(sources["npz"]), SplitOptions(max_images=100))
+    assert isinstance(search.x, LazyImages) and isinstance(held.x, LazyImages)
+    assert np.array_equal(np.asarray(search.x), in_memory[0].x) and np.array_equal(held.y, in_memory[1].y)

@@ -250,6 +250,7 @@ def compressed_pair(small_models: dict, tmp_path_factory: pytest.TempPathFactory
 
 def test_compress_finetune_recovers_and_reports_before_and_after(compressed_pair: dict) -> None:
     from svtprune.jobs.common import split
+    from svtprune.jobs.options import SplitOptions
 
     folder, plain, tuned = compressed_pair["folder"], compressed_pair["plain"], compressed_pair["tuned"]
     assert "finetune" not in plain and plain["memory_saving"] > 0
@@ -271,7 +272,7 @@ def test_compress_finetune_recovers_and_reports_before_and_after(compressed_pair
         name: ort.InferenceSession(str(folder / f"{name}.onnx"), providers=["CPUExecutionProvider"])
         for name in ("model", "plain", "tuned")
     }
-    held = split(load_npz(folder / "val.npz"), 60, 2)[1]
+    held = split(load_npz(folder / "val.npz"), SplitOptions(calib=60, seed=2))[1]
     logits = {name: run_ort(session, held.x) for name, session in sessions.items()}
     target = logits["model"].argmax(axis=1)
     for name, report in (("plain", plain), ("tuned", tuned)):

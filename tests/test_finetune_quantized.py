@@ -133,6 +133,7 @@ def test_side_vectors_train_as_they_are_stored(trained: dict) -> None:
 def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
     import svtprune
     from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from svtprune.jobs.options import SplitOptions
 
     torch.set_num_threads(1)
     from tests.test_finetune import run_ort, with_sharp_head
@@ -158,7 +159,7 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
     assert best and report["original"]["accuracy_search"] - best[0]["accuracy"] <= budget + 1e-9
     assert section["search_budget_points"] == pytest.approx(budget)
     # reported accuracy is ORT's on the written file, held-out split, against the original's decisions
-    held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 2)[1]
+    held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), SplitOptions(calib=60, seed=2))[1]
     target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)
     agreement = 100.0 * float((run_ort(ort.InferenceSession(str(out)), held.x).argmax(axis=1) == target).mean())
     assert agreement == pytest.approx(report["compressed"]["accuracy"], abs=1e-3)
@@ -168,6 +169,7 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
 @pytest.mark.slow
 def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
     from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from svtprune.jobs.options import SplitOptions
     from tests.test_finetune import run_ort, with_sharp_head
 
     onnx.save(with_sharp_head(small_models["spikformer"]), tmp_path / "m.onnx")
@@ -191,7 +193,7 @@ def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: 
     written = thaw(onnx.load(out))
     assert written.bits == chosen and written.scheme.side_int8  # the commands' default: int8 biases at <= 4 bits
     assert "quantization-aware" in out.with_suffix(".report.html").read_text()
-    held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), 60, 0)[1]
+    held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), SplitOptions(calib=60, seed=0))[1]
     target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)
     agreement = 100.0 * float((run_ort(ort.InferenceSession(str(out)), held.x).argmax(axis=1) == target).mean())
     assert agreement == pytest.approx(report["compressed"]["accuracy"], abs=1e-3)

@@ -26,6 +26,7 @@ from svtprune.data import load_npz  # noqa: E402
 from svtprune.evaluate import top1  # noqa: E402
 from svtprune.graph.io import load_model, param_bytes  # noqa: E402
 from svtprune.jobs.common import split  # noqa: E402
+from svtprune.jobs.options import SplitOptions  # noqa: E402
 from svtprune.runtime import logits_of, make_session  # noqa: E402
 from svtprune.spiking.export import load_weights  # noqa: E402
 from svtprune.spiking.zoo import build_model, reset_states  # noqa: E402
@@ -164,7 +165,7 @@ def main() -> None:
     torch.set_num_threads(2)
     report = json.loads(args.report.read_text())
     keep = report["compressed"]["param_bytes"] / report["original"]["param_bytes"]
-    _search, held = split(load_npz(report["data"]["path"]), None, report["data"]["seed"])
+    _search, held = split(load_npz(report["data"]["path"]), SplitOptions(seed=report["data"]["seed"]))
     assert len(held) == report["data"]["held_out_images"], "the report's split cannot be re-drawn"
     results = {
         "ours": {

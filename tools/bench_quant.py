@@ -28,6 +28,7 @@ from svtprune.errors import ConstraintError  # noqa: E402
 from svtprune.evaluate import top1  # noqa: E402
 from svtprune.graph.io import load_model, param_bytes  # noqa: E402
 from svtprune.jobs.common import split  # noqa: E402
+from svtprune.jobs.options import SplitOptions  # noqa: E402
 from svtprune.jobs.quant_step import DRIFT_IMAGES, GPTQ_IMAGES  # noqa: E402
 from svtprune.jobs.quantize import quantize  # noqa: E402
 from svtprune.quantization import FP32, ROUNDINGS, Quantizer, QuantScheme  # noqa: E402
@@ -99,7 +100,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def run_proxy(args: argparse.Namespace) -> dict:
     """Random bit settings: drift on the calibration batch vs accuracy on the search split."""
     model = load_model(args.model)
-    search, _ = split(load_npz(args.data), args.calib, args.seed)
+    search, _ = split(load_npz(args.data), SplitOptions(calib=args.calib, seed=args.seed))
     target = search.y if search.y is not None else logits_of(make_session(model), search.x).argmax(axis=1)
     baseline = top1(logits_of(make_session(model), search.x), target)
     quantizer = Quantizer(model)
@@ -206,7 +207,7 @@ def run_rounding(args: argparse.Namespace) -> list[dict]:
     on the held-out split, which neither the calibration nor any choice here has seen.
     """
     model = load_model(args.model)
-    search, held = split(load_npz(args.data), args.calib, args.seed)
+    search, held = split(load_npz(args.data), SplitOptions(calib=args.calib, seed=args.seed))
     target = held.y if held.y is not None else logits_of(make_session(model), held.x).argmax(axis=1)
     baseline = top1(logits_of(make_session(model), held.x), target)
     print(f"fp32: {baseline:.2f} on {len(held)} held-out images; calibration {GPTQ_IMAGES} search images")

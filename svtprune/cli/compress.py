@@ -18,6 +18,7 @@ from svtprune.cli.options import (
     Int8Biases,
     Json,
     MaxAccuracyDrop,
+    MaxImages,
     ModelArg,
     PreprocessSpec,
     ScaleCodes,
@@ -28,6 +29,7 @@ from svtprune.cli.options import (
     out_option,
 )
 from svtprune.cli.render import print_compress, run_search
+from svtprune.jobs.options import DEFAULT_MAX_IMAGES
 
 
 def compress(
@@ -42,6 +44,7 @@ def compress(
     method: Annotated[str, typer.Option(help="primesvt (largest group first), psvit or uniform.")] = "primesvt",
     calib: Calib = None,
     seed: SplitSeed = 0,
+    max_images: MaxImages = DEFAULT_MAX_IMAGES,
     importance: Annotated[str, typer.Option(help="Channel ranking: l2, l1, taylor or hessian (data-driven).")] = "l2",
     reconstruct: Annotated[
         bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
@@ -144,6 +147,7 @@ def compress(
             method=method,
             calib=calib,
             seed=seed,
+            max_images=max_images,
             importance=importance,
             force=force,
             format=format,

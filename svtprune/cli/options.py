@@ -29,6 +29,7 @@ FLAGS: dict[str, str] = {
     "method": "--method",
     "calib": "--calib",
     "seed": "--seed",
+    "max_images": "--max-images",
     "importance": "--importance",
     "reconstruct": "--reconstruct",
     "finetune_data": "--finetune-data",
@@ -159,6 +160,14 @@ MaxAccuracyDrop = Annotated[
 ]
 Calib = Annotated[int | None, typer.Option(help="Images in the search split (default: half).", min=1)]
 SplitSeed = Annotated[int, typer.Option(help="Seed of the search/held-out split.", min=0)]
+MaxImages = Annotated[  # default: svtprune.jobs.options.DEFAULT_MAX_IMAGES
+    int,
+    typer.Option(
+        help="Split a seeded sample of at most this many of the --data images (raised to twice --calib); "
+        "0 splits them all. Each pass of the search costs time in proportion.",
+        min=0,
+    ),
+]
 
 # fine-tuning options shared by compress and quantize
 FinetuneData = Annotated[

@@ -18,6 +18,7 @@ from svtprune.cli.options import (
     Int8Biases,
     Json,
     MaxAccuracyDrop,
+    MaxImages,
     ModelArg,
     PreprocessSpec,
     ScaleCodes,
@@ -27,6 +28,7 @@ from svtprune.cli.options import (
     out_option,
 )
 from svtprune.cli.render import print_quantize, run_search
+from svtprune.jobs.options import DEFAULT_MAX_IMAGES
 
 
 def quantize(
@@ -39,6 +41,7 @@ def quantize(
     beam_width: Annotated[int, typer.Option(help="Settings kept per step by --search beam.", min=1)] = 4,
     calib: Calib = None,
     seed: SplitSeed = 0,
+    max_images: MaxImages = DEFAULT_MAX_IMAGES,
     symmetric: Annotated[
         bool, typer.Option("--symmetric/--asymmetric", help="Signed integers without a zero point, or unsigned with.")
     ] = True,
@@ -88,6 +91,7 @@ def quantize(
             beam_width=beam_width,
             calib=calib,
             seed=seed,
+            max_images=max_images,
             symmetric=symmetric,
             block_size=block_size,
             rounding=rounding,

@@ -23,6 +23,7 @@ from rich.text import Text
 
 from svtprune.costs import FORWARDED
 from svtprune.errors import ConstraintError
+from svtprune.report import held_out_images
 
 Say = Callable[[str], None]
 
@@ -143,7 +144,7 @@ def print_compress(report: dict, out: Path) -> None:
     Console().print(
         f"{report['memory_saving']:.1%} of parameter bytes saved ({original['param_bytes']:,} -> "
         f"{compressed['param_bytes']:,}), accuracy {original['accuracy']:.2f}% -> "
-        f"{compressed['accuracy']:.2f}% on {report['data']['held_out_images']} held-out images, "
+        f"{compressed['accuracy']:.2f}% on {held_out_images(report['data'])}, "
         f"{len(report['evaluations'])} evaluations, {report['images_forwarded']:,} images forwarded, "
         f"{report['wall_seconds']:.0f} s.\n"
         f"ORT CPU latency (fastest run) {original['fastest_ms_b1']:.2f} -> "
@@ -178,7 +179,7 @@ def print_quantize(report: dict, out: Path) -> None:
         f"{report['memory_saving']:.1%} of parameter bytes saved ({report['original']['param_bytes']:,} -> "
         f"{report['compressed']['param_bytes']:,}); layers: {spread}\n"
         f"accuracy {report['original']['accuracy']:.2f}% -> {report['compressed']['accuracy']:.2f}% on "
-        f"{report['data']['held_out_images']} held-out images; {q['full_evaluations']} full evaluations, "
+        f"{held_out_images(report['data'])}; {q['full_evaluations']} full evaluations, "
         f"{q['gated_out']} gated out by drift, {report['images_forwarded']:,} images forwarded, "
         f"{report['wall_seconds']:.0f} s.\n"
         + _finetune_line(report, "fine-tuned on the quantization grids ({images} images)")

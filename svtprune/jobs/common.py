@@ -24,7 +24,7 @@ from svtprune.deploy import deploy_paths, deployment
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes
-from svtprune.jobs.options import FinetuneOptions
+from svtprune.jobs.options import FinetuneOptions, SplitOptions
 from svtprune.outputs import OutputSet
 from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, release_freed_memory, run_times_ms
 
@@ -33,12 +33,23 @@ FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many 
 Say = Callable[[str], None]
 
 
-def split(data: Dataset, calib: int | None, seed: int) -> tuple[Dataset, Dataset]:
+def split(data: Dataset, options: SplitOptions, say: Say | None = None) -> tuple[Dataset, Dataset]:
+    """Search and held-out halves of a seeded sample of at most ``options.max_images`` (``images_used``)."""
     if len(data) < 100:
         raise UserError(f"has {len(data)} images; the search needs at least 100 (2,000+ recommended)", "data_path")
-    order = np.random.default_rng(seed).permutation(len(data))
-    size = min(calib or len(data) // 2, len(data) - 50)
-    return data.subset(np.sort(order[:size])), data.subset(np.sort(order[size:]))
+    order = np.random.default_rng(options.seed).permutation(len(data))
+    used = images_used(len(data), options)
+    if used < len(data) and say is not None:
+        say(f"using a seeded sample of {used:,} of the {len(data):,} images (--max-images; 0 uses them all)")
+    size = min(options.calib or used // 2, used - 50)
+    return data.subset(np.sort(order[:size])), data.subset(np.sort(order[size:used]))
+
+
+def images_used(available: int, options: SplitOptions) -> int:
+    """How many images the split takes: all, or the cap (raised to twice ``--calib`` when that asks for more)."""
+    if not options.max_images:
+        return available
+    return min(available, max(options.max_images, 2 * (options.calib or 0)))
 
 
 @dataclass
@@ -51,10 +62,11 @@ class Start:
     logits: dict[str, np.ndarray]  # "search" / "held" -> the starting model's logits
     targets: dict[str, np.ndarray]  # labels, or the starting model's predictions when the data has none
     baseline: dict[str, float]  # top-1 of the starting model on each half
+    data_images: int  # in the user's file or folder: the halves are a sample of them when fewer
     _session: ort.InferenceSession | None = field(default=None, repr=False)
 
     @classmethod
-    def measure(cls, model: onnx.ModelProto, search: Dataset, held: Dataset) -> Start:
+    def measure(cls, model: onnx.ModelProto, search: Dataset, held: Dataset, data_images: int) -> Start:
         session = make_session(model)
         with phase("baseline"):
             logits = {name: logits_of(session, part.x) for name, part in (("search", search), ("held", held))}
@@ -65,7 +77,7 @@ class Start:
         baseline = {name: top1(logits[name], targets[name]) for name in ("search", "held")}
         del session  # its arena holds a batch's activations through the whole search otherwise (0.6 GB at 9.3M)
         release_freed_memory()
-        return cls(search, held, model, logits, targets, baseline)
+        return cls(search, held, model, logits, targets, baseline, data_images)
 
     @property
     def session(self) -> ort.InferenceSession:
@@ -89,6 +101,7 @@ class Start:
             "path": str(data_path),
             "labels": self.search.y is not None,
             "seed": seed,
+            "images": self.data_images,  # in the file or folder; the halves below are a sample when fewer
             "search_images": len(self.search),
             "held_out_images": len(self.held),
         }

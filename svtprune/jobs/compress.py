@@ -108,13 +108,13 @@ def compress_claimed(
     original = load_checked_model(model_path)
     check_preprocess_used(options.preprocess, [data_path, options.finetune.finetune_data])
     data = load_checked_data(data_path, original, options.preprocess)
-    search, held = split(data, options.split.calib, options.split.seed)
+    search, held = split(data, options.split, say)
     tune = tuning(original, search, options.finetune, options.split.seed, options.preprocess)
     say("analysing the graph")
     analysis = analyze(original)
     if not analysis.prunable_groups:
         raise UserError(f"{model_path}: no prunable channel group")
-    start = Start.measure(analysis.model, search, held)
+    start = Start.measure(analysis.model, search, held, len(data))
     pruned = prune_step(analysis, original, start, options, say)
     plan = pruned.executor.plan_for(pruned.result.ratios)
     plan.meta.update(

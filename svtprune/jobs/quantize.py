@@ -77,11 +77,11 @@ def quantize_claimed(
     original = load_checked_model(model_path)
     check_preprocess_used(options.preprocess, [data_path, options.finetune.finetune_data])
     data = load_checked_data(data_path, original, options.preprocess)
-    search_part, held = split(data, options.split.calib, options.split.seed)
+    search_part, held = split(data, options.split, say)
     tune = tuning(
         original, search_part, options.finetune, options.split.seed, options.preprocess
     )  # a bad file fails in seconds
-    start = Start.measure(original, search_part, held)
+    start = Start.measure(original, search_part, held, len(data))
     budget = quant_budget(start.baseline["search"], options.max_accuracy_drop, options.finetune, len(held))
     targets, logits = start.targets["search"], start.logits["search"]
     result, executor = run_search(original, search_part, targets, budget, quant, scheme, say, logits)
