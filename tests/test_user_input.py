@@ -184,6 +184,8 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
         (["export", "--calib-images", "1", "-o", "{out}"], "--calib-images"),
         (["quantize", "{tiny}", "--data", "{good}", "--layout", "quick", "-o", "{out}"], "--layout unknown value"),
         (["compress", "{tiny}", "--data", "{good}", "--layout", "fastst", "-o", "{out}"], "--layout unknown value"),
+        (["compress", "{tiny}", "--data", "{good}", "--max-images", "50", "-o", "{out}"], "--max-images must be 0"),
+        (["quantize", "{tiny}", "--data", "{good}", "--max-images", "-1", "-o", "{out}"], "--max-images"),
         (
             [
                 "compress",

@@ -24,7 +24,7 @@ from svtprune.deploy import deploy_paths, deployment
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes
-from svtprune.jobs.options import FinetuneOptions, SplitOptions
+from svtprune.jobs.options import MIN_SPLIT_IMAGES, FinetuneOptions, SplitOptions
 from svtprune.outputs import OutputSet
 from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, release_freed_memory, run_times_ms
 
@@ -35,8 +35,10 @@ Say = Callable[[str], None]
 
 def split(data: Dataset, options: SplitOptions, say: Say | None = None) -> tuple[Dataset, Dataset]:
     """Search and held-out halves of a seeded sample of at most ``options.max_images`` (``images_used``)."""
-    if len(data) < 100:
-        raise UserError(f"has {len(data)} images; the search needs at least 100 (2,000+ recommended)", "data_path")
+    if len(data) < MIN_SPLIT_IMAGES:
+        raise UserError(
+            f"has {len(data)} images; the search needs at least {MIN_SPLIT_IMAGES} (2,000+ recommended)", "data_path"
+        )
     order = np.random.default_rng(options.seed).permutation(len(data))
     used = images_used(len(data), options)
     if used < len(data) and say is not None:

@@ -27,6 +27,7 @@ EXECUTORS = ("process", "ray")  # where --workers run (search/parallel.py)
 # while a 2,000-image held-out half already resolves a drop to about half a point (paired, 5% of
 # predictions flipped); a seeded sample of this many is split unless the user asks for more.
 DEFAULT_MAX_IMAGES = 4000
+MIN_SPLIT_IMAGES = 100  # fewer leave the search half too few images to tell a point of accuracy
 BIT_WIDTHS = (8, 4, 2)  # what the exporter can store (int8, int4, int2 initializers)
 
 
@@ -78,6 +79,10 @@ class SplitOptions:
             check_number(self.calib, "calib", low=1)
         check_number(self.seed, "seed", low=0)
         check_number(self.max_images, "max_images", low=0)
+        if 0 < self.max_images < MIN_SPLIT_IMAGES:
+            raise UserError(
+                f"must be 0 (every image) or at least {MIN_SPLIT_IMAGES}, got {self.max_images}", option="max_images"
+            )
 
 
 @dataclass(frozen=True)
