@@ -17,6 +17,7 @@ from svtprune.data import Dataset
 from svtprune.errors import UserError
 from svtprune.graph.io import param_bytes
 from svtprune.runtime import edge_measures, latency_ms, logits_of, make_session
+from svtprune.runtime_layout import fixed_batch
 
 
 def top1(logits: np.ndarray, target: np.ndarray) -> float:
@@ -40,6 +41,8 @@ class EvalResult:
     peak_rss_mb: float | None = None  # a fresh process that loads the file and runs batch 1
     peak_rss_mb_runtime_only: float | None = None  # the same process before it loads the file
     images_forwarded: int = 0  # data images run through ONNX Runtime for this result
+    # the input's fixed batch (None: any): each latency is of the whole runs of that many images holding its batch
+    fixed_batch: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,4 +84,5 @@ def evaluate(
         started.seconds(),
         **edge,
         images_forwarded=started.images_forwarded(),
+        fixed_batch=fixed_batch(session),
     )

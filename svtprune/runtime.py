@@ -26,6 +26,7 @@ from onnx import helper
 
 from svtprune.costs import count_data, count_timing
 from svtprune.errors import UserError
+from svtprune.runtime_layout import as_logits, batch_axis, fixed_batch, logits_layout, padded, unpadded
 
 LATENCY_RUNS = (30, 5)  # timed calls at batch 1 and at batch 64
 PROBE = Path(__file__).with_name("runtime_probe.py")  # run as a script in a fresh process (peak_rss_mb)
@@ -35,6 +36,9 @@ ACTIVATION_BUDGET = 1 << 30  # bytes of activations one batch may hold
 # bytes a model produces per image (shape inference, all values) over what ORT holds live at once, measured
 # from peak RSS at batch 200: 17 MB / ~3 MB on the reference Spikformer, 211 MB / ~15 MB on a 9.3M spikformer_cifar10
 PRODUCED_PER_LIVE = 8
+
+
+ort.set_default_logger_severity(3)  # graph optimisers log through the default logger, not the session's
 
 
 def make_session(
@@ -124,8 +128,12 @@ def check_data(session: ort.InferenceSession, x: np.ndarray) -> None:
 
 
 def check_shape(expected: list[int | None], x: np.ndarray) -> None:
-    """``x`` must have the input's rank and every fixed dim (None: any size, such as the batch)."""
+    """``x`` must have the input's rank and every fixed dim but the first (None: any size).
+
+    The first is the number of images, any number even where the graph fixes its batch: ``batches``
+    runs such a graph that many images at a time."""
     actual = list(x.shape)
+    expected = [None, *expected[1:]]
     if len(expected) != len(actual) or any(e is not None and e != a for e, a in zip(expected, actual, strict=False)):
         shown = ["N" if e is None else e for e in expected]
         raise UserError(f"data has shape {tuple(actual)} but the model expects {tuple(shown)}")
@@ -134,12 +142,23 @@ def check_shape(expected: list[int | None], x: np.ndarray) -> None:
 def batches(
     session: ort.InferenceSession, x: np.ndarray, batch: int, outputs: list[str], progress: bool = False
 ) -> Iterator[dict[str, np.ndarray]]:
-    """The requested outputs of each batch of ``x`` in turn, for callers that reduce as they go."""
+    """The requested outputs of each batch of ``x`` in turn, for callers that reduce as they go.
+
+    A graph that fixes its batch runs that many images at a time whatever ``batch`` asks: its last
+    chunk is padded with copies of its own images, and the padding's rows are dropped from every
+    output where the batch can be found (``runtime_layout.unpadded``)."""
     feed_name = session.get_inputs()[0].name
+    fixed = fixed_batch(session)
+    batch = fixed or batch
+    axes = {name: batch_axis(session, name) for name in outputs}
     for start in _progress(range(0, len(x), batch), progress, "evaluating"):
-        values = session.run(outputs, {feed_name: x[start : start + batch]})
-        count_data(min(batch, len(x) - start))
-        yield dict(zip(outputs, values, strict=True))
+        part = x[start : start + batch]
+        feed = padded(part, fixed) if fixed else part
+        values = dict(zip(outputs, session.run(outputs, {feed_name: feed}), strict=True))
+        count_data(len(part))
+        if len(feed) > len(part):
+            values = {name: unpadded(value, len(part), len(feed), axes[name]) for name, value in values.items()}
+        yield values
 
 
 def predict(
@@ -157,15 +176,19 @@ def predict(
     for values in batches(session, x, batch, names, progress):
         for name in names:
             chunks[name].append(values[name])
-    return {n: np.concatenate(v) for n, v in chunks.items()}
+    return {n: np.concatenate(v, axis=batch_axis(session, n)) for n, v in chunks.items()}
 
 
 def logits_of(
     session: ort.InferenceSession, x: np.ndarray, batch: int | None = None, progress: bool = False
 ) -> np.ndarray:
-    """The first output (the logits) for every row of ``x``."""
+    """The first output (the logits) for every row of ``x``, ``[N, classes]`` as the user scores them.
+
+    A raw spikingjelly output ``[T, N, classes]`` is averaged over T; any other shape is refused
+    before anything runs (``runtime_layout.logits_layout``)."""
+    logits_layout(session)
     first = session.get_outputs()[0].name
-    return predict(session, x, batch, [first], progress)[first]
+    return as_logits(session, predict(session, x, batch, [first], progress)[first])
 
 
 def with_outputs(
@@ -243,7 +266,15 @@ def run_times_ms(session: ort.InferenceSession, batch: int, repeats: int) -> lis
     A batch larger than the session's memory-bounded one (``batch_for``) is timed as consecutive runs
     of that size, the time for all ``batch`` images: one batch-64 call of a 16.8M-parameter Spikformer
     at 224 px took ``eval`` to 5.7 GB. On models where 64 images fit (the reference: 256) nothing changes.
+    A graph that fixes its batch runs only that many images at once: ``batch`` images take as many of
+    its runs as hold them (batch 1 on a batch-2 graph: one run; batch 64 on a batch-1 graph: 64 runs).
     """
+    fixed = fixed_batch(session)
+    if fixed:
+        runs = -(-batch // fixed)
+        shape = [fixed if d is None else d for d in input_shape(session)]
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        return [runs * t for t in timed_runs_ms(session, {session.get_inputs()[0].name: x}, repeats)]
     limit = getattr(session, "svtprune_batch", DEFAULT_BATCH)
     if batch > limit:
         whole, rest = divmod(batch, limit)

@@ -201,3 +201,42 @@ def float16_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     return out
+
+
+def tiny_spiking(batch: int | str = "N", mean_over_time: bool = False, bias: float = 0.0) -> onnx.ModelProto:
+    """x [B, 1, 4, 4] -> MatMul(8) -> a two-step neuron (fire at 1, reset to 0) -> MatMul(10) per step.
+
+    The output is ``[2, B, 10]`` as a raw spikingjelly model returns it, or with ``mean_over_time`` its
+    ReduceMean over axis 0 ``[B, 10]``; ``batch`` an int fixes the input's batch; a ``bias`` of -100
+    leaves the neuron silent (a dead network)."""
+    output = f"float[{batch}, 10] y" if mean_over_time else f"float[2, {batch}, 10] y"
+    tail = "z = Add(m, b2)\n y = ReduceMean <axes = [0], keepdims = 0> (z)" if mean_over_time else "y = Add(m, b2)"
+    text = f"""
+    <ir_version: 8, opset_import: ["" : 17]>
+    g (float[{batch}, 1, 4, 4] x) => ({output}) {{
+        h = Flatten <axis = 1> (x)
+        p = MatMul(h, w1)
+        a = Add(p, b1)
+        f0 = GreaterOrEqual(a, thr)
+        s0 = Cast <to = 1> (f0)
+        k0 = Sub(one, s0)
+        r0 = Mul(a, k0)
+        v1 = Add(r0, a)
+        f1 = GreaterOrEqual(v1, thr)
+        s1 = Cast <to = 1> (f1)
+        u0 = Unsqueeze(s0, zero)
+        u1 = Unsqueeze(s1, zero)
+        st = Concat <axis = 0> (u0, u1)
+        m = MatMul(st, w2)
+        {tail}
+    }}"""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w1": rng.standard_normal((16, 8)),
+        "b1": rng.standard_normal(8) + bias,
+        "w2": rng.standard_normal((8, 10)),
+    }
+    weights.update(b2=rng.standard_normal(10), thr=np.array(1.0), one=np.array(1.0))
+    model = parse_with_weights(text, weights)
+    model.graph.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "zero"))
+    return model

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from svtprune.cli.options import Json, ModelArg
 from svtprune.cli.render import emit_json, print_analyze
 
 
 def analyze(model: ModelArg, as_json: Json = False) -> None:
-    """List the channel groups that can be pruned together, and the spiking neurons found.
+    """List the channel groups that can be pruned together, the spiking neurons found, and the time axis (T).
 
     Example: svtprune analyze models/reference/spikformer_fmnist.onnx
     """
@@ -18,3 +20,4 @@ def analyze(model: ModelArg, as_json: Json = False) -> None:
         emit_json(report)
     else:
         print_analyze(model, report)
+        Console().print(report["time_axis"]["line"], highlight=False, soft_wrap=True)

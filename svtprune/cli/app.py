@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 import typer
 from typer import rich_utils
@@ -27,11 +28,12 @@ from svtprune.cli.finetune import finetune
 from svtprune.cli.options import flags_for
 from svtprune.cli.prune import prune
 from svtprune.cli.quantize import quantize
-from svtprune.cli.render import problem, show_notes
+from svtprune.cli.render import json_stdout, problem, show_notes
 from svtprune.cli.verify import verify
 from svtprune.errors import ConstraintError, UserError
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+HELP = {"--help", "--version"}  # what these print goes to stdout, even beside --json
 HELP_WIDTH = 120  # --help is rendered at least this wide, so no option name is cut ("--max-accuracy-dr…")
 
 app = typer.Typer(
@@ -55,6 +57,28 @@ COMMANDS = {
 }
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
+
+
+def show_version(value: bool) -> None:
+    """``--version``: print ``svtprune X.Y.Z`` (the installed distribution's version) and exit 0."""
+    if value:
+        try:
+            version = metadata.version("svtprune")
+        except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+            version = "(version unknown: not installed)"
+        print(f"svtprune {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=show_version, help="Print the version and exit."
+    ),
+) -> None:
+    pass  # the app's own options (the commands do the work)
+
+
 # typer reads TERMINAL_WIDTH once; without it, help off a terminal (a pipe, CI) was cut at 80 columns
 rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or max(HELP_WIDTH, shutil.get_terminal_size().columns)
 
@@ -78,7 +102,8 @@ def run(args: Sequence[str]) -> int:
         return 2
     show_notes()
     try:
-        code = app(args=list(args), standalone_mode=False)
+        with json_stdout("--json" in args and not HELP.intersection(args)):
+            code = app(args=list(args), standalone_mode=False)
     except UserError as exc:
         problem("error", "red", exc.phrased(flags_for(command_in(args))))
         return 2

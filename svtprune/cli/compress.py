@@ -25,6 +25,7 @@ from svtprune.cli.options import (
     SearchData,
     SplitSeed,
     WeightLayout,
+    fraction,
     number,
     out_option,
 )
@@ -39,7 +40,12 @@ def compress(
     max_accuracy_drop: MaxAccuracyDrop = 1.0,
     min_memory_saving: Annotated[
         float | None,
-        typer.Option(help="Fraction of parameter bytes that must be saved, e.g. 0.3.", callback=number()),
+        typer.Option(
+            help="Share of parameter bytes that must be saved: 0.3 or 30%.",
+            parser=fraction,
+            metavar="SHARE",
+            callback=number(),
+        ),
     ] = None,
     method: Annotated[str, typer.Option(help="primesvt (largest group first), psvit or uniform.")] = "primesvt",
     calib: Calib = None,
@@ -95,7 +101,10 @@ def compress(
     min_energy_saving: Annotated[
         float | None,
         typer.Option(
-            help="Fraction of the energy per image to save, e.g. 0.5 (orders the search by energy).", callback=number()
+            help="Share of the energy per image to save: 0.5 or 50% (orders the search by energy).",
+            parser=fraction,
+            metavar="SHARE",
+            callback=number(),
         ),
     ] = None,
     time_limit: Annotated[

@@ -34,9 +34,10 @@ def finetune(
     Example: svtprune finetune pruned.onnx --teacher model.onnx --data train.npz --val val.npz -o tuned.onnx
     """
     from svtprune.jobs.finetune import finetune_file, use_threads
+
+    use_threads(threads)  # first: without torch, one line naming the extra
     from svtprune.recover.train import TrainConfig
 
-    use_threads(threads)
     config = TrainConfig(epochs=epochs, lr=lr, batch=batch, seed=seed)
     report = finetune_file(
         pruned=model,

@@ -59,6 +59,7 @@ FLAGS: dict[str, str] = {
     "scale_codes": "--scale-codes",
     "side_int8": "--int8-biases",
     "ratio": "--ratio",
+    "timesteps": "--timesteps",
     "plan_out": "--plan-out",
     "plan": "--plan",
     "plan_path": "--plan",
@@ -155,8 +156,48 @@ DeployFormat = Annotated[
         "converter) and OUT.required_operators.config (the operators a minimal build must include).",
     ),
 ]
+POINT_UNITS = ("points", "point", "pts", "pt", "%")
+
+
+def accuracy_points(text: str) -> float:
+    """``1``, ``1pt`` and ``1%`` all mean one accuracy point (an NNCF user's ``0.01`` is warned about)."""
+    if isinstance(text, int | float):  # a default, or a caller that already has the number
+        return float(text)
+    spelled = text.strip().lower()
+    for unit in POINT_UNITS:
+        spelled = spelled.removesuffix(unit).strip()
+    try:
+        value = float(spelled)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number of accuracy points (1, 1pt or 1%)") from None
+    if 0 < value < 0.1:
+        typer.echo(
+            f"warning: --max-accuracy-drop {text} is {value:g} of one accuracy point; did you mean {100 * value:g} "
+            "points? (1, 1pt and 1% all mean one point)",
+            err=True,
+        )
+    return value
+
+
+def fraction(text: str) -> float:
+    """``0.3`` or ``30%``: a share, as a fraction."""
+    if isinstance(text, int | float):
+        return float(text)
+    spelled = text.strip()
+    try:
+        return float(spelled[:-1]) / 100 if spelled.endswith("%") else float(spelled)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a fraction (0.3 or 30%)") from None
+
+
 MaxAccuracyDrop = Annotated[
-    float, typer.Option(help="Accuracy points the result may lose.", callback=number(minimum=0))
+    float,
+    typer.Option(
+        help="Accuracy points the result may lose: 1, 1pt or 1% (one point).",
+        parser=accuracy_points,
+        metavar="POINTS",
+        callback=number(minimum=0),
+    ),
 ]
 Calib = Annotated[int | None, typer.Option(help="Images in the search split (default: half).", min=1)]
 SplitSeed = Annotated[int, typer.Option(help="Seed of the search/held-out split.", min=0)]

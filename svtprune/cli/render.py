@@ -28,9 +28,29 @@ from svtprune.report import held_out_images
 Say = Callable[[str], None]
 
 
+JSON_STDOUT: list = []  # the real stdout while a --json command runs (``json_stdout``), where ``emit_json`` writes
+
+
 def emit_json(report: Any) -> None:
     """One JSON object on stdout, nothing else."""
-    typer.echo(json.dumps(report))
+    typer.echo(json.dumps(report), file=JSON_STDOUT[-1] if JSON_STDOUT else None)
+
+
+@contextlib.contextmanager
+def json_stdout(enabled: bool) -> Iterator[None]:
+    """With ``enabled`` (--json), stdout keeps only ``emit_json``'s object: anything else printed goes to stderr.
+
+    onnx-graphsurgeon prints its warnings (``[W] Inference failed`` on a constant it cannot fold, ``[W]
+    colored module is not installed``) on stdout through its own logger, before the report."""
+    if not enabled:
+        yield
+        return
+    JSON_STDOUT.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        JSON_STDOUT.pop()
 
 
 def problem(kind: str, style: str, message: str) -> None:
@@ -195,9 +215,17 @@ def print_eval(model: Path, r: dict) -> None:
         f"  parameter bytes: {r['param_bytes']:,}   file bytes: {r['file_bytes']:,}\n"
         f"  latency (ORT CPU, median): batch 1 {r['latency_ms_b1']:.2f} ms, batch 64 {r['latency_ms_b64']:.1f} ms, "
         f"batch 1 on one thread {r['latency_ms_b1_1thread']:.2f} ms\n"
-        f"  peak memory running batch 1: {r['peak_rss_mb']:.1f} MiB "
+        + _fixed_batch_line(r.get("fixed_batch"))
+        + f"  peak memory running batch 1: {r['peak_rss_mb']:.1f} MiB "
         f"({r['peak_rss_mb_runtime_only']:.1f} MiB of it Python with ONNX Runtime before the model)"
     )
+
+
+def _fixed_batch_line(batch: int | None) -> str:
+    """What the latencies mean on a graph that runs only a fixed number of images at once."""
+    if batch is None:
+        return ""
+    return f"  the graph's batch is fixed at {batch}: batch 1 is timed as one run, batch 64 as {-(-64 // batch)} runs\n"
 
 
 def print_analyze(model: Path, report: dict) -> None:
@@ -229,6 +257,14 @@ def print_prune(summary: dict) -> None:
         f"wrote {summary['output']} ({summary['pruned_param_bytes']:,} parameter bytes, was "
         f"{summary['original_param_bytes']:,}: {summary['memory_saving']:.1%} saved) and {summary['plan']}"
         + _deployment_line(summary.get("deployment"))
+    )
+    console = Console(stderr=True)
+    if summary.get("refused_by_oracle"):
+        console.print(f"left whole (their prune failed the oracle): {', '.join(summary['refused_by_oracle'])}")
+    console.print(
+        f"surgery checked against the oracle on random inputs; accuracy not measured: "
+        f"svtprune eval {summary['output']} --data VAL.npz",
+        highlight=False,
     )
 
 

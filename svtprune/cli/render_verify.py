@@ -16,10 +16,25 @@ def print_verify(result: dict) -> None:
         f"(logits to 1e-4, every spike count), {result.get('threshold_ties', 0)} diverge at a membrane on its "
         f"threshold (float summation order), {result.get('failures', result['samples'])} fail"
     )
+    if result.get("firing") is not None:
+        _print_firing(result["firing"])
     if result.get("refit"):
         _print_refit(result["refit"])
     if result.get("rewritten"):
         _print_rewritten(result["rewritten"])
+
+
+def _print_firing(firing: float) -> None:
+    """How often the oracle's neurons fired; a warning when never, since equal spike counts then prove nothing."""
+    console = Console(stderr=True)
+    if firing == 0:
+        console.print(
+            "[yellow]warning:[/] no neuron fires in either model on these inputs: the check is vacuous for the "
+            "spikes (try --data with real images)",
+            highlight=False,
+        )
+    else:
+        console.print(f"neurons fired on {100 * firing:.1f}% of their outputs", highlight=False)
 
 
 def _print_refit(refit: dict) -> None:

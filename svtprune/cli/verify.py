@@ -18,7 +18,9 @@ def verify(
     pruned: Annotated[Path, typer.Argument(help="Pruned ONNX file.", show_default=False)],
     plan: Annotated[Path, typer.Option(help="Plan JSON written by prune or compress.")],
     data: Annotated[Path | None, typer.Option(help=f"Images to run (default: random inputs): {DATA_KINDS}.")] = None,
-    samples: Annotated[int, typer.Option(help="How many images of --data to run.", min=1)] = 64,
+    samples: Annotated[
+        int | None, typer.Option(help="How many images to run (default: 64 of --data, or 8 random inputs).", min=1)
+    ] = None,
     preprocess: PreprocessSpec = None,
     as_json: Json = False,
 ) -> None:

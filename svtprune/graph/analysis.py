@@ -17,6 +17,7 @@ from onnx import numpy_helper
 from svtprune.graph.labels import FIXED, Member, PropagationState, ShapeFixup, UnionFind
 from svtprune.graph.normalize import normalize, tensor_shapes
 from svtprune.graph.ops import HANDLERS
+from svtprune.graph.shape_reads import follow_shape_reads
 from svtprune.graph.storage import check_compute_type, stored_types
 
 
@@ -65,6 +66,9 @@ class Analysis:
         return [g for g in self.groups if g.prunable]
 
 
+LAYOUT_OPS = ("Transpose", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity")
+
+
 def constants_of(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     consts = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     for node in model.graph.node:
@@ -80,6 +84,9 @@ def propagate(model: onnx.ModelProto) -> PropagationState:
     for node in model.graph.node:
         if node.op_type == "Constant":
             continue
+        follow_shape_reads(state, node)
+        if node.op_type in LAYOUT_OPS and node.input and node.input[0] in state.normalised:
+            state.normalised[node.output[0]] = state.normalised[node.input[0]]  # for the reason a refusal gives
         handler = HANDLERS.get(node.op_type)
         if handler is None:
             state.refuse_inputs(list(node.input), f"operator {node.op_type} ({node.name}) is not supported")
@@ -163,10 +170,10 @@ def _build_groups(state: PropagationState, channel_of_atom: np.ndarray) -> list[
         if any(a in state.fixed_atoms for a in atoms.tolist()):
             refused.append("tied to a channel that cannot be removed (a model input or output)")
         group = Group(_group_name(members, sources), channels, members, sources, refused)
-        grid = _head_grid(state.grids, atom_set)
-        if grid is not None:
-            group.head_rows = [channel_of_atom[r] for r in grid.reshape(-1, grid.shape[-1])]
-            group.heads = _head_count(grid, state.views)
+        grids = _head_grids(state.grids, atom_set)
+        if grids:
+            group.head_rows = [channel_of_atom[r] for grid in grids for r in grid.reshape(-1, grid.shape[-1])]
+            group.heads = _head_count(grids[0], state.views)
         group.heads_removable = not any(set(r.ravel().tolist()) & atom_set for r in state.pinned_rows)
         groups.append(group)
     groups.sort(key=lambda g: min(state.atom_source.index(s) for s in g.sources))
@@ -183,10 +190,30 @@ def _group_name(members: list[Member], sources: list[str]) -> str:
     return sources[0]
 
 
-def _head_grid(grids: list[np.ndarray], atoms: set[int]) -> np.ndarray | None:
-    """The largest 2-D head grid in this group (its innermost axis is one head's width)."""
-    candidates = [g for g in grids if g.ndim >= 2 and set(np.ravel(g).tolist()) <= atoms | {FIXED}]
-    return max(candidates, key=lambda g: (g.size, -g.shape[0])) if candidates else None
+def _head_grids(grids: list[np.ndarray], atoms: set[int]) -> list[np.ndarray]:
+    """The head grids that cover this group, largest first (a grid's innermost axis is one head's width).
+
+    One fused qkv projection gives one grid; separate q/k and v projections tied into one group give
+    one grid each, and every one of them must keep the same count per head, or the channels outside
+    the largest grid would be dropped by a plan that only sees its rows.
+    """
+    candidates = [g for g in grids if g.ndim >= 2 and set(np.ravel(g).tolist()) <= atoms | {FIXED} and _wide_rows(g)]
+    chosen: list[np.ndarray] = []
+    covered: set[int] = set()
+    for grid in sorted(candidates, key=lambda g: (-g.size, g.shape[0])):
+        grid_atoms = set(np.ravel(grid).tolist()) - {FIXED}
+        if grid_atoms & covered or (chosen and grid.shape[-1] != chosen[0].shape[-1]):
+            continue
+        chosen.append(grid)
+        covered |= grid_atoms
+    return chosen
+
+
+def _wide_rows(grid: np.ndarray) -> bool:
+    """A head holds several channels; a grid whose rows each repeat one channel (a flattened
+    ``[C, H*W]`` map, a GroupNorm's reshape) lays out channels, not heads."""
+    rows = grid.reshape(-1, grid.shape[-1])
+    return any(len(set(row.tolist()) - {FIXED}) > 1 for row in rows)
 
 
 def _head_count(grid: np.ndarray, views: list[np.ndarray]) -> int:
@@ -205,6 +232,27 @@ def _head_count(grid: np.ndarray, views: list[np.ndarray]) -> int:
         if atoms and atoms <= row_of.keys():
             best = min(best, len({row_of[a] for a in atoms}))
     return best
+
+
+def prunable_bytes(analysis: Analysis) -> tuple[int, int]:
+    """(bytes of the weights some prunable group cuts, bytes of every float weight) in the analysed model.
+
+    A weight counts once even when it belongs to two groups (a layer's rows to one, its columns
+    to the next): the share says how much of the file pruning can reach at all.
+    """
+    from svtprune.graph.io import tensor_bytes
+
+    prunable = {g.name for g in analysis.prunable_groups}
+    channel_group = {int(c): g.name for g in analysis.groups for c in g.channels}
+    reached = set()
+    for member in analysis.members:
+        atoms = np.ravel(member.ids)
+        atoms = atoms[atoms >= 0]
+        if any(channel_group.get(int(analysis.channel_of_atom[a])) in prunable for a in atoms[:1]):
+            reached.add(member.initializer)
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    sizes = {t.name: tensor_bytes(t) for t in analysis.model.graph.initializer if t.data_type in floats}
+    return sum(sizes[name] for name in reached if name in sizes), sum(sizes.values())
 
 
 def group_table(analysis: Analysis) -> list[dict]:

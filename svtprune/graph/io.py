@@ -69,17 +69,29 @@ def written_bytes(model: onnx.ModelProto) -> int:
 def param_bytes(model: onnx.ModelProto) -> int:
     """Bytes of every weight as the file stores it (initializers and Constant nodes).
 
-    Low-bit types (int4/uint4/int2) are counted packed, the way the file stores them.
+    Low-bit types (int4/uint4/int2) are counted packed, the way the file stores them. Neuron state a
+    fixed-batch export stores as constants is not a weight (``state_bytes``).
     """
+    from svtprune.graph.state import state_constants
+
+    state = state_constants(model)
     total = 0
     for tensor in model.graph.initializer:
-        total += tensor_bytes(tensor)
+        total += 0 if tensor.name in state else tensor_bytes(tensor)
     for node in model.graph.node:
         if node.op_type == "Constant":
             for attr in node.attribute:
                 if attr.name == "value":
                     total += tensor_bytes(attr.t)
     return total
+
+
+def state_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of neuron state stored as constants (a fixed-batch export's initial membranes)."""
+    from svtprune.graph.state import state_constants
+
+    state = state_constants(model)
+    return sum(tensor_bytes(t) for t in model.graph.initializer if t.name in state)
 
 
 def param_count(model: onnx.ModelProto) -> int:

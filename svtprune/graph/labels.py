@@ -50,6 +50,15 @@ class ShapeFixup:
     split_axis: int = 0  # for "split": the tensor axis being split
 
 
+@dataclass(frozen=True)
+class ShapeRead:
+    """Dims of ``tensor`` that a Shape node read at run time (the batch, or a dim the folder could not fix)."""
+
+    node: str
+    tensor: str
+    axes: tuple[int, ...]
+
+
 class UnionFind:
     def __init__(self) -> None:
         self.parent: list[int] = []
@@ -89,6 +98,8 @@ class PropagationState:
     views: list[np.ndarray] = field(default_factory=list)  # every multi-axis label a tensor carries
     row_links: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     pinned_rows: list[np.ndarray] = field(default_factory=list)  # rows (heads) that must keep a channel
+    shape_reads: dict[str, list[ShapeRead]] = field(default_factory=dict)  # shape vectors: which dims they hold
+    normalised: dict[str, str] = field(default_factory=dict)  # tensor -> the normalisation over channels behind it
     refusals: dict[int, str] = field(default_factory=dict)
     fixed_atoms: set[int] = field(default_factory=set)
 
@@ -115,6 +126,19 @@ class PropagationState:
         for name in inputs:
             for label in self.labels.get(name, []):
                 self.refuse(label.ids, reason)
+
+    def read_shape(self, name: str) -> None:
+        """A value computed from ``name``'s dims is used: the channels on those dims cannot change size.
+
+        Folding turned every static dim into a constant, so what is still read here is read at run
+        time; a channel count read so (an attention scale from the head size, a width in a target
+        the folder could not resolve) would mean something else once pruned: refuse those channels.
+        """
+        for read in self.shape_reads[name]:
+            for label in self.labels.get(read.tensor, []):
+                if set(label.axes) & set(read.axes):
+                    why = f"{read.node} reads the channel count at run time (pruning would change its value)"
+                    self.refuse(label.ids, why)
 
     def rank(self, name: str) -> int | None:
         shape = self.shapes.get(name)

@@ -184,6 +184,10 @@ def kept_for_ratio(
         n_keep = max(1, len(cols) - int(round(ratio * len(cols))))
         order = sorted(cols, key=lambda c: -scores[c])
         kept.update(order[:n_keep])
+    loose = sorted(set(range(group.size)) - {position[int(c)] for row in group.head_rows for c in row})
+    if loose:  # channels outside every head grid follow the ratio on their own
+        n_keep = max(1, len(loose) - int(round(ratio * len(loose))))
+        kept.update(sorted(loose, key=lambda c: -scores[c])[:n_keep])
     return sorted(kept)
 
 

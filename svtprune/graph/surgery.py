@@ -116,6 +116,7 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
     nodes = {node.name: node for node in model.graph.node}
     values = constants_of(model)
     split_sizes: dict[str, dict[int, int]] = defaultdict(dict)
+    created: set[str] = set()  # initializers written here: a node rewritten twice updates its own
     for fix in analysis.fixups:
         node = nodes[fix.node]
         new_dims = compacted_shape(atom_keep[fix.ids])
@@ -126,7 +127,7 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
                     attribute.i = new_dims[0]
             continue
         if fix.kind == "slice":
-            _rewrite_slice(model, node, fix, atom_keep, values)
+            _rewrite_slice(model, node, fix, atom_keep, values, created)
             continue
         if fix.kind == "split":
             split_sizes[fix.node][fix.output_index] = new_dims[fix.axes.index(fix.split_axis)]
@@ -135,19 +136,24 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
         for axis, dim in zip(fix.axes, new_dims, strict=True):
             if axis >= 0:
                 target[axis] = dim if fix.kind == "reshape" else 1
-        _set_input(model, node, 1, target, f"{node.name}_shape")
+        _set_input(model, node, 1, target, f"{node.name}_shape", created)
         values[node.input[1]] = target
     for name, sizes in split_sizes.items():
         node = nodes[name]
         counts = np.array([sizes[i] for i in range(len(node.output))], dtype=np.int64)
-        _set_input(model, node, 1, counts, f"{name}_split")
+        _set_input(model, node, 1, counts, f"{name}_split", created)
         kept_attrs = [a for a in node.attribute if a.name != "num_outputs"]
         del node.attribute[:]
         node.attribute.extend(kept_attrs)
 
 
 def _rewrite_slice(
-    model: onnx.ModelProto, node: onnx.NodeProto, fix: ShapeFixup, atom_keep: np.ndarray, values: dict
+    model: onnx.ModelProto,
+    node: onnx.NodeProto,
+    fix: ShapeFixup,
+    atom_keep: np.ndarray,
+    values: dict,
+    created: set[str],
 ) -> None:
     """Bounds move to where the same rows sit once removed rows are squeezed out."""
     dim = fix.axes.index(fix.split_axis)
@@ -156,13 +162,30 @@ def _rewrite_slice(
     starts, ends = values[node.input[1]].copy(), values[node.input[2]].copy()
     at = fix.output_index
     starts[at], ends[at] = alive[: starts[at]].sum(), alive[: min(ends[at], len(alive))].sum()
-    _set_input(model, node, 1, starts, f"{node.name}_starts")
-    _set_input(model, node, 2, ends, f"{node.name}_ends")
+    _set_input(model, node, 1, starts, f"{node.name}_starts", created)
+    _set_input(model, node, 2, ends, f"{node.name}_ends", created)
     values[node.input[1]], values[node.input[2]] = starts, ends
 
 
-def _set_input(model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray, name: str) -> None:
-    """Point one input at a fresh initializer, so a de-duplicated constant stays intact elsewhere."""
+def _set_input(
+    model: onnx.ModelProto, node: onnx.NodeProto, index: int, value: np.ndarray, name: str, created: set[str]
+) -> None:
+    """Point one input at a fresh initializer, so a de-duplicated constant stays intact elsewhere.
+
+    A node rewritten twice (two groups through one Reshape) updates its own fresh initializer; a
+    name the graph already uses (a node whose name ends like one of ours) gets a numbered suffix.
+    """
+    tensors = {t.name: t for t in model.graph.initializer}
+    own = node.input[index] if index < len(node.input) else ""
+    if own in created:
+        tensors[own].CopyFrom(numpy_helper.from_array(value, own))
+        return
+    unique, count = name, 0
+    while unique in tensors:
+        count += 1
+        unique = f"{name}_{count}"
+    name = unique
+    created.add(name)
     model.graph.initializer.append(numpy_helper.from_array(value, name))
     while len(node.input) <= index:
         node.input.append("")

@@ -21,9 +21,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from svtprune.costs import count_data
 from svtprune.graph.analysis import Analysis, Member
-from svtprune.runtime import make_session
+from svtprune.runtime import batches, make_session
 
 DAMPING = 1e-6  # relative to mean(diag H): keeps H invertible when a channel never fires
 
@@ -79,12 +78,10 @@ def calibrate(analysis: Analysis, x: np.ndarray, batch: int = 64) -> Calibration
     session = make_session(model, env_threads=False)
     names = list(wanted)
     calibration = Calibration()
-    input_name = session.get_inputs()[0].name
-    for start in range(0, len(x), batch):
-        for name, value in zip(names, session.run(names, {input_name: x[start : start + batch]}), strict=True):
+    for values in batches(session, x, batch, names):
+        for name, value in values.items():
             rows = np.moveaxis(value.astype(np.float64), wanted[name], -1).reshape(-1, value.shape[wanted[name]])
             h = rows.T @ rows
             calibration.hessians[name] = calibration.hessians.get(name, 0) + h
-        calibration.rows += min(batch, len(x) - start)
-        count_data(min(batch, len(x) - start))
+    calibration.rows += len(x)
     return calibration

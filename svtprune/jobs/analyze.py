@@ -1,12 +1,15 @@
-"""The analyze job: channel groups, why some are refused, and the spiking neurons found."""
+"""The analyze job: channel groups, why some are refused, the spiking neurons found, and the time axis."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from svtprune.graph.analysis import analyze, group_table
+import onnx
+
+from svtprune.graph.analysis import analyze, group_table, prunable_bytes
 from svtprune.graph.io import load_model, param_bytes
 from svtprune.spiking.neurons import find_neurons
+from svtprune.spiking.time_axis import find_time_axis
 
 
 def analyze_report(path: str | Path) -> dict:
@@ -14,13 +17,25 @@ def analyze_report(path: str | Path) -> dict:
     model = load_model(path)
     analysis = analyze(model)
     neurons = find_neurons(analysis.model)
+    reach, total = prunable_bytes(analysis)
     return {
         "model": str(path),
         "nodes": len(model.graph.node),
         "param_bytes": param_bytes(model),
+        "prunable_param_bytes": reach,
+        "prunable_share": reach / max(total, 1),
         "groups": group_table(analysis),
         "neurons": [
             {"name": n.name, "time_steps": n.time_steps, "threshold": n.thresholds[0], "after": n.feeds_from}
             for n in neurons
         ],
+        "time_axis": time_axis_section(model),
     }
+
+
+def time_axis_section(model: onnx.ModelProto) -> dict:
+    """T and where it lives (and a line for people), or ``T`` None and why the graph has no time axis to follow."""
+    axis = find_time_axis(model)
+    if isinstance(axis, str):
+        return {"T": None, "reason": axis, "line": f"time axis: none followed ({axis})"}
+    return {**axis.summary(), "line": axis.line()}

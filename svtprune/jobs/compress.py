@@ -40,6 +40,7 @@ from svtprune.jobs.common import (
 )
 from svtprune.jobs.compress_report import budget_split, compress_report
 from svtprune.jobs.options import CompressOptions, QuantOptions
+from svtprune.jobs.oracle_guard import check_plan, screen_groups
 from svtprune.jobs.quant_step import fastest_layout, quant_points, quantize_after_pruning
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
@@ -112,6 +113,7 @@ def compress_claimed(
     tune = tuning(original, search, options.finetune, options.split.seed, options.preprocess)
     say("analysing the graph")
     analysis = analyze(original)
+    screen_groups(analysis, say)  # a group whose prune fails the oracle is refused before the search
     if not analysis.prunable_groups:
         raise UserError(f"{model_path}: no prunable channel group")
     start = Start.measure(analysis.model, search, held, len(data))
@@ -156,6 +158,7 @@ def compress_claimed(
     if not report["constraints_met"]:
         raise ConstraintError(report["reason"], report)
     report.update(started.cost())
+    check_plan(analysis, plan)  # the last look: the plan's plain prune must match the oracle
     write_outputs(outputs, final, plan.to_json(analysis), report, options.format)
     return report
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from svtprune.errors import ConstraintError, UserError
+from svtprune.extras import require_torch
 from svtprune.jobs.export_config import resolve_fields
 from svtprune.outputs import OutputSet
 
@@ -52,6 +53,7 @@ def export_reference(
         sizes |= dict(embed=embed, heads=heads, mlp_ratio=mlp_ratio, patch_size=patch_size)
         fields = resolve_fields(config, arch, depths, **sizes)
     OutputSet([Path(out)], force=force).check()  # a bad -o fails before torch builds anything
+    require_torch("export")
     from svtprune.spiking.export import build_checked, export_module, load_weights  # torch loads only here
     from svtprune.spiking.zoo import ArchConfig
 

@@ -18,6 +18,7 @@ from svtprune.costs import Started
 from svtprune.data import Dataset
 from svtprune.data_sources import check_preprocess_used
 from svtprune.evaluate import top1
+from svtprune.extras import require_torch
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.jobs.options import check_number
 from svtprune.outputs import OutputSet
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 
 def use_threads(threads: int) -> None:
     """torch's CPU threads for the training (at least one)."""
+    require_torch("finetune")
     import torch
 
     torch.set_num_threads(max(1, threads))
@@ -56,6 +58,7 @@ def finetune_file(
     """
     started = Started()
     out = Path(out)
+    require_torch("finetune")
     check_config(config)
     check_preprocess_used(preprocess, [data, val])
     with OutputSet.claim((out, out.with_suffix(".report.json")), (pruned, teacher, data, val), force) as outputs:

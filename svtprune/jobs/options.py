@@ -16,6 +16,7 @@ from typing import Any
 
 from svtprune.deploy import check_format
 from svtprune.errors import UserError
+from svtprune.extras import require_torch
 
 PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when quantization follows pruning
 POLICY_NAMES = ("uniform", "psvit", "primesvt")
@@ -99,6 +100,7 @@ class FinetuneOptions:
             raise UserError("needs finetune_data", option="finetune_search_drop")
         if self.finetune_data is None:
             return
+        require_torch(option="finetune_data")  # before the search, not after it
         check_number(self.finetune_epochs, "finetune_epochs", low=1)
         check_number(self.finetune_lr, "finetune_lr", low=0, low_open=True)
         if self.finetune_search_drop is not None:

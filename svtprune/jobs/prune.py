@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from svtprune.graph.io import load_model, model_bytes, param_bytes
 from svtprune.graph.plan import Plan, keep_mask, uniform_plan
 from svtprune.graph.surgery import prune
 from svtprune.importance import CRITERIA, DATA_DRIVEN, group_scores
+from svtprune.jobs.oracle_guard import guard_plan
 from svtprune.outputs import OutputSet
 
 
@@ -28,6 +29,7 @@ class PruneResult:
     pruned_bytes: int
     expected_bytes: int
     deployment: dict | None = None  # what write_outputs wrote beside the model for ``format`` 'ort'
+    refused: list[str] = field(default_factory=list)  # groups left whole: their prune failed the oracle
 
 
 def prune_uniform(path: str | Path, ratio: float, importance: str = "l2") -> PruneResult:
@@ -42,9 +44,12 @@ def prune_uniform(path: str | Path, ratio: float, importance: str = "l2") -> Pru
         raise UserError(f"{path}: no prunable channel group ({reasons})")
     plan = uniform_plan(analysis, ratio, group_scores(analysis, importance))
     plan.meta.update({"source": str(path), "importance": importance})
+    refused = guard_plan(analysis, plan)  # never write a model that fails the oracle
+    if refused:
+        plan.meta["refused_by_oracle"] = refused
     pruned = prune(analysis, plan)
     expected = expected_param_bytes(analysis, plan)
-    return PruneResult(pruned, plan, param_bytes(model), param_bytes(pruned), expected)
+    return PruneResult(pruned, plan, param_bytes(model), param_bytes(pruned), expected, refused=refused)
 
 
 def check_importance(importance: str) -> None:

@@ -18,12 +18,21 @@ from svtprune.graph.surgery import prune, zero_out
 from svtprune.jobs.verify_refit import refit_section, shape_only_groups
 from svtprune.jobs.verify_rewritten import rewritten_section
 from svtprune.quantization.scheme import FP32
+from svtprune.runtime_layout import as_logits, logits_layout
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 TIE = 1e-4  # a membrane this close to its threshold may fire or not depending on summation order
+RANDOM_SAMPLES = 8  # random images checked when the user gives no data
+DATA_SAMPLES = 64  # images of the user's data checked when they do not say how many
 
 
-def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: np.ndarray | None = None) -> dict:
+def verify(
+    original: str | Path,
+    pruned: str | Path,
+    plan_path: str | Path,
+    x: np.ndarray | None = None,
+    samples: int = RANDOM_SAMPLES,
+) -> dict:
     """Run the oracle: the pruned file must equal the original with the plan's slices zeroed.
 
     A plan that records a least-squares re-fit (``compress --reconstruct``, the demo), weight bits
@@ -34,13 +43,14 @@ def verify(original: str | Path, pruned: str | Path, plan_path: str | Path, x: n
     fine-tuning, by structure (every node, every constant's shape: each group's widths) and, if
     quantized, by its grids (``verify_rewritten``). How far the file's outputs moved from the plain
     prune is reported beside the verdict, not as part of it. ``checks`` names what was checked.
+    Without ``x``, ``samples`` seeded random images.
     """
     source = load_checked_model(original)
     analysis = analyze(source)
     plan = Plan.load(plan_path)
     oracle = zero_out(analysis, plan)
     candidate = load_checked_model(pruned)
-    x = _random_input(analysis.model) if x is None else x
+    x = random_input(analysis.model, samples) if x is None else x
     finetuned = bool(plan.meta.get("finetuned"))
     quantized = any(b != FP32 for b in plan.bits.values())
     if not (plan.refit or quantized or finetuned):
@@ -72,6 +82,9 @@ def compare_with_oracle(
 ) -> dict:
     """Per sample: identical logits (1e-4) and spike counts, a threshold tie, or a failure.
 
+    ``firing`` is the share of the oracle's neuron outputs that are spikes: at 0 nothing fired in either
+    model (or the samples would fail), so identical spike counts prove nothing about the pruned channels.
+
     Fewer input channels change the order in which a layer sums in float32, so a
     membrane sitting on its threshold can fire in one model and not the other; a sample whose
     first difference is such a tie (the oracle holds at least as many near-threshold membranes
@@ -87,12 +100,15 @@ def compare_with_oracle(
         make_session(with_taps(oracle, neurons_o, spikes=True)),
         make_session(with_taps(candidate, neurons_p, spikes=True)),
     )
+    for session in sessions:
+        logits_layout(session)  # unscorable logits are refused before anything runs
     outputs = (oracle.graph.output[0].name, candidate.graph.output[0].name)
     tally = {"exact": 0, "threshold_ties": 0, "failures": 0}
+    spikes = [0, 0]  # the oracle's spikes, and its neuron outputs
     largest, start, size = 0.0, 0, 1  # the first image alone: its taps say how many fit in TAP_BUDGET
     while start < len(x):
         part = x[start : start + size]
-        difference, per_image = _compare_chunk(sessions, outputs, (neurons_o, neurons_p), part, tally)
+        difference, per_image = _compare_chunk(sessions, outputs, (neurons_o, neurons_p), part, tally, spikes)
         largest, start = max(largest, difference), start + len(part)
         size = int(max(1, min(chunk, TAP_BUDGET // max(per_image, 1))))
     return {
@@ -100,20 +116,23 @@ def compare_with_oracle(
         **tally,
         "max_logit_difference_exact_samples": largest,
         "neurons": len(neurons_o),
+        "firing": spikes[0] / spikes[1] if spikes[1] else None,
         "passed": tally["failures"] == 0,
     }
 
 
 def _compare_chunk(
-    sessions: tuple, outputs: tuple[str, str], neurons: tuple, x: np.ndarray, tally: dict
+    sessions: tuple, outputs: tuple[str, str], neurons: tuple, x: np.ndarray, tally: dict, spikes: list[int]
 ) -> tuple[float, int]:
-    """Adds one chunk's samples to ``tally``; returns its largest logit difference among matching samples
-    and the bytes both models' taps took per image."""
+    """Adds one chunk's samples to ``tally`` and the oracle's spikes and neuron outputs to ``spikes``; returns
+    its largest logit difference among matching samples and the bytes both models' taps took per image."""
     from svtprune.runtime import predict
 
     out_o, out_p = predict(sessions[0], x), predict(sessions[1], x)
-    logits_o, logits_p = out_o[outputs[0]], out_p[outputs[1]]
+    logits_o, logits_p = as_logits(sessions[0], out_o[outputs[0]]), as_logits(sessions[1], out_p[outputs[1]])
     counts_o, counts_p = _spike_counts(neurons[0], out_o), _spike_counts(neurons[1], out_p)
+    spikes[0] += int(sum(c.sum() for c in counts_o))
+    spikes[1] += sum(out_o[s].size for neuron in neurons[0] for s in neuron.spikes)
     for sample in range(len(x)):
         divergence = _first_divergence(counts_o, counts_p, sample)
         if divergence is None:
@@ -150,10 +169,11 @@ def _spike_counts(neurons: list, outputs: dict[str, np.ndarray]) -> list[np.ndar
     ]
 
 
-def _random_input(model: onnx.ModelProto, batch: int = 8) -> np.ndarray:
+def random_input(model: onnx.ModelProto, samples: int = RANDOM_SAMPLES) -> np.ndarray:
+    """``samples`` seeded random images of the input's size (a fixed batch runs them in chunks of its size)."""
     value = model.graph.input[0]
-    dims = [d.dim_value if d.HasField("dim_value") else batch for d in value.type.tensor_type.shape.dim]
-    return np.random.default_rng(0).standard_normal(dims).astype(np.float32)
+    dims = [d.dim_value if d.HasField("dim_value") else samples for d in value.type.tensor_type.shape.dim]
+    return np.random.default_rng(0).standard_normal([samples, *dims[1:]]).astype(np.float32)
 
 
 def verify_files(
@@ -161,14 +181,15 @@ def verify_files(
     pruned: str | Path,
     plan: str | Path,
     data: str | Path | None = None,
-    samples: int = 64,
+    samples: int | None = None,
     preprocess: str | Path | None = None,
 ) -> dict:
-    """``verify`` on the first ``samples`` images of ``data`` (random inputs without data)."""
+    """``verify`` on the first ``samples`` images of ``data`` (default 64), or ``samples`` random images (default 8)."""
     from svtprune.data_sources import check_preprocess_used, load_data
 
-    if samples < 1:
+    if samples is not None and samples < 1:
         raise UserError(f"must be at least 1, got {samples}", option="samples")
     check_preprocess_used(preprocess, [data])
-    x = load_data(data, preprocess).x[:samples] if data else None
-    return verify(original, pruned, plan, x)
+    if data is None:
+        return verify(original, pruned, plan, None, samples or RANDOM_SAMPLES)
+    return verify(original, pruned, plan, load_data(data, preprocess).x[: samples or DATA_SAMPLES])

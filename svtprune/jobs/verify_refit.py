@@ -35,10 +35,9 @@ def refit_section(candidate: onnx.ModelProto, plain: onnx.ModelProto, refit: lis
 
 def output_shift(candidate: onnx.ModelProto, plain: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
     """How far ``candidate``'s logits are from the plain prune's on ``x``: the largest difference, the agreement."""
-    from svtprune.runtime import make_session, predict
+    from svtprune.runtime import logits_of, make_session
 
-    logits_c = predict(make_session(candidate), x)[candidate.graph.output[0].name]
-    logits_p = predict(make_session(plain), x)[plain.graph.output[0].name]
+    logits_c, logits_p = logits_of(make_session(candidate), x), logits_of(make_session(plain), x)
     return {
         "max_logit_difference": float(np.abs(logits_c - logits_p).max(initial=0.0)),
         "prediction_agreement": float((logits_c.argmax(axis=1) == logits_p.argmax(axis=1)).mean()),

@@ -30,6 +30,7 @@ from torch import nn
 from svtprune.errors import UserError
 from svtprune.graph.io import attribute
 from svtprune.recover.torch_ops import OPS, attrs, to_torch
+from svtprune.runtime_layout import graph_time_first
 from svtprune.spiking.neurons import find_neurons
 
 WEIGHTED = {"Conv", "MatMul", "Gemm"}
@@ -121,6 +122,7 @@ class OnnxModule(nn.Module):
                 consts[node.output[0]] = numpy_helper.to_array(value)
         self.sites = _spike_sites(model, consts)
         self.input_name = [i.name for i in model.graph.input if i.name not in arrays][0]
+        self.time_first = graph_time_first(model)  # logits [T, N, classes]: scored as their mean over T
         self.output_names = [o.name for o in model.graph.output]
         self.last_reads = self._last_reads()
         self.probe: dict[str, torch.Tensor] | None = None  # {}: keeps each spike's H input (tests)
@@ -192,8 +194,9 @@ class OnnxModule(nn.Module):
             env[name] = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The first graph output (the logits)."""
-        return self.run(x, self.output_names[:1])[self.output_names[0]]
+        """The first graph output (the logits), ``[N, classes]`` as ``runtime.logits_of`` scores them."""
+        logits = self.run(x, self.output_names[:1])[self.output_names[0]]
+        return logits.mean(0) if self.time_first else logits
 
 
 def convert(model: onnx.ModelProto, alpha: float = 2.0) -> OnnxModule:

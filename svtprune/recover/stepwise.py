@@ -9,6 +9,8 @@ graph order cannot change anything already computed.
 
 Images go through in chunks; a caller's ``reduce`` shrinks each chunk's tapped value at once
 (the re-fit keeps a few thousand rows), so memory follows the chunk and the graph's widest cut.
+A graph that fixes its batch goes through in chunks of that size, the last padded with copies of its
+images; what a caller sees of that chunk leaves the padding out where it can (``runtime_layout.unpadded``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from onnx import helper
 
 from svtprune.costs import count_data
 from svtprune.runtime import make_session
+from svtprune.runtime_layout import padded, unpadded
 
 CHUNK_IMAGES = 256  # images per piece run: the calibration sets searches use (128) go through whole
 Reduce = Callable[[int, np.ndarray], np.ndarray]  # (chunk index, value) -> what the caller keeps
@@ -32,8 +35,12 @@ class StepwiseRunner:
     def __init__(self, model: onnx.ModelProto, x: np.ndarray, chunk: int = CHUNK_IMAGES) -> None:
         self.model = model  # read afresh at every piece: callers install re-fitted weights in place
         self.feed = model.graph.input[0].name
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        self.size = dims[0].dim_value if dims and dims[0].dim_value > 0 else None  # the graph's fixed batch
+        chunk = self.size or chunk
         self.chunks = [x[start : start + chunk] for start in range(0, len(x), chunk)]
-        self.values: list[dict[str, np.ndarray]] = [{self.feed: part} for part in self.chunks]
+        feeds = [padded(part, self.size) if self.size else part for part in self.chunks]
+        self.values: list[dict[str, np.ndarray]] = [{self.feed: part} for part in feeds]
         self.done: set[int] = set()
         self.producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
         self.counted = False
@@ -42,21 +49,27 @@ class StepwiseRunner:
         """``name``'s value on each chunk (after ``reduce``), running only the nodes not run before."""
         piece = self._piece(name)
         if not piece:  # the graph input, or a value an earlier piece left
-            return [known[name] if reduce is None else reduce(i, known[name]) for i, known in enumerate(self.values)]
+            return [self._taken(i, known[name], reduce) for i, known in enumerate(self.values)]
         inputs, outputs = self._boundary(piece, name)
         session = make_session(self._segment(piece, inputs, outputs), arena=False)  # one run per chunk
         taken: list[np.ndarray] = []
         for index, known in enumerate(self.values):
             computed = session.run(outputs, {n: known[n] for n in inputs})
             known.update(zip(outputs, computed, strict=True))
-            value = known[name]
-            taken.append(value if reduce is None else reduce(index, value))
+            taken.append(self._taken(index, known[name], reduce))
         if not self.counted:  # a pass of the images, however many pieces it takes
             count_data(sum(len(part) for part in self.chunks))
             self.counted = True
         self.done |= set(piece)
         self._forget()
         return taken
+
+    def _taken(self, index: int, value: np.ndarray, reduce: Reduce | None) -> np.ndarray:
+        """What the caller gets of chunk ``index``'s ``value``: without a padded chunk's padding, then reduced."""
+        real = len(self.chunks[index])
+        if self.size and real < self.size:
+            value = unpadded(value, real, self.size, 0)
+        return value if reduce is None else reduce(index, value)
 
     def _piece(self, name: str) -> list[int]:
         """Indices (graph order) of the nodes ``name`` depends on that have not run yet."""

@@ -14,6 +14,12 @@ ELEMENTWISE = (
 ).split()
 
 
+ACTIVATION_CONSTANT = (
+    "a constant shaped like an activation, which no rule follows (a fixed-batch export stores run-time "
+    "values so: an export with a dynamic batch may let svtprune follow it)"
+)
+
+
 @handles(*ELEMENTWISE)
 def elementwise(state: PropagationState, node: onnx.NodeProto) -> None:
     out_name = node.output[0]
@@ -54,5 +60,9 @@ def _check_unlabelled_operand(
             continue  # its values come from shapes only, so it follows any new width at run time
         if name in state.constants and len(label.axes) == 1:
             state.members.append(Member(node.name, index, name, spanned[0], label.ids, "param"))
+        elif name in state.normalised:
+            state.refuse(label.ids, f"{node.op_type} {node.name}: channels meet {state.normalised[name]}")
+        elif name in state.constants and state.constants[name].ndim >= 3:
+            state.refuse(label.ids, f"{node.op_type} {node.name}: channels meet {name}, {ACTIVATION_CONSTANT}")
         else:
             state.refuse(label.ids, f"{node.op_type} {node.name}: channels meet {name}, which no rule follows")

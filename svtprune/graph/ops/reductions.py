@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.graph.labels import FIXED, Label, PropagationState
+from svtprune.graph.labels import FIXED, Label, PropagationState, ShapeRead
 from svtprune.graph.ops.registry import attr, handles, labels_of, norm_axis
 
 
@@ -21,6 +21,7 @@ def normalising(state: PropagationState, node: onnx.NodeProto) -> None:
     for label in labels_of(state, x):
         if set(label.axes) & set(covered):
             state.refuse(label.ids, f"{node.op_type} {node.name} normalises over the channel axis")
+            state.normalised[node.output[0]] = f"the output of {node.op_type} {node.name} (normalised over channels)"
         else:
             kept.append(label)
     state.labels[node.output[0]] = kept
@@ -86,6 +87,15 @@ def spatial(state: PropagationState, node: onnx.NodeProto) -> None:
 
 @handles("Shape", "Size", "ConstantOfShape", "Range", "NonZero")
 def shape_source(state: PropagationState, node: onnx.NodeProto) -> None:
-    """Outputs depend on shapes only, so they adapt to new widths at run time."""
+    """Outputs depend on shapes only; which dims a Shape reads is remembered (``read_shape``)."""
     for out_name in node.output:
         state.shape_only.add(out_name)
+    rank = state.rank(node.input[0]) if node.input else None
+    if node.op_type in ("Shape", "Size") and rank is not None:
+        start = norm_axis(int(attr(node, "start", 0)), rank) if node.op_type == "Shape" else 0
+        end = attr(node, "end") if node.op_type == "Shape" else None
+        end = rank if end is None else min(norm_axis(int(end), rank), rank)
+        read = ShapeRead(f"{node.op_type} {node.name}", node.input[0], tuple(range(start, end)))
+        state.shape_reads[node.output[0]] = [read]
+        if node.op_type == "Size":  # the product of every dim is a number, not a shape
+            state.read_shape(node.output[0])

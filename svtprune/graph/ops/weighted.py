@@ -122,8 +122,11 @@ def _activation_matmul(state: PropagationState, node: onnx.NodeProto, out_rank: 
 
 
 def _contracted_view(label: Label, k_axis: int) -> np.ndarray:
-    """Ids with the contracted axis last, so both operands line up position by position."""
-    return np.moveaxis(label.ids, label.axes.index(k_axis), -1)
+    """Ids with the contracted axis last, so both operands line up position by position.
+
+    Size-1 axes go: one operand may carry a single head as an axis of its label, the other not."""
+    view = np.moveaxis(label.ids, label.axes.index(k_axis), -1)
+    return view.reshape([d for d in view.shape[:-1] if d != 1] + [view.shape[-1]])
 
 
 def _link_shared_axes(state: PropagationState, labels: list[Label]) -> None:
@@ -141,7 +144,11 @@ def batch_norm(state: PropagationState, node: onnx.NodeProto) -> None:
     x = node.input[0]
     for label in labels_of(state, x):
         if label.axes != (1,):
-            state.refuse(label.ids, f"{node.op_type} {node.name}: channels off axis 1")
+            why = f"{node.op_type} {node.name}: channels off axis 1"
+            if node.op_type == "InstanceNormalization":  # GroupNorm: a reshape puts channels in the normalised axes
+                why = f"{node.op_type} {node.name} normalises channels together (a GroupNorm exported over a reshape)"
+                state.normalised[node.output[0]] = f"the output of {node.op_type} {node.name} (channels normalised)"
+            state.refuse(label.ids, why)
             continue
         for index, name in enumerate(node.input[1:], start=1):
             if name in state.constants:
