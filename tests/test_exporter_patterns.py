@@ -256,3 +256,47 @@ def test_a_node_rewritten_twice_or_named_like_a_fresh_constant_keeps_names_uniqu
     pruned = assert_matches_oracle(analysis, plan, _inputs(model, 3))
     names = [t.name for t in pruned.graph.initializer]
     assert len(names) == len(set(names))
+
+
+class TokenNorm(nn.Module):
+    """A class token joined to the tokens, a LayerNorm over the residual width (timm's ViT stem)."""
+
+    def __init__(self, squash: bool = False, dim: int = 16) -> None:
+        super().__init__()
+        self.squash = squash
+        self.embed = nn.Linear(6, dim)
+        self.token = nn.Parameter(torch.randn(1, 1, dim))
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, 2 * dim)
+        self.head = nn.Linear(2 * dim, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        x = torch.sigmoid(x) if self.squash else x
+        x = torch.cat([self.token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.head(functional.gelu(self.fc(self.norm(x)))[:, 0])
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["classic", "dynamo"])
+def test_layer_norm_over_pruned_channels_counts_them_as_zeros(tmp_path: Path, dynamo: bool) -> None:
+    """The oracle's LayerNorm averages over every channel, the removed ones as zeros: surgery writes
+    that arithmetic, and the class token concatenated beside the channels is cut with them."""
+    torch.manual_seed(0)
+    module = TokenNorm()
+    with torch.no_grad():
+        module.norm.weight.uniform_(0.5, 1.5)
+        module.norm.bias.normal_(0.0, 0.2)
+    model = _export(module, torch.randn(2, 7, 6), tmp_path / "norm.onnx", dynamo)
+    analysis = analyze(model)
+    stream = next(g for g in analysis.groups if g.size == 16)
+    assert stream.prunable, stream.refused
+    plan = uniform_plan(analysis, 0.5, group_scores(analysis, "l2"))
+    pruned = assert_matches_oracle(analysis, plan, _inputs(model))
+    assert "LayerNormalization" not in {n.op_type for n in pruned.graph.node}  # written out for C' of C
+
+
+def test_layer_norm_refuses_channels_that_are_not_zero_once_removed(tmp_path: Path) -> None:
+    """sigmoid(0) = 0.5: a removed channel would still count in the oracle's mean, so no exact prune."""
+    model = _export(TokenNorm(squash=True), torch.randn(2, 7, 6), tmp_path / "norm.onnx", dynamo=True)
+    stream = next(g for g in analyze(model).groups if g.size == 16)
+    assert any("normalises over the channel axis" in r for r in stream.refused), stream.refused

@@ -31,6 +31,7 @@ class Group:
     sources: list[str]
     refused: list[str] = field(default_factory=list)
     head_rows: list[np.ndarray] = field(default_factory=list)  # grid rows (channel ids) if split into heads
+    row_heads: list[int] = field(default_factory=list)  # each row's head: its index on its grid's head axis
     heads: int = 0  # attention heads: grid rows of the finest piece the head grid is cut into (q, k, v apart)
     heads_removable: bool = True  # False when a head-wise sum needs every head to keep a channel
 
@@ -173,6 +174,7 @@ def _build_groups(state: PropagationState, channel_of_atom: np.ndarray) -> list[
         grids = _head_grids(state.grids, atom_set)
         if grids:
             group.head_rows = [channel_of_atom[r] for grid in grids for r in grid.reshape(-1, grid.shape[-1])]
+            group.row_heads = [r % grid.shape[-2] for grid in grids for r in range(grid.size // grid.shape[-1])]
             group.heads = _head_count(grids[0], state.views)
         group.heads_removable = not any(set(r.ravel().tolist()) & atom_set for r in state.pinned_rows)
         groups.append(group)

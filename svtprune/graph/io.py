@@ -114,3 +114,17 @@ def tensor_bytes(tensor: onnx.TensorProto) -> int:
 
 def initializer_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
+    """A copy whose symbolic input batch is ``batch`` (output shapes cleared for inference to fill in)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    del fixed.graph.value_info[:]
+    for value in fixed.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = batch
+    for value in fixed.graph.output:  # declared output shapes may name the batch; inference fills them in
+        value.type.tensor_type.ClearField("shape")
+    return fixed

@@ -43,7 +43,7 @@ class ShapeFixup:
     """A constant that encodes channel counts and must be rewritten after pruning."""
 
     node: str
-    kind: str  # "reshape", "split", "slice", "expand" or "group" (depthwise Conv)
+    kind: str  # "reshape", "split", "slice", "expand", "group" (depthwise Conv) or "layernorm"
     axes: tuple[int, ...]  # axes of the node's output that the label spans
     ids: np.ndarray  # the label at those axes; its compacted shape gives the new dims
     output_index: int = 0
@@ -100,6 +100,8 @@ class PropagationState:
     pinned_rows: list[np.ndarray] = field(default_factory=list)  # rows (heads) that must keep a channel
     shape_reads: dict[str, list[ShapeRead]] = field(default_factory=dict)  # shape vectors: which dims they hold
     normalised: dict[str, str] = field(default_factory=dict)  # tensor -> the normalisation over channels behind it
+    nonzero: set[int] = field(default_factory=set)  # atoms that a zeroed slice may not leave at zero somewhere
+    expanded: dict[str, tuple[str, str]] = field(default_factory=dict)  # Expand output -> (node, constant it repeats)
     refusals: dict[int, str] = field(default_factory=dict)
     fixed_atoms: set[int] = field(default_factory=set)
 

@@ -140,9 +140,10 @@ def head_units(analysis: Analysis, group: Group) -> list[np.ndarray]:
         return i
 
     keys = [frozenset(r.tolist()) for r in rows]
+    heads = group.row_heads or list(range(len(rows)))
     for i in range(len(rows)):
         for j in range(i):
-            if keys[i] & keys[j]:
+            if keys[i] & keys[j] or heads[i] == heads[j]:  # q, k and v of one head go together
                 parent[find(i)] = find(j)
     for rows_a, rows_b in analysis.row_links:
         for ra, rb in zip(rows_a, rows_b, strict=True):

@@ -15,6 +15,7 @@ from onnx import numpy_helper
 
 from svtprune.graph.analysis import Analysis, constants_of
 from svtprune.graph.labels import ShapeFixup
+from svtprune.graph.layer_norm import expand_layer_norms
 from svtprune.graph.normalize import infer_shapes
 from svtprune.graph.plan import Plan, compacted_shape, keep_mask
 from svtprune.graph.storage import restore_storage
@@ -112,11 +113,13 @@ def _cut(value: np.ndarray, cuts: list[tuple[int, np.ndarray]], remove: bool) ->
 
 
 def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.ndarray) -> None:
-    """New Reshape targets, Split sizes and Expand shapes from the compacted label shapes."""
+    """New Reshape targets, Split sizes and Expand shapes from the compacted label shapes; LayerNorms
+    over pruned channels written out (``layer_norm``)."""
     nodes = {node.name: node for node in model.graph.node}
     values = constants_of(model)
     split_sizes: dict[str, dict[int, int]] = defaultdict(dict)
     created: set[str] = set()  # initializers written here: a node rewritten twice updates its own
+    layer_norms: dict[str, tuple[int, int]] = {}
     for fix in analysis.fixups:
         node = nodes[fix.node]
         new_dims = compacted_shape(atom_keep[fix.ids])
@@ -132,6 +135,10 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
         if fix.kind == "split":
             split_sizes[fix.node][fix.output_index] = new_dims[fix.axes.index(fix.split_axis)]
             continue
+        if fix.kind == "layernorm":
+            if new_dims[0] < len(fix.ids):
+                layer_norms[fix.node] = (len(fix.ids), new_dims[0])
+            continue
         target = values[node.input[1]].copy()
         for axis, dim in zip(fix.axes, new_dims, strict=True):
             if axis >= 0:
@@ -145,6 +152,7 @@ def _rewrite_shapes(model: onnx.ModelProto, analysis: Analysis, atom_keep: np.nd
         kept_attrs = [a for a in node.attribute if a.name != "num_outputs"]
         del node.attribute[:]
         node.attribute.extend(kept_attrs)
+    expand_layer_norms(model, layer_norms)
 
 
 def _rewrite_slice(

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
+from svtprune.graph.io import with_batch
 from svtprune.runtime import make_session, timed_runs_ms
 
 
@@ -82,14 +83,7 @@ def cost_features(model: onnx.ModelProto, batch: int) -> dict[str, float]:
 
 def _shapes_at_batch(model: onnx.ModelProto, batch: int) -> dict[str, tuple[int, ...]]:
     """Static shapes of every tensor with the symbolic batch axis of the inputs set to ``batch``."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    del fixed.graph.value_info[:]
-    for value in fixed.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = batch
-    inferred = shape_inference.infer_shapes(fixed, data_prop=True)
+    inferred = shape_inference.infer_shapes(with_batch(model, batch), data_prop=True)
     shapes = {}
     for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = value.type.tensor_type.shape.dim

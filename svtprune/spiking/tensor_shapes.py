@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 from onnx import shape_inference
 
+from svtprune.graph.io import with_batch
 from svtprune.runtime import make_session, with_outputs
 
 Shapes = dict[str, tuple[int, ...]]
@@ -28,26 +29,13 @@ def probe_batch(model: onnx.ModelProto, avoid: int) -> int:
 
 def tensor_shapes(model: onnx.ModelProto, batch: int) -> Shapes:
     """Every tensor's shape (inputs, initializers, node outputs) with the input batch set to ``batch``."""
-    fixed = _with_batch(model, batch)
+    fixed = with_batch(model, batch)
     shapes = _inferred(fixed)
     wanted = [out for node in model.graph.node for out in node.output if out]
     missing = [name for name in wanted if name not in shapes]
     if missing:
         shapes.update(_measured(fixed, missing, batch))
     return shapes
-
-
-def _with_batch(model: onnx.ModelProto, batch: int) -> onnx.ModelProto:
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    del fixed.graph.value_info[:]
-    for value in fixed.graph.input:
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_value = batch
-    for value in fixed.graph.output:  # declared output shapes may name the batch; inference fills them in
-        value.type.tensor_type.ClearField("shape")
-    return fixed
 
 
 def _inferred(model: onnx.ModelProto) -> Shapes:

@@ -37,8 +37,40 @@ def elementwise(state: PropagationState, node: onnx.NodeProto) -> None:
         if name and not labels_of(state, name):
             _check_unlabelled_operand(state, node, index, out, out_rank)
     state.labels[out_name] = out
+    if not _keeps_zero(state, node, out, out_rank):
+        for label in out:
+            state.nonzero.update(label.ids.ravel().tolist())
     if inputs and all(n in state.shape_only or n in state.constants for n in inputs):
         state.shape_only.add(out_name)
+
+
+ZERO_KEEPING = set(
+    "Add Sub Mul Div Neg Abs Sign Relu LeakyRelu PRelu Gelu Erf Tanh Sqrt Identity Dropout Cast CastLike "
+    "HardSwish Mish Elu Selu Floor Ceil Round Clip".split()
+)
+
+
+def _keeps_zero(state: PropagationState, node: onnx.NodeProto, out: list[Label], out_rank: int) -> bool:
+    """Whether a channel zeroed on the way in (the oracle's removed slice) is still zero on the way out.
+
+    A LayerNorm over channels counts the removed channels' values; surgery accounts for them as zeros
+    (``reductions.layer_norm``), which holds only while every op on the way keeps zero at zero.
+    """
+    if node.op_type not in ZERO_KEEPING or not out:
+        return node.op_type in ZERO_KEEPING
+    if node.op_type not in ("Add", "Sub", "Clip"):
+        return True  # products, quotients and odd activations of zero are zero
+    for name in node.input[:2]:
+        if not name or labels_of(state, name):
+            continue
+        shape = state.shapes.get(name)
+        if name not in state.constants or shape is None:
+            return False  # an activation no rule follows adds something to the removed channels
+        offset = out_rank - len(shape)
+        for label in out:
+            if any(a - offset < 0 or shape[a - offset] == 1 for a in label.axes):
+                return False  # a broadcast constant is not sliced, so it is added to removed channels too
+    return True
 
 
 def _check_unlabelled_operand(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.graph.labels import FIXED, Label, PropagationState, ShapeFixup
+from svtprune.graph.labels import FIXED, Label, Member, PropagationState, ShapeFixup
 from svtprune.graph.ops.registry import add_label, attr, handles, labels_of, norm_axis
 from svtprune.graph.reshape_map import map_label
 
@@ -62,6 +62,9 @@ def concat(state: PropagationState, node: onnx.NodeProto) -> None:
         for label in labels_of(state, name):
             if axis not in label.axes:
                 add_label(out, state, label, node.name)
+    for index, name in enumerate(node.input):
+        if name and not labels_of(state, name):  # a class token joins the tokens: its channels go too
+            _slice_joined_piece(state, node, index, [lbl for lbl in out if axis not in lbl.axes])
     if on_axis:
         pieces = []
         for name in names:
@@ -77,6 +80,31 @@ def concat(state: PropagationState, node: onnx.NodeProto) -> None:
                 return
         out.append(Label(np.concatenate(pieces), (axis,)))
     state.labels[out_name] = out
+
+
+def _slice_joined_piece(state: PropagationState, node: onnx.NodeProto, index: int, labels: list[Label]) -> None:
+    """A constant (or a constant repeated by Expand) concatenated beside channels is cut with them."""
+    name = node.input[index]
+    shape = state.shapes.get(name)
+    for label in labels:
+        if shape is None or len(label.axes) != 1 or shape[label.axes[0]] == 1:
+            if shape is None or any(shape[a] != 1 for a in label.axes):
+                state.refuse(label.ids, f"Concat {node.name}: channels meet {name}, which no rule follows")
+            continue
+        axis = label.axes[0]
+        if name in state.constants:
+            state.members.append(Member(node.name, index, name, axis, label.ids, "param"))
+            continue
+        source = state.expanded.get(name)
+        if source is None:
+            state.refuse(label.ids, f"Concat {node.name}: channels meet {name}, which no rule follows")
+            continue
+        expand_node, constant = source
+        own_axis = axis - (len(shape) - state.constants[constant].ndim)
+        if own_axis < 0 or state.constants[constant].shape[own_axis] != len(label.ids):
+            state.refuse(label.ids, f"Concat {node.name}: channels meet {name}, which no rule follows")
+            continue
+        state.members.append(Member(expand_node, 0, constant, own_axis, label.ids, "param"))
 
 
 @handles("Split")
@@ -169,6 +197,8 @@ def expand(state: PropagationState, node: onnx.NodeProto) -> None:
         if node.input[1] in state.shape_only or node.input[1] in state.constants:
             state.shape_only.add(out_name)
     offset = (state.rank(out_name) or 0) - (state.rank(x) or 0)
+    if node.op_type == "Expand" and x in state.constants and node.input[1] not in state.constants:
+        state.expanded[out_name] = (node.name, x)  # a learned token repeated over the batch
     out = []
     for label in labels_of(state, x):
         moved = Label(label.ids, tuple(a + offset for a in label.axes))
@@ -225,4 +255,29 @@ def squeeze(state: PropagationState, node: onnx.NodeProto) -> None:
             out.append(Label(label.ids, tuple(survivors.index(a) for a in label.axes)))
         else:
             out.append(Label(label.ids, tuple(positions[a] for a in label.axes)))
+    state.labels[out_name] = out
+
+
+@handles("Pad")
+def pad(state: PropagationState, node: onnx.NodeProto) -> None:
+    """Padding the spatial axes (Swin's windows) keeps channels where they are; padding them is refused."""
+    x, out_name = node.input[0], node.output[0]
+    rank = state.rank(x) or 0
+    pads = state.constants.get(node.input[1]) if len(node.input) > 1 and node.input[1] else attr(node, "pads")
+    axes_value = state.constants.get(node.input[3]) if len(node.input) > 3 and node.input[3] else None
+    fill = state.constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    out = []
+    for label in labels_of(state, x):
+        if pads is None or (len(node.input) > 3 and node.input[3] and axes_value is None):
+            state.refuse(label.ids, f"Pad {node.name}: pads computed at run time")
+            continue
+        pads_array = np.ravel(np.asarray(pads))
+        axes = [norm_axis(int(a), rank) for a in np.ravel(axes_value)] if axes_value is not None else range(rank)
+        padded = {a for i, a in enumerate(axes) if pads_array[i] != 0 or pads_array[i + len(axes)] != 0}
+        if padded & set(label.axes):
+            state.refuse(label.ids, f"Pad {node.name} pads the channel axis")
+            continue
+        if fill is not None and np.any(np.asarray(fill) != 0) or attr(node, "mode", b"constant") != b"constant":
+            state.nonzero.update(label.ids.ravel().tolist())  # padded positions of removed channels are not zero
+        out.append(label)
     state.labels[out_name] = out

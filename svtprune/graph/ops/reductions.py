@@ -5,11 +5,45 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.graph.labels import FIXED, Label, PropagationState, ShapeRead
+from svtprune.graph.labels import FIXED, Label, Member, PropagationState, ShapeFixup, ShapeRead
 from svtprune.graph.ops.registry import attr, handles, labels_of, norm_axis
 
 
-@handles("LayerNormalization", "Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
+@handles("LayerNormalization")
+def layer_norm(state: PropagationState, node: onnx.NodeProto) -> None:
+    """A LayerNorm over the last axis follows its channels when the removed ones arrive as zeros.
+
+    The oracle keeps the original LayerNorm and zeroes the removed channels' inputs, scale and bias:
+    its mean and variance still count C channels, the removed ones as zeros. Surgery writes that
+    arithmetic for the kept channels (``surgery`` expands the node), so the prune stays exact.
+    Anything else (several normalised axes, a channel that may be nonzero when removed) is refused.
+    """
+    x = node.input[0]
+    rank = state.rank(x) or 0
+    axis = norm_axis(int(attr(node, "axis", -1)), rank)
+    labels = labels_of(state, x)
+    on_axis = [label for label in labels if axis in label.axes]
+    params = [n for n in node.input[1:3] if n]
+    followable = (
+        len(on_axis) == 1
+        and axis == rank - 1
+        and on_axis[0].axes == (axis,)
+        and all(n in state.constants and state.constants[n].ndim == 1 for n in params)
+        and not any(name for name in node.output[1:])
+        and not set(on_axis[0].ids.ravel().tolist()) & state.nonzero
+    )
+    if not followable:
+        normalising(state, node)
+        return
+    label = on_axis[0]
+    for index, name in enumerate(node.input[1:3], start=1):
+        if name:
+            state.members.append(Member(node.name, index, name, 0, label.ids, "param"))
+    state.fixups.append(ShapeFixup(node.name, "layernorm", label.axes, label.ids))
+    state.labels[node.output[0]] = list(labels)
+
+
+@handles("Softmax", "LogSoftmax", "Hardmax", "LpNormalization")
 def normalising(state: PropagationState, node: onnx.NodeProto) -> None:
     """Normalising over the channel axis makes every channel depend on all others: refuse."""
     x = node.input[0]
