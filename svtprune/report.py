@@ -235,6 +235,8 @@ def _extras(report: dict) -> str:
             f"<p id='time-limit'>The search stopped at its time limit of {limit['seconds']:g} s: "
             f"{limit['candidates_not_measured']} steps were not measured; the best accepted before it is kept.</p>"
         )
+    if report.get("timesteps"):
+        parts.append(_time_steps(report["timesteps"]))
     if "finetune" in report:
         f = report["finetune"]
         parts.append(
@@ -254,6 +256,22 @@ def _extras(report: dict) -> str:
             f"<th>held-out accuracy</th></tr>{rows}</table>"
         )
     return "".join(parts)
+
+
+def _time_steps(section: dict) -> str:
+    """The time phase (compress with a speed goal): each T' judged, and what was kept."""
+    once = html.escape(section["stem_once"] or section.get("stem_once_note") or "not applied")
+    rows = "".join(
+        f"<tr><td>{c['timesteps']}</td><td>{c['accuracy_search']}</td><td>{c['verdict']}</td>"
+        f"<td>{c['accuracy_held']}</td><td>{c.get('latency_ms_b1', '')}</td><td>{c.get('speedup') or ''}</td></tr>"
+        for c in section["candidates"]
+    )
+    return (
+        f"<h2>Time steps</h2><p id='time-steps'>{section['original']} -> {section['chosen']} "
+        f"({html.escape(section['reason'])}); stem: {once}.</p><table id='time-candidates'><tr><th>T'</th>"
+        "<th>search accuracy</th><th>verdict</th><th>held-out accuracy</th><th>batch-1 ms</th><th>speed-up</th>"
+        f"</tr>{rows}</table>"
+    )
 
 
 def render_html(report: dict) -> str:

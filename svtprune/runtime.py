@@ -247,20 +247,23 @@ def tap(model: onnx.ModelProto, names: list[str], x: np.ndarray, batch: int | No
     return values
 
 
-def timed_runs_ms(session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int) -> list[float]:
-    """Wall time (ms) of each of ``repeats`` calls on ``feeds``, after a warm-up call."""
-    session.run(None, feeds)
+def timed_runs_ms(
+    session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int, warm_up: bool = True
+) -> list[float]:
+    """Wall time (ms) of each of ``repeats`` calls on ``feeds``, after a warm-up call (unless ``warm_up`` is off)."""
+    if warm_up:
+        session.run(None, feeds)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         session.run(None, feeds)
         times.append(1000 * (time.perf_counter() - start))
     first = next(iter(feeds.values()), None)
-    count_timing((repeats + 1) * (len(first) if first is not None and first.ndim else 1))
+    count_timing((repeats + warm_up) * (len(first) if first is not None and first.ndim else 1))
     return times
 
 
-def run_times_ms(session: ort.InferenceSession, batch: int, repeats: int) -> list[float]:
+def run_times_ms(session: ort.InferenceSession, batch: int, repeats: int, warm_up: bool = True) -> list[float]:
     """Wall time of each of ``repeats`` calls at this batch size (seeded random images), after a warm-up call.
 
     A batch larger than the session's memory-bounded one (``batch_for``) is timed as consecutive runs
@@ -274,16 +277,16 @@ def run_times_ms(session: ort.InferenceSession, batch: int, repeats: int) -> lis
         runs = -(-batch // fixed)
         shape = [fixed if d is None else d for d in input_shape(session)]
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        return [runs * t for t in timed_runs_ms(session, {session.get_inputs()[0].name: x}, repeats)]
+        return [runs * t for t in timed_runs_ms(session, {session.get_inputs()[0].name: x}, repeats, warm_up)]
     limit = getattr(session, "svtprune_batch", DEFAULT_BATCH)
     if batch > limit:
         whole, rest = divmod(batch, limit)
-        full = run_times_ms(session, limit, repeats)
-        tail = run_times_ms(session, rest, repeats) if rest else [0.0] * repeats
+        full = run_times_ms(session, limit, repeats, warm_up)
+        tail = run_times_ms(session, rest, repeats, warm_up) if rest else [0.0] * repeats
         return [whole * a + b for a, b in zip(full, tail, strict=True)]
     shape = [batch if d is None else d for d in input_shape(session)]
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    return timed_runs_ms(session, {session.get_inputs()[0].name: x}, repeats)
+    return timed_runs_ms(session, {session.get_inputs()[0].name: x}, repeats, warm_up)
 
 
 def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10, fastest: bool = False) -> float:

@@ -103,6 +103,19 @@ def test_analyze_prune_verify_round_trip(files: dict[str, Path], tmp_path: Path)
     assert mismatch.returncode == 1 and "Traceback" not in mismatch.stderr
 
 
+def test_prune_and_verify_say_accuracy_was_not_measured(files: dict[str, Path], tmp_path: Path) -> None:
+    """PASS means the surgery is exact, not that the model still classifies well: both commands say so."""
+    out = tmp_path / "pruned.onnx"
+    pruned = svtprune("prune", str(files["model"]), "--ratio", "0.4", "-o", str(out))
+    said = " ".join(pruned.stderr.split())
+    assert pruned.returncode == 0 and "accuracy not measured" in said and "svtprune eval" in said, pruned.stderr
+    verdict = svtprune("verify", str(files["model"]), str(out), "--plan", str(tmp_path / "pruned.plan.json"))
+    said = " ".join(verdict.stderr.split())
+    assert verdict.returncode == 0, verdict.stderr
+    assert "PASS (checked: oracle): surgery exact; accuracy not measured; " in said
+    assert "samples identical" in said and "to measure accuracy: svtprune eval" in said
+
+
 @pytest.fixture(scope="module")
 def unlabelled(files: dict[str, Path]) -> Path:
     path = files["val"].parent / "unlabelled.npz"

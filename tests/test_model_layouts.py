@@ -109,7 +109,7 @@ def test_fixed_batch_graphs_run_any_number_of_images(files: dict[str, Path], cap
 
 def test_fixed_batch_latency_counts_the_runs_that_hold_the_images(files: dict[str, Path], monkeypatch) -> None:  # noqa: ANN001
     """Each run of a fixed-batch graph is timed as 1 ms: batch n takes ceil(n / batch) runs."""
-    monkeypatch.setattr("svtprune.runtime.timed_runs_ms", lambda session, feeds, repeats: [1.0] * repeats)
+    monkeypatch.setattr("svtprune.runtime.timed_runs_ms", lambda session, feeds, repeats, warm_up=True: [1.0] * repeats)
     for name, runs in (("mean_b1", {1: 1, 64: 64}), ("mean_b2", {1: 1, 64: 32}), ("raw_b3", {1: 1, 64: 22})):
         session = make_session(files[name])
         assert {b: latency_ms(session, b) for b in runs} == runs

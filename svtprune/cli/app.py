@@ -10,7 +10,6 @@ on a fresh install), so its exceptions are reached through typer only.
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Sequence
 from importlib import metadata
@@ -25,6 +24,7 @@ from svtprune.cli.energy import energy
 from svtprune.cli.eval import eval_model
 from svtprune.cli.export import export
 from svtprune.cli.finetune import finetune
+from svtprune.cli.help import HelpCommand, HelpGroup, help_width
 from svtprune.cli.options import flags_for
 from svtprune.cli.prune import prune
 from svtprune.cli.quantize import quantize
@@ -34,11 +34,11 @@ from svtprune.errors import ConstraintError, UserError
 
 INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 HELP = {"--help", "--version"}  # what these print goes to stdout, even beside --json
-HELP_WIDTH = 120  # --help is rendered at least this wide, so no option name is cut ("--max-accuracy-dr…")
 
 app = typer.Typer(
     name="svtprune",
     help="Make Spiking Vision Transformers in ONNX smaller: structured pruning and quantization, measured.",
+    cls=HelpGroup,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -56,7 +56,7 @@ COMMANDS = {
     "demo": demo,
 }
 for _name, _command in COMMANDS.items():
-    app.command(_name)(_command)
+    app.command(_name, cls=HelpCommand)(_command)
 
 
 def show_version(value: bool) -> None:
@@ -79,8 +79,8 @@ def _options(
     pass  # the app's own options (the commands do the work)
 
 
-# typer reads TERMINAL_WIDTH once; without it, help off a terminal (a pipe, CI) was cut at 80 columns
-rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or max(HELP_WIDTH, shutil.get_terminal_size().columns)
+# help fitted to the terminal (COLUMNS, else its width, at most 100); typer's own TERMINAL_WIDTH still wins
+rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or help_width()
 
 
 def command_in(args: Sequence[str]) -> str | None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import EXPERT, GOALS, METHOD, QUANTIZATION
 from svtprune.cli.options import (
     Calib,
     DeployFormat,
@@ -45,15 +46,25 @@ def compress(
             parser=fraction,
             metavar="SHARE",
             callback=number(),
+            rich_help_panel=GOALS,
         ),
     ] = None,
-    method: Annotated[str, typer.Option(help="primesvt (largest group first), psvit or uniform.")] = "primesvt",
+    method: Annotated[
+        str, typer.Option(help="primesvt (largest group first), psvit or uniform.", rich_help_panel=METHOD)
+    ] = "primesvt",
     calib: Calib = None,
     seed: SplitSeed = 0,
     max_images: MaxImages = DEFAULT_MAX_IMAGES,
-    importance: Annotated[str, typer.Option(help="Channel ranking: l2, l1, taylor or hessian (data-driven).")] = "l2",
+    importance: Annotated[
+        str, typer.Option(help="Channel ranking: l2, l1, taylor or hessian (data-driven).", rich_help_panel=METHOD)
+    ] = "l2",
     reconstruct: Annotated[
-        bool, typer.Option("--reconstruct/--no-reconstruct", help="Least-squares re-fit of layers that lost inputs.")
+        bool,
+        typer.Option(
+            "--reconstruct/--no-reconstruct",
+            help="Least-squares re-fit of layers that lost inputs.",
+            rich_help_panel=METHOD,
+        ),
     ] = True,
     finetune_data: FinetuneData = None,
     finetune_epochs: FinetuneEpochs = 1,
@@ -63,20 +74,31 @@ def compress(
         str,
         typer.Option(
             help="After pruning, choose weight bits per layer (AQ4SViT): auto, none, greedy or beam. auto: greedy "
-            "when --min-memory-saving is given and pruning alone does not reach it."
+            "when --min-memory-saving is given and pruning alone does not reach it.",
+            rich_help_panel=QUANTIZATION,
         ),
     ] = "auto",
-    bits: Annotated[str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.")] = "8,4,2",
+    bits: Annotated[
+        str, typer.Option(help="Weight widths --quantize may use, from 8,4,2.", rich_help_panel=QUANTIZATION)
+    ] = "8,4,2",
     rounding: Annotated[
-        str | None, typer.Option(help="With --quantize: nearest, mse or gptq (see quantize --help). Default: gptq.")
+        str | None,
+        typer.Option(
+            help="With --quantize: nearest, mse or gptq (see quantize --help). Default: gptq.",
+            rich_help_panel=QUANTIZATION,
+        ),
     ] = None,
     scale_codes: ScaleCodes = True,
     int8_biases: Int8Biases = True,
-    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --quantize beam.", min=1)] = 4,
+    beam_width: Annotated[
+        int, typer.Option(help="Settings kept per step by --quantize beam.", min=1, rich_help_panel=QUANTIZATION)
+    ] = 4,
     prune_share: Annotated[
         float,
         typer.Option(
-            help="With --quantize: share of the accuracy budget pruning may use first.", callback=number(above=0)
+            help="With --quantize: share of the accuracy budget pruning may use first.",
+            callback=number(above=0),
+            rich_help_panel=EXPERT,
         ),
     ] = 0.5,
     objective: Annotated[
@@ -86,18 +108,35 @@ def compress(
             "(ordered by the estimated energy each group's pruning saves, from measured firing rates). "
             "Default: latency with --min-speedup or --max-latency-ms, energy with --min-energy-saving, else memory.",
             show_default=False,
+            rich_help_panel=METHOD,
         ),
     ] = None,
     min_speedup: Annotated[
         float | None,
         typer.Option(
-            help="Required speedup at batch 1 and 64, e.g. 1.5 (orders the search by latency).", callback=number()
+            help="Required speedup at batch 1 and 64, e.g. 1.5 (orders the search by latency).",
+            callback=number(),
+            rich_help_panel=GOALS,
         ),
     ] = None,
     max_latency_ms: Annotated[
         float | None,
-        typer.Option(help="Required batch-1 latency in ms (orders the search by latency).", callback=number(above=0)),
+        typer.Option(
+            help="Required batch-1 latency in ms (orders the search by latency).",
+            callback=number(above=0),
+            rich_help_panel=GOALS,
+        ),
     ] = None,
+    timesteps: Annotated[
+        str,
+        typer.Option(
+            help="Time steps: auto (with a speed goal, try T-1, T-2, ... before any channel goes, each judged "
+            "like every other candidate; the stem runs once per image where that is faster), keep, or a number "
+            "of steps to run.",
+            metavar="auto|keep|N",
+            rich_help_panel=METHOD,
+        ),
+    ] = "auto",
     min_energy_saving: Annotated[
         float | None,
         typer.Option(
@@ -105,6 +144,7 @@ def compress(
             parser=fraction,
             metavar="SHARE",
             callback=number(),
+            rich_help_panel=GOALS,
         ),
     ] = None,
     time_limit: Annotated[
@@ -113,21 +153,30 @@ def compress(
             help="Seconds the pruning search may take; then it keeps the best step accepted so far "
             "(checked on held-out data as usual).",
             callback=number(above=0),
+            rich_help_panel=EXPERT,
         ),
     ] = None,
     workers: Annotated[
         int,
         typer.Option(
             help="Candidates of the sensitivity scan measured side by side: processes on this machine, "
-            "or Ray actors with --executor ray; each runs ONNX Runtime on one thread. Same result as 1."
+            "or Ray actors with --executor ray; each runs ONNX Runtime on one thread. Same result as 1.",
+            rich_help_panel=EXPERT,
         ),
     ] = 1,
     executor: Annotated[
-        str, typer.Option(help="Where --workers run: process (this machine) or ray (a Ray cluster, or a local one).")
+        str,
+        typer.Option(
+            help="Where --workers run: process (this machine) or ray (a Ray cluster, or a local one).",
+            rich_help_panel=EXPERT,
+        ),
     ] = "process",
     ray_address: Annotated[
         str | None,
-        typer.Option(help="With --executor ray: the cluster to use, e.g. ray://head:10001 (default: a local Ray)."),
+        typer.Option(
+            help="With --executor ray: the cluster to use, e.g. ray://head:10001 (default: a local Ray).",
+            rich_help_panel=EXPERT,
+        ),
     ] = None,
     layout: WeightLayout = "fastest",
     format: DeployFormat = "onnx",
@@ -141,6 +190,7 @@ def compress(
     (with --format ort also OUT.ort and OUT.required_operators.config). Exit 0 when the constraints are met,
     1 when they cannot be (nothing is written), 2 for bad input.
     Example: svtprune compress model.onnx --data val.npz --max-accuracy-drop 1.0 -o small.onnx
+
     On 4 cores: add --workers 4; on a Ray cluster: --executor ray --workers 16 --ray-address ray://head:10001
     """
     from svtprune.jobs.compress import compress as run_compress
@@ -183,6 +233,7 @@ def compress(
             executor=executor,
             ray_address=ray_address,
             layout=layout,
+            timesteps=timesteps,
         ),
         as_json,
     )

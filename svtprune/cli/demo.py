@@ -7,15 +7,19 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import METHOD, OUTPUT
 from svtprune.cli.render import print_compress, print_demo_start, progress
 
 
 def demo(
-    out_dir: Annotated[Path, typer.Option(help="Folder for the compressed model and its report.")] = Path(
-        "svtprune-demo"
-    ),
+    out_dir: Annotated[
+        Path, typer.Option(help="Folder for the compressed model and its report.", rich_help_panel=OUTPUT)
+    ] = Path("svtprune-demo"),
     calib: Annotated[
-        int, typer.Option(help="Images the search scores candidates on (the rest are held out).", min=1)
+        int,
+        typer.Option(
+            help="Images the search scores candidates on (the rest are held out).", min=1, rich_help_panel=METHOD
+        ),
     ] = 400,
 ) -> None:
     """Compress the shipped reference Spikformer within 1 accuracy point and show where the report is.

@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import DATA
 from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
 from svtprune.cli.render import emit_json, print_energy
 
 
 def energy(
     model: ModelArg,
-    data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}; firing rates are measured on it.")],
-    limit: Annotated[int, typer.Option(help="Use at most this many images.", min=1)] = 512,
+    data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}; firing rates are measured on it.", rich_help_panel=DATA)],
+    limit: Annotated[int, typer.Option(help="Use at most this many images.", min=1, rich_help_panel=DATA)] = 512,
     preprocess: PreprocessSpec = None,
     as_json: Json = False,
 ) -> None:

@@ -7,17 +7,24 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import DATA, EXPERT
 from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
 from svtprune.cli.render import emit_json, print_eval
 
 
 def eval_model(
     model: ModelArg,
-    data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}.")],
-    reference: Annotated[Path | None, typer.Option(help="Model to agree with when data has no labels.")] = None,
+    data: Annotated[Path, typer.Option(help=f"{DATA_KINDS}.", rich_help_panel=DATA)],
+    reference: Annotated[
+        Path | None, typer.Option(help="Model to agree with when data has no labels.", rich_help_panel=DATA)
+    ] = None,
     batch: Annotated[
         int | None,
-        typer.Option(help="Batch size for accuracy (default: up to 256, fewer for large activations).", min=1),
+        typer.Option(
+            help="Batch size for accuracy (default: up to 256, fewer for large activations).",
+            min=1,
+            rich_help_panel=EXPERT,
+        ),
     ] = None,
     preprocess: PreprocessSpec = None,
     as_json: Json = False,

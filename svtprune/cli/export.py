@@ -7,40 +7,69 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import DATA, EXPERT, OUTPUT
 from svtprune.cli.options import Json, number, out_option
 from svtprune.cli.render import emit_json, print_export
 from svtprune.errors import ConstraintError
 from svtprune.spiking.configs import NAMED_CONFIGS
 
+MODEL, SIZE = "Model", "Size"  # export's own help panels: which model, and its size without --config
+
 
 def export(
     out: Annotated[Path, out_option("ONNX file to write.")],
-    config: Annotated[str | None, typer.Option(help=f"A published size: {', '.join(NAMED_CONFIGS)}.")] = None,
-    arch: Annotated[str | None, typer.Option(help="spikformer (default), sdt, qkformer or maxformer.")] = None,
-    weights: Annotated[Path | None, typer.Option(help="Checkpoint from tools/train_reference.py.")] = None,
-    embed: Annotated[int | None, typer.Option(help="Embedding width (default 64).", min=1)] = None,
+    config: Annotated[
+        str | None, typer.Option(help=f"A published size: {', '.join(NAMED_CONFIGS)}.", rich_help_panel=MODEL)
+    ] = None,
+    arch: Annotated[
+        str | None, typer.Option(help="spikformer (default), sdt, qkformer or maxformer.", rich_help_panel=MODEL)
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="Checkpoint from tools/train_reference.py.", rich_help_panel=MODEL)
+    ] = None,
+    embed: Annotated[
+        int | None, typer.Option(help="Embedding width (default 64).", min=1, rich_help_panel=SIZE)
+    ] = None,
     depths: Annotated[
-        str | None, typer.Option(help="Blocks (default 2); qkformer/maxformer: A,B,C per stage (default 1,1,1).")
+        str | None,
+        typer.Option(
+            help="Blocks (default 2); qkformer/maxformer: A,B,C per stage (default 1,1,1).", rich_help_panel=SIZE
+        ),
     ] = None,
-    heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).", min=1)] = None,
-    steps: Annotated[int | None, typer.Option("--T", help="Time steps (default 4).", min=1)] = None,
-    in_channels: Annotated[int | None, typer.Option(help="Image channels (default 1).", min=1)] = None,
-    img_size: Annotated[int | None, typer.Option(help="Image height = width (default 28).", min=1)] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Classes (default 10).", min=1)] = None,
-    patch_size: Annotated[int | None, typer.Option(help="Spikformer patch: 4 or 16 (default 4).", min=1)] = None,
+    heads: Annotated[int | None, typer.Option(help="Attention heads (default 4).", min=1, rich_help_panel=SIZE)] = None,
+    steps: Annotated[
+        int | None, typer.Option("--T", help="Time steps (default 4).", min=1, rich_help_panel=SIZE)
+    ] = None,
+    in_channels: Annotated[
+        int | None, typer.Option(help="Image channels (default 1).", min=1, rich_help_panel=SIZE)
+    ] = None,
+    img_size: Annotated[
+        int | None, typer.Option(help="Image height = width (default 28).", min=1, rich_help_panel=SIZE)
+    ] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Classes (default 10).", min=1, rich_help_panel=SIZE)] = None,
+    patch_size: Annotated[
+        int | None, typer.Option(help="Spikformer patch: 4 or 16 (default 4).", min=1, rich_help_panel=SIZE)
+    ] = None,
     mlp_ratio: Annotated[
-        float | None, typer.Option(help="MLP width / embedding (default 4).", callback=number(above=0))
+        float | None,
+        typer.Option(help="MLP width / embedding (default 4).", callback=number(above=0), rich_help_panel=SIZE),
     ] = None,
-    data: Annotated[Path | None, typer.Option(help="Calibration images (.npz) instead of random ones.")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Calibration images (.npz) instead of random ones.", rich_help_panel=DATA)
+    ] = None,
     calib_images: Annotated[
-        int | None, typer.Option(help="Calibration batch (default 16, 4 above 64 px).", min=2)
+        int | None, typer.Option(help="Calibration batch (default 16, 4 above 64 px).", min=2, rich_help_panel=DATA)
     ] = None,
     allow_dead: Annotated[
-        bool, typer.Option("--allow-dead", help="Export even if calibration leaves it dead.")
+        bool, typer.Option("--allow-dead", help="Export even if calibration leaves it dead.", rich_help_panel=EXPERT)
     ] = False,
-    batch: Annotated[int, typer.Option(help="Batch size traced at export (the axis stays dynamic).", min=1)] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the random initialisation and images.")] = 0,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+    batch: Annotated[
+        int, typer.Option(help="Batch size traced at export (the axis stays dynamic).", min=1, rich_help_panel=EXPERT)
+    ] = 2,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the random initialisation and images.", rich_help_panel=EXPERT)
+    ] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.", rich_help_panel=OUTPUT)] = False,
     as_json: Json = False,
 ) -> None:
     """Export a reference SViT (spikingjelly model zoo) to ONNX with a dynamic batch axis.

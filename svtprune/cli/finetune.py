@@ -7,23 +7,36 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import DATA, EXPERT, FINETUNING
 from svtprune.cli.options import DATA_KINDS, Force, Json, PreprocessSpec, number, out_option
 from svtprune.cli.render import emit_json, print_finetune
 
 
 def finetune(
     model: Annotated[Path, typer.Argument(help="Pruned (student) ONNX model.", show_default=False)],
-    teacher: Annotated[Path, typer.Option(help="Original ONNX model whose logits are distilled.")],
-    data: Annotated[Path, typer.Option(help=f"Training data: {DATA_KINDS}.")],
-    val: Annotated[Path, typer.Option(help="Held-out data (as --data) for accuracy and early stop.")],
+    teacher: Annotated[
+        Path, typer.Option(help="Original ONNX model whose logits are distilled.", rich_help_panel=DATA)
+    ],
+    data: Annotated[Path, typer.Option(help=f"Training data: {DATA_KINDS}.", rich_help_panel=DATA)],
+    val: Annotated[
+        Path, typer.Option(help="Held-out data (as --data) for accuracy and early stop.", rich_help_panel=DATA)
+    ],
     out: Annotated[Path, out_option("Fine-tuned ONNX file to write.")],
-    epochs: Annotated[int, typer.Option(help="Passes over the training data (early stop may end sooner).", min=1)] = 3,
+    epochs: Annotated[
+        int,
+        typer.Option(
+            help="Passes over the training data (early stop may end sooner).", min=1, rich_help_panel=FINETUNING
+        ),
+    ] = 3,
     lr: Annotated[
-        float, typer.Option(help="AdamW peak learning rate (cosine decay).", callback=number(above=0))
+        float,
+        typer.Option(
+            help="AdamW peak learning rate (cosine decay).", callback=number(above=0), rich_help_panel=FINETUNING
+        ),
     ] = 3e-4,
-    batch: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 64,
-    seed: Annotated[int, typer.Option(help="Seed for shuffling (runs are repeatable).")] = 0,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 2,
+    batch: Annotated[int, typer.Option(help="Training batch size.", min=1, rich_help_panel=FINETUNING)] = 64,
+    seed: Annotated[int, typer.Option(help="Seed for shuffling (runs are repeatable).", rich_help_panel=EXPERT)] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.", rich_help_panel=EXPERT)] = 2,
     preprocess: PreprocessSpec = None,
     force: Force = False,
     as_json: Json = False,

@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import DATA, EXPERT, FINETUNING, GOALS, METHOD, OUTPUT
+
 # library field -> the flag (or argument) a shell user types for it
 FLAGS: dict[str, str] = {
     "model": "MODEL",
@@ -129,23 +131,27 @@ DATA_KINDS = (
     ".npz with x (N x C x H x W) and optional y; or .npy of images (memory-mapped, labels from NAME.labels.npy "
     "beside it); or a folder of images (one subfolder per class, or flat: unlabelled), see --preprocess"
 )
-SearchData = Annotated[Path, typer.Option(help=f"{DATA_KINDS}. Split into search and held-out.")]
+SearchData = Annotated[Path, typer.Option(help=f"{DATA_KINDS}. Split into search and held-out.", rich_help_panel=DATA)]
 PreprocessSpec = Annotated[
     str | None,
     typer.Option(
         help="How image-folder files become input: resize=S (shorter side, bilinear), crop=C (centre, C x C), "
         "mean=M[,M,M], std=S[,S,S] (after scaling pixels to [0,1]), channels=1|3 (default: the first image's); "
         "e.g. resize=36,crop=32,mean=0.49,std=0.25 -- or a JSON file of the same keys.",
+        rich_help_panel=DATA,
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")]
-Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")]
+Json = Annotated[
+    bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.", rich_help_panel=OUTPUT)
+]
+Force = Annotated[bool, typer.Option("--force", help="Overwrite existing output files.", rich_help_panel=OUTPUT)]
 WeightLayout = Annotated[
     str,
     typer.Option(
         help="How quantized weights are laid out in the file: weight-only (dequantized at every call, the fewest "
         "nodes) or fastest (each layout of the same integers timed here at batch 1: dequantized at load, integer "
-        "kernels on spike-fed layers, weight-only; the fastest written if no held-out prediction moves)."
+        "kernels on spike-fed layers, weight-only; the fastest written if no held-out prediction moves).",
+        rich_help_panel=EXPERT,
     ),
 ]
 DeployFormat = Annotated[
@@ -154,6 +160,7 @@ DeployFormat = Annotated[
         "--format",
         help="onnx, or ort: also OUT.ort (ONNX Runtime's format for mobile and minimal builds, made by its "
         "converter) and OUT.required_operators.config (the operators a minimal build must include).",
+        rich_help_panel=OUTPUT,
     ),
 ]
 POINT_UNITS = ("points", "point", "pts", "pt", "%")
@@ -197,16 +204,20 @@ MaxAccuracyDrop = Annotated[
         parser=accuracy_points,
         metavar="POINTS",
         callback=number(minimum=0),
+        rich_help_panel=GOALS,
     ),
 ]
-Calib = Annotated[int | None, typer.Option(help="Images in the search split (default: half).", min=1)]
-SplitSeed = Annotated[int, typer.Option(help="Seed of the search/held-out split.", min=0)]
+Calib = Annotated[
+    int | None, typer.Option(help="Images in the search split (default: half).", min=1, rich_help_panel=METHOD)
+]
+SplitSeed = Annotated[int, typer.Option(help="Seed of the search/held-out split.", min=0, rich_help_panel=EXPERT)]
 MaxImages = Annotated[  # default: svtprune.jobs.options.DEFAULT_MAX_IMAGES
     int,
     typer.Option(
         help="Split a seeded sample of at most this many of the --data images (raised to twice --calib); "
         "0 splits them all. Each pass of the search costs time in proportion.",
         min=0,
+        rich_help_panel=DATA,
     ),
 ]
 
@@ -214,18 +225,23 @@ MaxImages = Annotated[  # default: svtprune.jobs.options.DEFAULT_MAX_IMAGES
 FinetuneData = Annotated[
     Path | None,
     typer.Option(
-        help="Training data, as --data (never the --data images): fine-tune the result from the original model."
+        help="Training data, as --data (never the --data images): fine-tune the result from the original model.",
+        rich_help_panel=FINETUNING,
     ),
 ]
-FinetuneEpochs = Annotated[int, typer.Option(help="Passes over --finetune-data.", min=1)]
+FinetuneEpochs = Annotated[int, typer.Option(help="Passes over --finetune-data.", min=1, rich_help_panel=FINETUNING)]
 FinetuneLr = Annotated[
-    float, typer.Option(help="AdamW peak learning rate of the fine-tuning.", callback=number(above=0))
+    float,
+    typer.Option(
+        help="AdamW peak learning rate of the fine-tuning.", callback=number(above=0), rich_help_panel=FINETUNING
+    ),
 ]
 FinetuneSearchDrop = Annotated[
     float | None,
     typer.Option(
         help="Points the search may lose before fine-tuning (default 3x --max-accuracy-drop).",
         callback=number(minimum=0),
+        rich_help_panel=EXPERT,
     ),
 ]
 ScaleCodes = Annotated[
@@ -234,6 +250,7 @@ ScaleCodes = Annotated[
         "--scale-codes/--float16-scales",
         help="Store each quantized layer's scales as uint8 codes of one power-of-two step (1 byte per channel) "
         "or as float16 (2 bytes).",
+        rich_help_panel=EXPERT,
     ),
 ]
 Int8Biases = Annotated[
@@ -242,10 +259,11 @@ Int8Biases = Annotated[
         "--int8-biases/--float16-biases",
         help="Store a layer's bias (and the scale and shift of a BatchNormalization right after it) as int8 "
         "with one scale (1 byte per value) once its weight takes 4 bits or fewer, or keep them float16 (2 bytes).",
+        rich_help_panel=EXPERT,
     ),
 ]
 
 
 def out_option(help: str) -> typer.models.OptionInfo:
     """``-o/--out``: the file a command writes (its plan and reports go beside it)."""
-    return typer.Option("-o", "--out", help=help)
+    return typer.Option("-o", "--out", help=help, rich_help_panel=OUTPUT)

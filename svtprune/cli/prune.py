@@ -8,10 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from svtprune.cli.help import OUTPUT
 from svtprune.cli.options import DeployFormat, Force, Json, ModelArg, number, out_option
 from svtprune.cli.render import emit_json, print_prune
 
 DEFAULT_RATIO = 0.3  # what --ratio means when neither --ratio nor a time option is given
+PRUNING = "Pruning"  # the help panel of what prune removes
 
 
 def prune(
@@ -24,6 +26,7 @@ def prune(
             "none when only --timesteps or --stem-once is given).",
             callback=number(minimum=0, below=1),
             show_default=False,
+            rich_help_panel=PRUNING,
         ),
     ] = None,
     timesteps: Annotated[
@@ -32,6 +35,7 @@ def prune(
             help="Run T' time steps instead of the model's T (1 <= T' < T): the first T' steps of every neuron "
             "exactly as before, the head averaging over T'. Alone, only the time axis is cut.",
             show_default=False,
+            rich_help_panel=PRUNING,
         ),
     ] = None,
     stem_once: Annotated[
@@ -41,10 +45,15 @@ def prune(
             help="Run the layers before the first neuron once per image instead of T times (exact; "
             "default on with --timesteps; alone, the only change).",
             show_default=False,
+            rich_help_panel=PRUNING,
         ),
     ] = None,
-    plan_out: Annotated[Path | None, typer.Option(help="Plan JSON (default: OUT with .plan.json).")] = None,
-    importance: Annotated[str, typer.Option(help="Channel ranking: l2 (the papers') or l1.")] = "l2",
+    plan_out: Annotated[
+        Path | None, typer.Option(help="Plan JSON (default: OUT with .plan.json).", rich_help_panel=OUTPUT)
+    ] = None,
+    importance: Annotated[
+        str, typer.Option(help="Channel ranking: l2 (the papers') or l1.", rich_help_panel=PRUNING)
+    ] = "l2",
     format: DeployFormat = "onnx",
     force: Force = False,
     as_json: Json = False,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import EXPERT, METHOD
 from svtprune.cli.options import (
     Calib,
     DeployFormat,
@@ -35,22 +36,35 @@ def quantize(
     model: ModelArg,
     data: SearchData,
     out: Annotated[Path, out_option("Quantized ONNX file to write.")],
-    search: Annotated[str, typer.Option(help="greedy, beam, or exhaustive (ungated baseline).")] = "greedy",
+    search: Annotated[
+        str, typer.Option(help="greedy, beam, or exhaustive (ungated baseline).", rich_help_panel=METHOD)
+    ] = "greedy",
     max_accuracy_drop: MaxAccuracyDrop = 1.5,
-    bits: Annotated[str, typer.Option(help="Allowed weight widths, from 8,4,2.")] = "8,4,2",
-    beam_width: Annotated[int, typer.Option(help="Settings kept per step by --search beam.", min=1)] = 4,
+    bits: Annotated[str, typer.Option(help="Allowed weight widths, from 8,4,2.", rich_help_panel=METHOD)] = "8,4,2",
+    beam_width: Annotated[
+        int, typer.Option(help="Settings kept per step by --search beam.", min=1, rich_help_panel=METHOD)
+    ] = 4,
     calib: Calib = None,
     seed: SplitSeed = 0,
     max_images: MaxImages = DEFAULT_MAX_IMAGES,
     symmetric: Annotated[
-        bool, typer.Option("--symmetric/--asymmetric", help="Signed integers without a zero point, or unsigned with.")
+        bool,
+        typer.Option(
+            "--symmetric/--asymmetric",
+            help="Signed integers without a zero point, or unsigned with.",
+            rich_help_panel=EXPERT,
+        ),
     ] = True,
-    block_size: Annotated[int, typer.Option(help="0: one scale per output channel; n: blocks of n inputs.", min=0)] = 0,
+    block_size: Annotated[
+        int,
+        typer.Option(help="0: one scale per output channel; n: blocks of n inputs.", min=0, rich_help_panel=EXPERT),
+    ] = 0,
     rounding: Annotated[
         str | None,
         typer.Option(
             help="nearest (full range), mse (clipping search per channel) or gptq (mse's scales, error-feedback "
-            "rounding on the layers' inputs from search-split images). Default: gptq."
+            "rounding on the layers' inputs from search-split images). Default: gptq.",
+            rich_help_panel=METHOD,
         ),
     ] = None,
     scale_codes: ScaleCodes = True,

@@ -174,10 +174,20 @@ def print_compress(report: dict, out: Path) -> None:
         f"energy (45 nm estimate) {energy['original']['energy_uJ_per_image']:.1f} -> "
         f"{energy['compressed']['energy_uJ_per_image']:.1f} uJ per image "
         f"({report['energy_saving']:.1%} saved)\n"
+        + _time_line(report)
         + _quantization_line(report)
         + _finetune_line(report, "fine-tuned on {images} images")
         + _files_line(out, report)
     )
+
+
+def _time_line(report: dict) -> str:
+    """The time phase's choice (compress with a speed goal or --timesteps), when it ran."""
+    section = report.get("timesteps")
+    if not section:
+        return ""
+    once = ", the stem once per image" if section["stem_once"] else ""
+    return f"time steps: {section['original']} -> {section['chosen']}{once} ({section['reason']})\n"
 
 
 def _quantization_line(report: dict) -> str:

@@ -2,26 +2,37 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 
 
-def print_verify(result: dict) -> None:
-    """PASS or FAIL, what was checked, and the counts of identical, tied and failing samples."""
+def print_verify(result: dict, pruned: Path | str = "PRUNED.onnx") -> None:
+    """PASS or FAIL, what was checked (the surgery, never the accuracy), and the counts of identical, tied and
+    failing samples; then how to measure the accuracy."""
     verdict = "PASS" if result["passed"] else "FAIL"
+    meaning = "surgery exact; accuracy not measured; " if result["passed"] else ""
     on_file = result.get("oracle_on", "the file") == "the file"
     checked = "oracle" if on_file else f"{result['checks']}, against the plain prune of the plan"
     oracle = "" if on_file else "the plain prune against the oracle: "
     Console(stderr=True).print(
-        f"{verdict} (checked: {checked}): {oracle}{result.get('exact', 0)} of {result['samples']} samples identical "
+        f"{verdict} (checked: {checked}): {meaning}{oracle}{result.get('exact', 0)} of {result['samples']} samples "
+        "identical "
         f"(logits to 1e-4, every spike count), {result.get('threshold_ties', 0)} diverge at a membrane on its "
         f"threshold (float summation order), {result.get('failures', result['samples'])} fail"
     )
+    if result.get("reason"):
+        Console(stderr=True).print(f"not comparable: {result['reason']}", highlight=False)
+    if result.get("time_steps"):
+        Console(stderr=True).print(result["time_steps"], highlight=False)
     if result.get("firing") is not None:
         _print_firing(result["firing"])
     if result.get("refit"):
         _print_refit(result["refit"])
     if result.get("rewritten"):
         _print_rewritten(result["rewritten"])
+    if result["passed"]:
+        Console(stderr=True).print(f"to measure accuracy: svtprune eval {pruned} --data VAL.npz", highlight=False)
 
 
 def _print_firing(firing: float) -> None:

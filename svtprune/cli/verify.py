@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from svtprune.cli.help import DATA
 from svtprune.cli.options import DATA_KINDS, Json, ModelArg, PreprocessSpec
 from svtprune.cli.render import emit_json
 from svtprune.cli.render_verify import print_verify
@@ -16,10 +17,16 @@ from svtprune.errors import ConstraintError
 def verify(
     original: ModelArg,
     pruned: Annotated[Path, typer.Argument(help="Pruned ONNX file.", show_default=False)],
-    plan: Annotated[Path, typer.Option(help="Plan JSON written by prune or compress.")],
-    data: Annotated[Path | None, typer.Option(help=f"Images to run (default: random inputs): {DATA_KINDS}.")] = None,
+    plan: Annotated[Path, typer.Option(help="Plan JSON written by prune or compress.", rich_help_panel=DATA)],
+    data: Annotated[
+        Path | None,
+        typer.Option(help=f"Images to run (default: random inputs): {DATA_KINDS}.", rich_help_panel=DATA),
+    ] = None,
     samples: Annotated[
-        int | None, typer.Option(help="How many images to run (default: 64 of --data, or 8 random inputs).", min=1)
+        int | None,
+        typer.Option(
+            help="How many images to run (default: 64 of --data, or 8 random inputs).", min=1, rich_help_panel=DATA
+        ),
     ] = None,
     preprocess: PreprocessSpec = None,
     as_json: Json = False,
@@ -45,6 +52,6 @@ def verify(
     if as_json:
         emit_json(result)
     else:
-        print_verify(result)
+        print_verify(result, pruned)
     if not result["passed"]:
         raise ConstraintError(f"pruned model fails the check ({result['checks']})")

@@ -42,6 +42,7 @@ from svtprune.jobs.compress_report import budget_split, compress_report
 from svtprune.jobs.options import CompressOptions, QuantOptions
 from svtprune.jobs.oracle_guard import check_plan, screen_groups
 from svtprune.jobs.quant_step import fastest_layout, quant_points, quantize_after_pruning
+from svtprune.jobs.time_step import TimeChoice, check_forced, time_step, wants_time_steps
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
 from svtprune.recover.reconstruct import refitted_layers
@@ -107,6 +108,7 @@ def compress_claimed(
 ) -> dict:
     """The compress job once its output files are claimed (``compress`` validates and claims)."""
     original = load_checked_model(model_path)
+    check_forced(original, options)  # --timesteps N against the model's T, before the data is read
     check_preprocess_used(options.preprocess, [data_path, options.finetune.finetune_data])
     data = load_checked_data(data_path, original, options.preprocess)
     search, held = split(data, options.split, say)
@@ -117,11 +119,13 @@ def compress_claimed(
     if not analysis.prunable_groups:
         raise UserError(f"{model_path}: no prunable channel group")
     start = Start.measure(analysis.model, search, held, len(data))
-    pruned = prune_step(analysis, original, start, options, say)
+    analysis, timed = time_phase(original, analysis, start, options, say)  # fewer time steps, before any channel
+    pruned = prune_step(analysis, original, start, options, say, timed)
     plan = pruned.executor.plan_for(pruned.result.ratios)
     plan.meta.update(
         {"method": options.prune.method, "importance": options.prune.importance, "source": str(model_path)}
     )
+    plan.meta.update(timed.meta() if timed else {})  # verify's oracle: the original at these steps, slices zeroed
     plan.refit = refitted_layers(pruned.model)  # verify compares these with the plain prune, not the oracle
     final, held_accuracy = pruned.model, pruned.held_accuracy
     quant, choice = quantization_needed(options, pruned, original)
@@ -149,6 +153,7 @@ def compress_claimed(
     paths = (model_path, data_path)
     report = compress_report(paths, options, analysis, start, pruned, plan, final, held_accuracy, energy, started)
     report["quantization_choice"] = choice
+    report["timesteps"] = timed.section if timed is not None else None
     if quantization is not None:
         report["quantization"] = {**quantization, "stored_bytes": stored_bytes(final), "layout": layout}
         report["method"] = f"{options.prune.method}+aq4svit-{quant.search}"
@@ -161,6 +166,22 @@ def compress_claimed(
     check_plan(analysis, plan)  # the last look: the plan's plain prune must match the oracle
     write_outputs(outputs, final, plan.to_json(analysis), report, options.format)
     return report
+
+
+def time_phase(
+    original: onnx.ModelProto, analysis: Analysis, start: Start, options: CompressOptions, say: Say
+) -> tuple[Analysis, TimeChoice | None]:
+    """The time phase (with a speed goal or ``--timesteps N``; jobs/time_step.py) and the analysis the channel
+    search then runs on: of the model the phase chose, screened by the oracle guard as the original was."""
+    if not wants_time_steps(options):
+        return analysis, None
+    budget = _search_budget(original, start, options, start.baseline["search"], say)  # before pruning's share
+    timed = time_step(original, start, budget, options, say)
+    if timed is not None and timed.model is not original:
+        say("analysing the graph at the chosen time steps")
+        analysis = analyze(timed.model)
+        screen_groups(analysis, say)
+    return analysis, timed
 
 
 def quantization_needed(
@@ -205,11 +226,19 @@ def quantize_pruned(
 
 
 def prune_step(
-    analysis: Analysis, original: onnx.ModelProto, start: Start, options: CompressOptions, say: Say
+    analysis: Analysis,
+    original: onnx.ModelProto,
+    start: Start,
+    options: CompressOptions,
+    say: Say,
+    timed: TimeChoice | None = None,
 ) -> Pruned:
-    """The pruning search on the search split, then its choice checked (and stepped back) on held-out data."""
+    """The pruning search on the search split, then its choice checked (and stepped back) on held-out data.
+
+    ``analysis`` is of the time phase's model when it ran (``timed``); candidates are still judged against
+    the original, so the search spends what the time phase left of the budget."""
     executor = _executor(analysis, original, start.search, start, options)
-    budget = _budget(original, start, options, executor, say)
+    budget = _budget(original, start, options, executor, say, timed)
     workers = options.parallel
     with phase("search"), CandidatePool(executor, workers.workers, workers.executor, workers.ray_address) as pool:
         result = POLICIES[options.prune.method](executor, budget, say, pool=pool)
@@ -221,7 +250,7 @@ def prune_step(
         final, held_accuracy, checks = pruned_held_out(
             executor, budget, result, start.held, start.targets["held"], start.holds(options.max_accuracy_drop),
             not tuned, say, or_unpruned=options.quantize is not None and not tuned,
-            start_accuracy=start.baseline["held"],
+            start_accuracy=start.baseline["held"] if timed is None else timed.held_accuracy,
         )  # fmt: skip
     without = held_accuracy
     if options.prune.reconstruct and any(result.ratios.values()):  # the same channels removed, no re-fit
@@ -277,21 +306,18 @@ def _executor(
 
 
 def _budget(
-    original: onnx.ModelProto, start: Start, options: CompressOptions, executor: PruneExecutor, say: Say
+    original: onnx.ModelProto,
+    start: Start,
+    options: CompressOptions,
+    executor: PruneExecutor,
+    say: Say,
+    timed: TimeChoice | None = None,
 ) -> Budget:
     """The pruning search's budget and goal (with quantization next, pruning searches on its share)."""
-    goal = options.goal
-    points = search_drop(options.max_accuracy_drop, options.finetune)
     baseline = top1(executor.original_logits, executor.target)  # on the images candidates are judged on
-    budget = Budget(baseline, points, goal.min_memory_saving, goal.objective, sequential=True)
-    if options.finetune.finetune_data is None:  # the held-out check measures this very model: its noise is the margin
-        budget.held_images = len(start.held)
-    else:  # it measures the fine-tuned model, which this split's noise does not predict: a fixed reserve
-        budget.max_drop *= SEARCH_SHARE_OF_BUDGET
-    if goal.objective == "latency":
-        say("timing the original model")
-        budget.original_latency = measured_latency(original)
-        budget.min_speedup, budget.max_latency_ms = goal.min_speedup, goal.max_latency_ms
+    latency = timed.original_latency if timed is not None else None
+    budget = _search_budget(original, start, options, baseline, say, latency)
+    goal = options.goal
     if goal.objective == "energy":  # firing rates on a fixed slice of the search split, never the held-out images
         say("estimating the original model's energy")
         executor.energy_images = start.search.x[:ENERGY_IMAGES]
@@ -299,4 +325,29 @@ def _budget(
         budget.min_energy_saving = goal.min_energy_saving
     if options.quantize is not None:  # quantization then gets what pruning left
         budget.max_drop *= options.prune_share
+    return budget
+
+
+def _search_budget(
+    original: onnx.ModelProto,
+    start: Start,
+    options: CompressOptions,
+    baseline: float,
+    say: Say,
+    original_latency: tuple[float, float] | None = None,
+) -> Budget:
+    """The whole search budget and the speed goal, before pruning's share of it (the time phase's starting point)."""
+    goal = options.goal
+    points = search_drop(options.max_accuracy_drop, options.finetune)
+    budget = Budget(baseline, points, goal.min_memory_saving, goal.objective, sequential=True)
+    if options.finetune.finetune_data is None:  # the held-out check measures this very model: its noise is the margin
+        budget.held_images = len(start.held)
+    else:  # it measures the fine-tuned model, which this split's noise does not predict: a fixed reserve
+        budget.max_drop *= SEARCH_SHARE_OF_BUDGET
+    if goal.objective == "latency":
+        if original_latency is None:
+            say("timing the original model")
+            original_latency = measured_latency(original)
+        budget.original_latency = original_latency
+        budget.min_speedup, budget.max_latency_ms = goal.min_speedup, goal.max_latency_ms
     return budget

@@ -16,7 +16,7 @@ from svtprune.costs import Started
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
-from svtprune.jobs.common import Start, timed, worse_than_input
+from svtprune.jobs.common import Start, timed_pair, worse_than_input
 from svtprune.jobs.options import CompressOptions
 from svtprune.runtime import edge_measures, make_session
 from svtprune.search.sequential import EARLY_LOOK, FIRST_LOOK, Z_EARLY, Z_LOOK, Z_MARGIN
@@ -135,16 +135,16 @@ def compress_report(
     original_bytes, final_bytes, seq = executor.original_bytes, param_bytes(final), sequential_section(budget, executor)
     drop = start.baseline["held"] - held_accuracy
     saving = 1 - final_bytes / original_bytes
-    # original and result timed back to back (the search's timing of the original may come from a busier
+    # original and result timed call by call, interleaved (the search's timing of the original may come from a busier
     # minute); goals are checked on the fastest runs, as the search checked them, since on a shared machine
     # the median carries the neighbours' load; the medians are reported as what a user would see
-    (b1, b64), fast_original = timed(start.session)
-    (c1, c64), fast_final = timed(make_session(final))
+    ((b1, b64), fast_original), ((c1, c64), fast_final) = timed_pair(start.session, make_session(final))
     speedups = [o / n for o, n in zip(fast_original, fast_final, strict=True)]
     energy_saving = 1 - energy["compressed"]["energy_uJ_per_image"] / energy["original"]["energy_uJ_per_image"]
     reasons = _shortfalls(options, drop, saving, speedups, fast_final[0], energy_saving)
     speed = min(speedups) if options.goal.objective == "latency" else None
-    reasons += worse_than_input(saving, (Path(model_path).stat().st_size, written_bytes(final)), speed)
+    files = (Path(model_path).stat().st_size, written_bytes(final))
+    reasons += worse_than_input(saving, files, speed, time_cut(plan) and min(speedups) > 1.0)
     return {
         "command": "compress",
         "method": options.prune.method,
@@ -188,6 +188,12 @@ def compress_report(
         "held_out_checks": pruned.held_out_checks,
         **started.cost(),
     }
+
+
+def time_cut(plan: Plan) -> bool:
+    """The model runs fewer time steps or its stem once (the time phase's edits, jobs/time_step.py)."""
+    meta = plan.meta
+    return meta.get("timesteps", 0) < meta.get("timesteps_original", 0) or bool(meta.get("stem_once"))
 
 
 def _times(b1: float, b64: float, fastest: tuple[float, float]) -> dict:

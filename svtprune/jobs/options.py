@@ -221,12 +221,15 @@ class CompressOptions:
     preprocess: Any = None  # image folders' decoding: a spec string, a JSON file or a data_folder.Preprocess
     time_limit: float | None = None  # seconds the pruning search may take; then the best step so far is kept
     layout: str = "fastest"  # of quantized weights, as QuantizeOptions.layout (only when quantization runs)
+    # "auto": fewer time steps searched with a speed goal (jobs/time_step.py); "keep": never; N: run N steps
+    timesteps: str | int = "auto"
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
         check_choice(self.layout, "layout", LAYOUTS)
         check_format(self.format)
         check_preprocess(self)
+        object.__setattr__(self, "timesteps", parse_timesteps(self.timesteps))
         if self.time_limit is not None:
             check_number(self.time_limit, "time_limit", low=0, low_open=True)
         check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
@@ -296,6 +299,22 @@ class QuantizeOptions:
         groups = {"quant": QuantOptions, "finetune": FinetuneOptions, "split": SplitOptions}
         parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
         return cls(**parts, **_known(flat, cls))
+
+
+TIMESTEP_MODES = ("auto", "keep")
+
+
+def parse_timesteps(value: str | int) -> str | int:
+    """'auto', 'keep' or a whole number of steps >= 1 (its upper bound, the model's T, is checked on the model)."""
+    if isinstance(value, str) and value in TIMESTEP_MODES:
+        return value
+    try:
+        steps = int(value)
+    except (TypeError, ValueError):
+        raise UserError(f"must be auto, keep or a number of time steps, got {value!r}", option="timesteps") from None
+    if isinstance(value, bool) or steps != value and str(steps) != str(value).strip() or steps < 1:
+        raise UserError(f"must be auto, keep or a whole number of steps >= 1, got {value!r}", option="timesteps")
+    return steps
 
 
 def check_preprocess(options: CompressOptions | QuantizeOptions) -> None:

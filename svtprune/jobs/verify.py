@@ -19,7 +19,10 @@ from svtprune.jobs.verify_refit import refit_section, shape_only_groups
 from svtprune.jobs.verify_rewritten import rewritten_section
 from svtprune.quantization.scheme import FP32
 from svtprune.runtime_layout import as_logits, logits_layout
+from svtprune.spiking.compute_once import compute_once
 from svtprune.spiking.neurons import find_neurons, with_taps
+from svtprune.spiking.time_axis import find_time_axis
+from svtprune.spiking.timesteps import shorten
 
 TIE = 1e-4  # a membrane this close to its threshold may fire or not depending on summation order
 RANDOM_SAMPLES = 8  # random images checked when the user gives no data
@@ -45,18 +48,21 @@ def verify(
     prune is reported beside the verdict, not as part of it. ``checks`` names what was checked.
     Without ``x``, ``samples`` seeded random images.
     """
-    source = load_checked_model(original)
-    analysis = analyze(source)
     plan = Plan.load(plan_path)
+    source, time_line = at_plan_steps(load_checked_model(original), plan.meta, original)
+    analysis = analyze(source)
     oracle = zero_out(analysis, plan)
     candidate = load_checked_model(pruned)
     x = random_input(analysis.model, samples) if x is None else x
     finetuned = bool(plan.meta.get("finetuned"))
     quantized = any(b != FP32 for b in plan.bits.values())
     if not (plan.refit or quantized or finetuned):
-        return {**compare_with_oracle(oracle, candidate, x), "checks": "oracle", "oracle_on": "the file"}
+        result = {**compare_with_oracle(oracle, candidate, x), "checks": "oracle", "oracle_on": "the file"}
+        return {**result, "time_steps": time_line} if time_line else result
     plain = prune(analysis, plan) if plan.kept else source  # a plan of bits only (quantize) prunes nothing
     result = {**compare_with_oracle(oracle, plain, x), "oracle_on": "the plain prune of the plan"}
+    if time_line:
+        result["time_steps"] = time_line
     if quantized or finetuned:
         section = rewritten_section(candidate, plain, plan.bits, plan.refit, x)
         holds = section.pop("passed")
@@ -69,6 +75,30 @@ def verify(
         result["checks"] = "structure (exact outside the re-fitted layers)"
     result["passed"] = result["passed"] and holds
     return result
+
+
+def at_plan_steps(model: onnx.ModelProto, meta: dict, path: str | Path) -> tuple[onnx.ModelProto, str | None]:
+    """The original as the plan's time edits leave it (``timesteps``, ``stem_once`` in its meta), and a line saying so.
+
+    Both edits are exact (the first T' steps of every neuron as before; the stem's outputs bit for bit), so
+    the oracle of a time-cut plan is the original cut the same way, with the plan's slices zeroed. Channels
+    and the cut commute (the cut changes only constants that spell T), so a plan pruned before the cut
+    (``prune --timesteps --ratio``) and one searched after it (``compress``) are checked alike."""
+    steps, once = meta.get("timesteps"), bool(meta.get("stem_once"))
+    if steps is None and not once:
+        return model, None
+    axis = find_time_axis(model)
+    if isinstance(axis, str):
+        raise UserError(f"{path}: the plan runs {steps} time steps but the original has no time axis: {axis}")
+    if steps is None:
+        steps = axis.steps
+    if not 1 <= steps <= axis.steps:
+        raise UserError(f"{path}: the plan runs {steps} time steps; the original runs {axis.steps}")
+    if once:
+        model, _ = compute_once(model, axis, steps)
+    elif steps != axis.steps:
+        model = shorten(model, axis, steps)
+    return model, f"oracle: the original at {steps} of its {axis.steps} time steps" + ", stem once" * once
 
 
 VERIFY_CHUNK = 8  # at most this many images' spikes and membranes held at once
@@ -96,6 +126,10 @@ def compare_with_oracle(
     neurons_o, neurons_p = find_neurons(oracle), find_neurons(candidate)
     if len(neurons_o) != len(neurons_p):
         return {"passed": False, "reason": "different neuron counts", "samples": int(len(x))}
+    steps = ({n.time_steps for n in neurons_o}, {n.time_steps for n in neurons_p})
+    if steps[0] != steps[1]:  # a time-cut file against an oracle at other steps (a plan without its time meta)
+        reason = f"the neurons run {sorted(steps[1])} time steps, the oracle's {sorted(steps[0])}"
+        return {"passed": False, "reason": reason, "samples": int(len(x))}
     sessions = (
         make_session(with_taps(oracle, neurons_o, spikes=True)),
         make_session(with_taps(candidate, neurons_p, spikes=True)),
