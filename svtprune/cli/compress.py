@@ -26,9 +26,9 @@ from svtprune.cli.options import (
     SearchData,
     SplitSeed,
     WeightLayout,
-    fraction,
     number,
     out_option,
+    share_goal,
 )
 from svtprune.cli.render import print_compress, run_search
 from svtprune.jobs.options import DEFAULT_MAX_IMAGES
@@ -41,13 +41,7 @@ def compress(
     max_accuracy_drop: MaxAccuracyDrop = 1.0,
     min_memory_saving: Annotated[
         float | None,
-        typer.Option(
-            help="Share of parameter bytes that must be saved: 0.3 or 30%.",
-            parser=fraction,
-            metavar="SHARE",
-            callback=number(),
-            rich_help_panel=GOALS,
-        ),
+        share_goal("Share of parameter bytes that must be saved: 0.3 or 30%."),
     ] = None,
     method: Annotated[
         str, typer.Option(help="primesvt (largest group first), psvit or uniform.", rich_help_panel=METHOD)
@@ -139,13 +133,7 @@ def compress(
     ] = "auto",
     min_energy_saving: Annotated[
         float | None,
-        typer.Option(
-            help="Share of the energy per image to save: 0.5 or 50% (orders the search by energy).",
-            parser=fraction,
-            metavar="SHARE",
-            callback=number(),
-            rich_help_panel=GOALS,
-        ),
+        share_goal("Share of the energy per image to save: 0.5 or 50% (orders the search by energy)."),
     ] = None,
     time_limit: Annotated[
         float | None,

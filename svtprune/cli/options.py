@@ -197,6 +197,11 @@ def fraction(text: str) -> float:
         raise typer.BadParameter(f"{text!r} is not a fraction (0.3 or 30%)") from None
 
 
+def share_goal(help: str) -> typer.models.OptionInfo:
+    """A goal given as a share of the original (``0.3`` or ``30%``), in the Goals panel."""
+    return typer.Option(help=help, parser=fraction, metavar="SHARE", callback=number(), rich_help_panel=GOALS)
+
+
 MaxAccuracyDrop = Annotated[
     float,
     typer.Option(
