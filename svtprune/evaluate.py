@@ -43,9 +43,14 @@ class EvalResult:
     images_forwarded: int = 0  # data images run through ONNX Runtime for this result
     # the input's fixed batch (None: any): each latency is of the whole runs of that many images holding its batch
     fixed_batch: int | None = None
+    # eval --profile: each layer's share of the batch-1 kernel time (hardware/profile.py); absent from the dict if None
+    profile: list[dict] | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        result = asdict(self)
+        if result["profile"] is None:
+            del result["profile"]
+        return result
 
 
 def evaluate(

@@ -1,4 +1,4 @@
-"""The one place that makes ONNX Runtime sessions, runs them in batches, taps tensors, times runs.
+"""The one place that makes ONNX Runtime sessions, runs them in batches and times runs (graph/taps.py taps).
 
 Numpy, onnx and onnxruntime only (no torch), so running an ONNX file stays fast to start.
 Every site that runs a model goes through ``make_session``; the few that need other options
@@ -16,13 +16,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import helper
 
 from svtprune.costs import count_data, count_timing
 from svtprune.errors import UserError
@@ -50,6 +49,7 @@ def make_session(
     quiet: bool = True,
     matmulnbits_accuracy_level: int | None = None,
     arena: bool = True,
+    profile_to: Path | None = None,
 ) -> ort.InferenceSession:
     """A CPU session as a user would make one (default graph optimisations), quiet.
 
@@ -62,8 +62,14 @@ def make_session(
     ``arena=False`` frees each run's activations when it ends instead of keeping ORT's arena at
     its peak: for sessions run a few times and dropped (20% slower at batch 64 on the reference
     Spikformer, the same at batch 1, so never for sessions that are timed or run often).
+    ``profile_to``: a folder where ORT writes its profiler trace (``end_profiling`` names the file)
+    and the optimised graph it runs, ``optimized.onnx`` (hardware/profile.py reads both).
     """
     options = ort.SessionOptions()
+    if profile_to is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(profile_to) / "ort_profile")
+        options.optimized_model_filepath = str(Path(profile_to) / "optimized.onnx")
     if quiet:
         options.log_severity_level = 3
     options.enable_cpu_mem_arena = arena
@@ -191,62 +197,6 @@ def logits_of(
     return as_logits(session, predict(session, x, batch, [first], progress)[first])
 
 
-def with_outputs(
-    model: onnx.ModelProto,
-    names: Iterable[str],
-    elem_type: int | None = FLOAT,
-    types: Mapping[str, int] | None = None,
-) -> onnx.ModelProto:
-    """A copy whose graph also outputs ``names`` (each once, after the outputs it has).
-
-    Declared as ``types[name]`` or else ``elem_type`` with an open shape; ``elem_type=None``
-    declares no type, so ORT infers it (for tensors whose type the caller does not know).
-    """
-    tapped = onnx.ModelProto()
-    tapped.CopyFrom(model)
-    present = {o.name for o in tapped.graph.output}
-    for name in dict.fromkeys(names):
-        if name in present:
-            continue
-        kind = (types or {}).get(name, elem_type)
-        value = onnx.ValueInfoProto(name=name) if kind is None else helper.make_tensor_value_info(name, kind, None)
-        tapped.graph.output.append(value)
-    return tapped
-
-
-def upstream_of(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy that computes only ``names`` (its only outputs), keeping just the nodes they depend on."""
-    producer = {out: i for i, node in enumerate(model.graph.node) for out in node.output}
-    needed: set[int] = set()
-    stack = list(names)
-    while stack:
-        index = producer.get(stack.pop())
-        if index is None or index in needed:
-            continue
-        needed.add(index)
-        stack.extend(i for i in model.graph.node[index].input if i)
-    tapped = onnx.ModelProto()
-    tapped.CopyFrom(model)
-    kept = [node for i, node in enumerate(model.graph.node) if i in needed]
-    del tapped.graph.node[:]
-    tapped.graph.node.extend(kept)
-    del tapped.graph.output[:]
-    for name in names:
-        tapped.graph.output.append(helper.make_tensor_value_info(name, FLOAT, None))
-    return tapped
-
-
-def tap(model: onnx.ModelProto, names: list[str], x: np.ndarray, batch: int | None = None) -> dict[str, np.ndarray]:
-    """Values of the (float) tensors ``names`` on ``x``, running only the nodes they depend on."""
-    feed = model.graph.input[0].name
-    wanted = [n for n in names if n != feed]
-    values = {n: x for n in names if n == feed}
-    if not wanted:
-        return values
-    values.update(predict(make_session(upstream_of(model, wanted)), x, batch, outputs=wanted))
-    return values
-
-
 def timed_runs_ms(
     session: ort.InferenceSession, feeds: dict[str, np.ndarray], repeats: int, warm_up: bool = True
 ) -> list[float]:
@@ -297,6 +247,64 @@ def latency_ms(session: ort.InferenceSession, batch: int, repeats: int = 10, fas
     """
     times = run_times_ms(session, batch, repeats)
     return min(times) if fastest else statistics.median(times)
+
+
+def timed_pair(
+    first: ort.InferenceSession, second: ort.InferenceSession
+) -> tuple[tuple[tuple[float, float], tuple[float, float]], tuple[tuple[float, float], tuple[float, float]]]:
+    """Median and fastest ms of both sessions at batch 1 and 64, their calls interleaved after one warm-up each.
+
+    Interleaved, a load that comes and goes on a shared machine touches both alike (issue 30: the same file
+    measured 1.32x in one run and 1.01x in another when the two were timed one after the other). The order
+    alternates (A B, then B A): a call right after another runs warm, and always going second read the
+    reference SDT 1.01-1.035x faster than itself."""
+    times: list[dict[int, list[float]]] = [{}, {}]
+    for batch, repeats in zip((1, 64), LATENCY_RUNS, strict=True):
+        for i, session in enumerate((first, second)):
+            times[i][batch] = run_times_ms(session, batch, 0)  # the warm-up call alone
+        for repeat in range(repeats):
+            for i in (0, 1) if repeat % 2 == 0 else (1, 0):
+                times[i][batch] += run_times_ms((first, second)[i], batch, 1, warm_up=False)
+    return tuple(  # type: ignore[return-value]
+        ((statistics.median(t[1]), statistics.median(t[64])), (min(t[1]), min(t[64]))) for t in times
+    )
+
+
+def balanced_speedup(sessions: list[ort.InferenceSession], batch: int, rounds: int) -> float:
+    """Median over rounds of the first session's time / the second's, each round timing first, second, second, first.
+
+    Calls alternated one for one (A B A B ...) favour the second model: the reference SDT timed against
+    itself read 1.04-1.11x at batch 1 that way (a call right after another runs warm); timed A B B A it
+    read 0.98-1.0x, so a ratio above 1 is the model's, not its slot's. Exact rewrites (the stem run once,
+    folded norms) are kept or not on this ratio."""
+    for session in sessions:
+        run_times_ms(session, batch, 0)  # the warm-up call alone
+    ratios = []
+    for _ in range(rounds):
+        spent = [0.0, 0.0]
+        for i in (0, 1, 1, 0):
+            spent[i] += run_times_ms(sessions[i], batch, 1, warm_up=False)[0]
+        ratios.append(spent[0] / spent[1])
+    return float(statistics.median(ratios))
+
+
+class PairedTiming:
+    """Times models against one reference model, calls interleaved, so a load that comes and goes cancels out.
+
+    A candidate's latency is the reference's own measurement scaled by the paired ratio of the two:
+    the speedup a search reads off it is the ratio measured call against call, not two timings taken
+    minutes apart (issue 30: one latency search reached 1.32x in one run and 1.01x in another)."""
+
+    def __init__(self, reference: onnx.ModelProto, reference_ms: tuple[float, float]) -> None:
+        self.reference, self.reference_ms = reference, reference_ms
+        self.session: ort.InferenceSession | None = None
+
+    def latency(self, model: onnx.ModelProto) -> tuple[float, float]:
+        """ms at batch 1 and 64, as ``reference_ms`` times the fastest-call ratio of ``model`` to the reference."""
+        if self.session is None:
+            self.session = make_session(self.reference)
+        (_, reference_fast), (_, model_fast) = timed_pair(self.session, make_session(model))
+        return tuple(ms * m / r for ms, m, r in zip(self.reference_ms, model_fast, reference_fast, strict=True))  # type: ignore[return-value]
 
 
 def measured_latency(model: onnx.ModelProto) -> tuple[float, float]:

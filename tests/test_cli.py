@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import typer
 
 from svtprune.data import Dataset, save_npz
 
@@ -285,19 +284,29 @@ def test_library_errors_name_the_flag(files: dict[str, Path], tmp_path: Path) ->
     assert len(result.stderr.strip().splitlines()) == 1 and out.read_bytes() == b"keep me"
 
 
-def test_flags_map_names_real_options() -> None:
-    from svtprune.cli import app
-    from svtprune.cli.options import COMMAND_FLAGS, FLAGS
+def option_fields(kind: type) -> set[str]:
+    """The scalar fields of a typed options class and of its groups (a group's own name is not a flag)."""
+    from dataclasses import fields, is_dataclass
 
-    command = typer.main.get_command(app)
-    spelled = {
-        opt
-        for sub in command.commands.values()
-        for param in sub.params
-        for opt in [*param.opts, *param.secondary_opts, (param.name or "").upper()]
-    }
-    names = {*FLAGS.values(), *(flag for table in COMMAND_FLAGS.values() for flag in table.values())}
-    assert names <= spelled, names - spelled
+    names: set[str] = set()
+    for f in fields(kind):
+        group = f.default_factory() if callable(f.default_factory) else None
+        names |= option_fields(type(group)) if is_dataclass(group) else {f.name}
+    return names
+
+
+def test_a_flag_is_named_as_its_field() -> None:
+    """The CLI builds the typed options from parameters of the same names: no table renames them."""
+    from svtprune.cli.app import flags_for
+    from svtprune.jobs.options import CompressOptions, QuantizeOptions, QuantOptions
+
+    python_only = {"calibration_images", "quantize_if_needed"}  # set by the library, never by a flag
+    compress = option_fields(CompressOptions) | (option_fields(QuantOptions) - {"search", "symmetric", "block_size"})
+    for command, names in (("compress", compress - {"quantize"}), ("quantize", option_fields(QuantizeOptions))):
+        spelled = flags_for(command)
+        assert names - python_only <= set(spelled), (command, names - python_only - set(spelled))
+        assert all(spelled[n] == "--" + n.replace("_", "-") for n in names - python_only - {"format"}), command
+    assert flags_for("compress")["quantize"] == "--quantize" and flags_for("compress")["model"] == "MODEL"
 
 
 def test_help_does_not_cut_option_names() -> None:

@@ -202,7 +202,7 @@ class StubTimedExecutor(StubExecutor):
 
     def __init__(self, analysis, costs: dict[str, float], times: dict[str, float]) -> None:  # noqa: ANN001
         super().__init__(analysis, costs)
-        self.times, self.time_candidates = times, True
+        self.times = times
 
     def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
         total = 1.0 + sum(t * (1 - ratios.get(n, 0.0)) for n, t in self.times.items())

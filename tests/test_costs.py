@@ -9,9 +9,10 @@ import onnx
 
 from svtprune.costs import FORWARDED, Started
 from svtprune.data import Dataset, save_npz
+from svtprune.graph.taps import tap
 from svtprune.jobs.compress import compress
 from svtprune.jobs.evaluate import evaluate_file
-from svtprune.runtime import latency_ms, logits_of, make_session, tap
+from svtprune.runtime import latency_ms, logits_of, make_session
 
 
 def test_every_image_run_is_counted_once_and_timing_apart(small_models: dict) -> None:

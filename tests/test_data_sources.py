@@ -235,7 +235,7 @@ def rows(part: Dataset) -> list[int]:
 
 def test_data_within_the_image_cap_splits_into_the_seeded_halves_of_every_image() -> None:
     search, held = split(numbered(300), SplitOptions(seed=3))
-    order = np.random.default_rng(3).permutation(300)  # the rule as the README states it
+    order = np.random.default_rng(3).permutation(300)  # the rule as docs/data.md states it
     assert rows(search) == sorted(order[:150]) and rows(held) == sorted(order[150:])
 
 

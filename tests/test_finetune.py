@@ -286,7 +286,7 @@ def test_compress_finetune_recovers_and_reports_before_and_after(compressed_pair
 
 
 def test_compress_finetune_widens_the_search_budget(compressed_pair: dict) -> None:
-    from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
+    from svtprune.search.budget import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
 
     plain, tuned = compressed_pair["plain"], compressed_pair["tuned"]
     budget = SEARCH_SHARE_OF_BUDGET * 10.0 * FINETUNE_SEARCH_FACTOR

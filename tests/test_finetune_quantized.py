@@ -45,7 +45,7 @@ def plain_ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("name", "symmetric", "codes", "side_int8"),
+    ("name", "symmetric", "codes", "int8_biases"),
     [
         ("spikformer", True, False, False),
         ("spikformer", False, False, False),
@@ -56,13 +56,13 @@ def plain_ort_logits(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     ],
 )
 def test_untouched_weights_are_stored_back_byte_for_byte(
-    small_models: dict, name: str, symmetric: bool, codes: bool, side_int8: bool
+    small_models: dict, name: str, symmetric: bool, codes: bool, int8_biases: bool
 ) -> None:
-    scheme = QuantScheme(symmetric=symmetric, rounding="mse", scale_codes=codes, side_int8=side_int8)
+    scheme = QuantScheme(symmetric=symmetric, rounding="mse", scale_codes=codes, int8_biases=int8_biases)
     quantizer = Quantizer(small_models[name], scheme)
     quantized = quantizer.apply(mixed_bits(quantizer))
     thawed = thaw(quantized)
-    assert thawed.scheme.scale_codes == codes and thawed.scheme.side_int8 == side_int8
+    assert thawed.scheme.scale_codes == codes and thawed.scheme.int8_biases == int8_biases
     for weight, grid in thawed.grids.items():
         assert grid.bits == thawed.bits.get(weight, 8)  # int8 side vectors have grids, not layer widths
         np.testing.assert_array_equal(on_grid(dequantize(grid), grid).values, grid.values, err_msg=weight)
@@ -77,9 +77,9 @@ def test_untouched_weights_are_stored_back_byte_for_byte(
 )
 def trained(small_models: dict, request: pytest.FixtureRequest) -> dict:
     torch.set_num_threads(1)
-    name, side_int8 = request.param
+    name, int8_biases = request.param
     teacher = small_models[name]
-    quantizer = Quantizer(teacher, QuantScheme(rounding="mse", side_int8=side_int8))
+    quantizer = Quantizer(teacher, QuantScheme(rounding="mse", int8_biases=int8_biases))
     quantized = quantizer.apply(mixed_bits(quantizer))
     x = np.random.default_rng(4).standard_normal((80, 1, 28, 28)).astype(np.float32)
     target = plain_ort_logits(teacher, x) * 3.0  # sharper than the random model's own logits: something to learn
@@ -118,8 +118,8 @@ def test_what_was_trained_is_what_the_written_file_runs(trained: dict) -> None:
 def test_side_vectors_train_as_they_are_stored(trained: dict) -> None:
     module, thawed = trained["module"], trained["thawed"]
     sides = [name for name in module.stored if name not in thawed.bits]
-    int8 = [name for name in sides if name in thawed.grids]  # biases of layers at <= 4 bits, with side_int8
-    assert sides and bool(int8) == thawed.scheme.side_int8
+    int8 = [name for name in sides if name in thawed.grids]  # biases of layers at <= 4 bits, with int8_biases
+    assert sides and bool(int8) == thawed.scheme.int8_biases
     stored_values = {t.name: numpy_helper.to_array(t) for t in trained["written"].graph.initializer}
     for name in sides:
         value = module.tensor(name).detach().numpy()
@@ -132,8 +132,9 @@ def test_side_vectors_train_as_they_are_stored(trained: dict) -> None:
 
 def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
     import svtprune
-    from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from svtprune.jobs.common import split
     from svtprune.jobs.options import SplitOptions
+    from svtprune.search.budget import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
 
     torch.set_num_threads(1)
     from tests.test_finetune import run_ort, with_sharp_head
@@ -145,7 +146,7 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
     out = tmp_path / "small.onnx"
     report = svtprune.compress(
         tmp_path / "m.onnx", tmp_path / "val.npz", out, 10.0, method="uniform", calib=60, seed=2,
-        quantize="greedy", quantize_bits="4", finetune_data=tmp_path / "train.npz", finetune_epochs=1,
+        quantize="greedy", bits="4", finetune_data=tmp_path / "train.npz", finetune_epochs=1,
         finetune_lr=3e-3,
     )  # fmt: skip
     written = onnx.load(out)
@@ -168,8 +169,9 @@ def test_compress_quantizes_then_fine_tunes_on_the_grids(small_models: dict, tmp
 
 @pytest.mark.slow
 def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: Path) -> None:
-    from svtprune.jobs.common import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET, split
+    from svtprune.jobs.common import split
     from svtprune.jobs.options import SplitOptions
+    from svtprune.search.budget import FINETUNE_SEARCH_FACTOR, SEARCH_SHARE_OF_BUDGET
     from tests.test_finetune import run_ort, with_sharp_head
 
     onnx.save(with_sharp_head(small_models["spikformer"]), tmp_path / "m.onnx")
@@ -191,7 +193,7 @@ def test_quantize_command_fine_tunes_on_the_grids(small_models: dict, tmp_path: 
     assert section["accuracy_after"] == report["compressed"]["accuracy"] and report["accuracy_drop"] <= 10
     chosen = {row["layer"]: row["bits"] for row in report["quantization"]["layers"] if row["bits"] < 32}
     written = thaw(onnx.load(out))
-    assert written.bits == chosen and written.scheme.side_int8  # the commands' default: int8 biases at <= 4 bits
+    assert written.bits == chosen and written.scheme.int8_biases  # the commands' default: int8 biases at <= 4 bits
     assert "quantization-aware" in out.with_suffix(".report.html").read_text()
     held = split(Dataset(np.load(tmp_path / "val.npz")["x"], None), SplitOptions(calib=60, seed=0))[1]
     target = run_ort(ort.InferenceSession(str(tmp_path / "m.onnx")), held.x).argmax(axis=1)

@@ -11,9 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
+from svtprune.graph.taps import with_outputs
 from svtprune.quantization import Quantizer, QuantScheme
 from svtprune.quantization.integer_layout import integer_layout
-from svtprune.runtime import make_session, predict, with_outputs
+from svtprune.runtime import make_session, predict
 from svtprune.spiking.neurons import find_neurons, with_taps
 
 

@@ -1,4 +1,4 @@
-"""The package keeps its shape: no import cycles, no private names across modules, short modules and functions.
+"""The package keeps its shape: layers, no import cycles, no private names across modules, short modules and functions.
 
 Read from the source with ``ast`` (nothing is imported), so a cycle hidden inside a function,
 which Python resolves only at call time, still fails here.
@@ -86,6 +86,52 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         if node not in index:
             visit(node)
     return found
+
+
+# the pipeline's layers: the CLI builds options and calls jobs; jobs are scripts over the parts; the search is a
+# policy over the parts; the parts use graph/ and the runtime; graph/ uses nothing above the base modules
+PARTS = ("importance", "quantization", "recover", "hardware", "spiking")
+MODEL_LEVEL = {"checks", "evaluate"}  # top-level modules that read a model's graph: above graph/, below the parts
+ALLOWED: dict[str, set[str]] = {
+    "api": {"jobs", "base"},
+    "cli": {"jobs", "base"},
+    "jobs": {"search", *PARTS, "graph", "model", "base"},
+    "search": {*PARTS, "graph", "model", "base"},
+    "recover": {"quantization", "spiking", "graph", "model", "base"},  # fine-tuning trains quantized files too
+    "quantization": {"spiking", "graph", "model", "base"},  # integer layouts run where neurons feed spikes
+    "importance": {"graph", "model", "base"},
+    "hardware": {"graph", "model", "base"},
+    "spiking": {"graph", "base"},
+    "model": {"graph", "base"},
+    "graph": {"base"},
+    "base": {"base"},
+}
+
+
+def layer_of(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "api"
+    if parts[1] in ("cli", "jobs", "search", "graph", *PARTS):
+        return parts[1]
+    return "model" if parts[1] in MODEL_LEVEL else "base"
+
+
+def test_every_import_goes_down_the_layers() -> None:
+    graph = import_graph(sources())
+    crossings = sorted(
+        f"{name} ({layer_of(name)}) -> {target} ({layer_of(target)})"
+        for name, targets in graph.items()
+        for target in targets
+        if layer_of(target) != layer_of(name) and layer_of(target) not in ALLOWED[layer_of(name)]
+    )
+    assert crossings == []
+
+
+def test_the_layer_table_names_every_module() -> None:
+    assert {layer_of(name) for name in sources()} <= set(ALLOWED)
+    assert layer_of("svtprune.graph.taps") == "graph" and layer_of("svtprune.runtime") == "base"
+    assert layer_of("svtprune.cli.app") == "cli" and layer_of("svtprune") == "api"
 
 
 def test_the_cycle_finder_finds_a_known_cycle() -> None:

@@ -26,7 +26,7 @@ SCHEMES = {
     "int8, float16 scales": (QuantScheme(rounding="nearest"), {8}),
     "int4 and int2, float32 scales": (QuantScheme(rounding="nearest", half_side=False), {4, 2}),
     "asymmetric uint8 and uint4": (QuantScheme(rounding="nearest", symmetric=False), {8, 4}),
-    "scale codes, int8 biases": (QuantScheme(rounding="nearest", scale_codes=True, side_int8=True), {8, 2}),
+    "scale codes, int8 biases": (QuantScheme(rounding="nearest", scale_codes=True, int8_biases=True), {8, 2}),
 }
 
 

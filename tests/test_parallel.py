@@ -117,7 +117,7 @@ def free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
 def test_a_ray_cluster_at_an_address_takes_the_serial_steps(problem: tuple) -> None:
-    """A head started apart (``ray start --head``, as on a cluster), reached at ``ray://host:port`` as in the README."""
+    """A head started apart (``ray start --head``, as on a cluster), at ``ray://host:port`` as in docs/parallel.md."""
     ray = str(Path(sys.executable).parent / "ray")
     gcs, client = free_port(), free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}

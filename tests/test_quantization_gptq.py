@@ -140,7 +140,7 @@ def test_gptq_model_runs_in_ort_and_stores_what_it_dequantizes(gptq_quantizer: Q
 
 def test_hessian_gives_the_real_output_error_of_each_layer(gptq_quantizer: Quantizer) -> None:
     """trace(ΔW H ΔWᵀ) equals ||ΔY||² measured in ONNX Runtime: H's features are in the weight's order."""
-    from svtprune.runtime import tap as _tap
+    from svtprune.graph.taps import tap as _tap
 
     model = gptq_quantizer.model  # biases stay float32 here: their float16 rounding would add its own error
     quantizer = Quantizer(model, QuantScheme(rounding="gptq", half_side=False), calib=gptq_quantizer.calib)
@@ -182,7 +182,7 @@ def test_quantize_command_takes_gptq_and_refuses_an_unknown_rounding(small_model
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and "gptq" in bad.stderr
     with pytest.raises(UserError, match="rounding"):  # before the pruning search, not after it
         svtprune.compress(
-            tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "c.onnx", quantize="greedy", quantize_rounding="obq"
+            tmp_path / "m.onnx", tmp_path / "val.npz", tmp_path / "c.onnx", quantize="greedy", rounding="obq"
         )
 
 

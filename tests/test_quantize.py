@@ -120,7 +120,7 @@ def test_int8_biases_equal_the_numpy_reference_and_take_one_byte(small_models: d
     low, high = names[: len(names) // 2], names[len(names) // 2 :]
     bits = {**dict.fromkeys(low, SIDE_INT8_WIDTH), **dict.fromkeys(high, 8)}
     scheme = QuantScheme(rounding="nearest", scale_codes=True)
-    int8 = Quantizer(model, replace(scheme, side_int8=True)).apply(bits)
+    int8 = Quantizer(model, replace(scheme, int8_biases=True)).apply(bits)
     seen = ort_weights(int8, list(owners))
     as_int8 = [n for n in owners if owners[n] in low]
     assert as_int8 and len(as_int8) < len(owners)
@@ -134,8 +134,8 @@ def test_int8_biases_equal_the_numpy_reference_and_take_one_byte(small_models: d
     half = Quantizer(model, scheme).apply(bits)
     assert param_bytes(half) - param_bytes(int8) == sum(values[n].size for n in as_int8) - 4 * len(as_int8)
     thawed = thaw(int8)
-    assert thawed.scheme.side_int8 and thawed.bits == bits and set(as_int8) == set(thawed.grids) - set(names)
-    assert not thaw(half).scheme.side_int8
+    assert thawed.scheme.int8_biases and thawed.bits == bits and set(as_int8) == set(thawed.grids) - set(names)
+    assert not thaw(half).scheme.int8_biases
 
 
 def test_batchnorm_vectors_are_stored_as_scale_and_shift(small_models: dict) -> None:
@@ -482,6 +482,8 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
         assert 0 < report[side]["peak_rss_mb_runtime_only"] <= report[side]["peak_rss_mb"]
     for key in ("memory_saving", "accuracy_drop", "wall_seconds", "evaluations"):
         assert key in report
+    assert set(report["profile"]) == {"original", "result"}  # each layer's share of the batch-1 time
+    assert all(sum(r["share"] for r in rows) == pytest.approx(1, abs=1e-3) for rows in report["profile"].values())
     assert report["compressed"]["param_bytes"] == param_bytes(onnx.load(out))
     assert report["memory_saving"] > 0.1 and report["accuracy_drop"] <= 5
     stored = report["quantization"]["stored_bytes"]  # every parameter byte has one role; weights as the table says
@@ -489,7 +491,7 @@ def test_quantize_command_writes_a_smaller_model_and_reports(small_models: dict,
     assert stored["weights"] == sum(row["weight_bytes"] for row in report["quantization"]["layers"])
     assert stored["scales"] > 0 and stored["biases and normalisation"] > 0
     assert "id='stored'" in out.with_suffix(".report.html").read_text()
-    assert "<td>peak_rss_mb</td>" in out.with_suffix(".report.html").read_text()
+    assert "title='peak_rss_mb'>Peak memory running batch 1</th>" in out.with_suffix(".report.html").read_text()
     assert out.with_suffix(".report.html").read_text().count("<img") >= 2
     browser = shutil.which("chromium")
     if browser is not None:  # .ci/run installs Debian's chromium: the page must render with its bits table
@@ -513,13 +515,14 @@ def test_compress_then_quantize_under_one_budget(small_models: dict, tmp_path: P
     save_npz(tmp_path / "val.npz", Dataset(rng.standard_normal((200, 1, 28, 28)).astype(np.float32), None))
     out = tmp_path / "small.onnx"
     report = svtprune.compress(
-        tmp_path / "m.onnx", tmp_path / "val.npz", out, 25.0, method="uniform", quantize="greedy", quantize_bits="4"
+        tmp_path / "m.onnx", tmp_path / "val.npz", out, 25.0, method="uniform", quantize="greedy", bits="4"
     )
     written = onnx.load(out)
     assert report["compressed"]["param_bytes"] == param_bytes(written)
     for side in ("original", "compressed"):
         assert report[side]["latency_ms_b1_1thread"] > 0 and report[side]["peak_rss_mb"] > 0
     assert "deployment" not in report and not out.with_suffix(".ort").exists()  # only when asked for
+    assert report["profile"]["result"] and report["profile"]["original"][0]["share"] > 0  # the layers' time
     assert sum(report["quantization"]["stored_bytes"].values()) == param_bytes(written)
     assert report["accuracy_drop"] <= 25.0  # random weights and inputs: agreement is fragile
     q = report["quantization"]

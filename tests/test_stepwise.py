@@ -7,12 +7,12 @@ import onnx
 import pytest
 
 from svtprune.graph.analysis import analyze, constants_of
+from svtprune.graph.layer_rows import RowPicker, conv_geometry, patches, rows
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune
-from svtprune.recover.features import RowPicker, conv_geometry, patches, rows
+from svtprune.graph.taps import tap
 from svtprune.recover.reconstruct import reconstruct
 from svtprune.recover.stepwise import StepwiseRunner
-from svtprune.runtime import tap
 from tests.test_reconstruct import two_convs
 
 

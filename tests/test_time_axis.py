@@ -19,7 +19,8 @@ import torch
 from onnx import helper, numpy_helper
 
 from svtprune.cli.app import run as cli
-from svtprune.runtime import make_session, with_outputs
+from svtprune.graph.taps import with_outputs
+from svtprune.runtime import make_session
 from svtprune.spiking.compute_once import compute_once
 from svtprune.spiking.neurons import find_neurons
 from svtprune.spiking.time_axis import TimeAxis, find_time_axis

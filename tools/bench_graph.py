@@ -1,7 +1,7 @@
 """Uniform structured pruning of the reference models: bytes expected vs measured, oracle, speed.
 
     python tools/bench_graph.py models/reference/spikformer_fmnist.onnx --ratio 0.3
-Prints a markdown table row per model (paste into BENCHMARKS.md) and the analysis summary.
+Prints a markdown table row per model (paste into docs/benchmark-log.md) and the analysis summary.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
     python tools/bench_quant.py peers models/reference/spikformer_fmnist.onnx
     python tools/bench_quant.py rounding models/reference/spikformer_fmnist.onnx --calib 2000
 
-Each prints markdown rows (for BENCHMARKS.md) and writes a JSON record beside --keep when given.
+Each prints markdown rows (for docs/benchmark-log.md) and writes a JSON record beside --keep when given.
 All accuracies are ONNX Runtime CPU with default session options, as a user runs the file.
 """
 
@@ -53,7 +53,7 @@ def run_searches(args: argparse.Namespace) -> list[dict]:
                 report = quantize(
                     args.model, args.data, Path(folder) / "q.onnx", args.max_drop, search, calib=args.calib,
                     beam_width=args.beam_width, seed=args.seed, rounding=args.rounding,
-                    scale_codes=not args.float16_scales, side_int8=not args.float16_biases,
+                    scale_codes=not args.float16_scales, int8_biases=not args.float16_biases,
                 )  # fmt: skip
             except ConstraintError as failed:  # the row still counts: what the search chose, and that it missed
                 report = failed.report
@@ -193,7 +193,7 @@ def run_peers(args: argparse.Namespace) -> list[dict]:
             print(f"| ORT MatMulNBitsQuantizer 4-bit | failed: {str(exc).splitlines()[0][:120]} | | |")
         # the commands' storage (scale codes, int8 biases at <= 4 bits); mse rounding needs no calibration
         # images, so none of the 4,000 evaluated here is seen before
-        ours = Quantizer(model, QuantScheme(scale_codes=not args.float16_scales, side_int8=not args.float16_biases))
+        ours = Quantizer(model, QuantScheme(scale_codes=not args.float16_scales, int8_biases=not args.float16_biases))
         for bits in (8, 4):
             setting = {layer.name: bits for layer in ours.layers}
             record(f"svtprune uniform int{bits} per channel (mse)", ours.apply(setting))
@@ -214,7 +214,9 @@ def run_rounding(args: argparse.Namespace) -> list[dict]:
     quantizers, rows = {}, []
     for rounding in args.roundings:
         started = time.perf_counter()
-        scheme = QuantScheme(rounding=rounding, scale_codes=not args.float16_scales, side_int8=not args.float16_biases)
+        scheme = QuantScheme(
+            rounding=rounding, scale_codes=not args.float16_scales, int8_biases=not args.float16_biases
+        )
         quantizers[rounding] = Quantizer(model, scheme, calib=search.x[:GPTQ_IMAGES])
         if rounding == "gptq":
             quantizers[rounding].hessians()  # timed apart: computed once per model, then cached

@@ -25,7 +25,6 @@ from svtprune.cli.eval import eval_model
 from svtprune.cli.export import export
 from svtprune.cli.finetune import finetune
 from svtprune.cli.help import HelpCommand, HelpGroup, help_width
-from svtprune.cli.options import flags_for
 from svtprune.cli.prune import prune
 from svtprune.cli.quantize import quantize
 from svtprune.cli.render import json_stdout, problem, show_notes
@@ -86,6 +85,21 @@ rich_utils.MAX_WIDTH = rich_utils.MAX_WIDTH or help_width()
 def command_in(args: Sequence[str]) -> str | None:
     """The command named on the line (the app has no options of its own that take a value)."""
     return next((arg for arg in args if not arg.startswith("-")), None)
+
+
+def flags_for(command: str | None) -> dict[str, str]:
+    """Parameter name -> how the shell spells it, read off ``command``'s own options.
+
+    The library names the parameter a problem is about (``UserError(problem, option="max_accuracy_drop")``)
+    by its field name, which is the parameter's name, so the one-line error names the flag the user typed."""
+    sub = getattr(typer.main.get_command(app), "commands", {}).get(command or "")
+    spelled = {}
+    for param in sub.params if sub is not None else []:
+        if param.param_type_name == "argument":
+            spelled[param.name] = param.name.upper()
+        else:
+            spelled[param.name] = next((opt for opt in param.opts if opt.startswith("--")), param.opts[0])
+    return spelled
 
 
 def usage_message(exc: typer.TyperException) -> str:

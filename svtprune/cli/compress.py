@@ -10,6 +10,7 @@ import typer
 from svtprune.cli.help import EXPERT, GOALS, METHOD, QUANTIZATION
 from svtprune.cli.options import (
     Calib,
+    ConfigFile,
     DeployFormat,
     FinetuneData,
     FinetuneEpochs,
@@ -170,6 +171,7 @@ def compress(
     format: DeployFormat = "onnx",
     preprocess: PreprocessSpec = None,
     force: Force = False,
+    config_file: ConfigFile = None,
     as_json: Json = False,
 ) -> None:
     """Find how many channels to remove from which groups, within your accuracy budget; write a smaller ONNX.
@@ -182,47 +184,35 @@ def compress(
     On 4 cores: add --workers 4; on a Ray cluster: --executor ray --workers 16 --ray-address ray://head:10001
     """
     from svtprune.jobs.compress import compress as run_compress
+    from svtprune.jobs.options import (
+        CompressOptions,
+        FinetuneOptions,
+        GoalOptions,
+        ParallelOptions,
+        PruneOptions,
+        QuantOptions,
+        SplitOptions,
+    )  # fmt: skip
 
+    goal = GoalOptions(objective=objective, min_memory_saving=min_memory_saving, min_speedup=min_speedup,
+                       max_latency_ms=max_latency_ms, min_energy_saving=min_energy_saving)  # fmt: skip
+    quant = QuantOptions(bits=bits, beam_width=beam_width, rounding=rounding, scale_codes=scale_codes,
+                         int8_biases=int8_biases)  # fmt: skip
+    options = CompressOptions(
+        max_accuracy_drop=max_accuracy_drop,
+        prune=PruneOptions(method=method, importance=importance, reconstruct=reconstruct),
+        goal=goal,
+        **CompressOptions.quantization(quantize, min_memory_saving, quant),
+        prune_share=prune_share,
+        finetune=FinetuneOptions(finetune_data=finetune_data, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                                  finetune_search_drop=finetune_search_drop),
+        split=SplitOptions(calib=calib, seed=seed, max_images=max_images),
+        parallel=ParallelOptions(workers=workers, executor=executor, ray_address=ray_address),
+        force=force, format=format, preprocess=preprocess, time_limit=time_limit, layout=layout, timesteps=timesteps,
+    )  # fmt: skip
     report = run_search(
         "compressing",
-        lambda progress: run_compress(
-            model_path=model,
-            data_path=data,
-            out=out,
-            max_accuracy_drop=max_accuracy_drop,
-            min_memory_saving=min_memory_saving,
-            method=method,
-            calib=calib,
-            seed=seed,
-            max_images=max_images,
-            importance=importance,
-            force=force,
-            format=format,
-            progress=progress,
-            reconstruct=reconstruct,
-            finetune_data=finetune_data,
-            preprocess=preprocess,
-            finetune_epochs=finetune_epochs,
-            finetune_search_drop=finetune_search_drop,
-            finetune_lr=finetune_lr,
-            quantize=quantize,
-            quantize_bits=bits,
-            quantize_rounding=rounding,
-            quantize_scale_codes=scale_codes,
-            quantize_side_int8=int8_biases,
-            beam_width=beam_width,
-            prune_share=prune_share,
-            objective=objective,
-            min_speedup=min_speedup,
-            max_latency_ms=max_latency_ms,
-            min_energy_saving=min_energy_saving,
-            time_limit=time_limit,
-            workers=workers,
-            executor=executor,
-            ray_address=ray_address,
-            layout=layout,
-            timesteps=timesteps,
-        ),
+        lambda progress: run_compress(model, data, out, options=options, progress=progress),
         as_json,
     )
     if report is not None:

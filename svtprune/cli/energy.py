@@ -23,11 +23,10 @@ def energy(
 
     Example: svtprune energy models/reference/spikformer_fmnist.onnx --data models/data/fashion_mnist_val.npz
     """
-    from svtprune.hardware.energy import SOURCE
     from svtprune.jobs.energy import energy_report
 
     report = energy_report(model=model, data=data, limit=limit, preprocess=preprocess)
     if as_json:
         emit_json(report)
     else:
-        print_energy(model, report, SOURCE)
+        print_energy(model, report)

@@ -11,7 +11,7 @@ from svtprune.cli.help import DATA, EXPERT, OUTPUT
 from svtprune.cli.options import Json, number, out_option
 from svtprune.cli.render import emit_json, print_export
 from svtprune.errors import ConstraintError
-from svtprune.spiking.configs import NAMED_CONFIGS
+from svtprune.jobs.export_config import NAMED_CONFIGS
 
 MODEL, SIZE = "Model", "Size"  # export's own help panels: which model, and its size without --config
 

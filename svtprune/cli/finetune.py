@@ -46,12 +46,10 @@ def finetune(
     Writes OUT (same graph, new weights) and OUT.report.json (accuracy before/after, wall time).
     Example: svtprune finetune pruned.onnx --teacher model.onnx --data train.npz --val val.npz -o tuned.onnx
     """
-    from svtprune.jobs.finetune import finetune_file, use_threads
+    from svtprune.jobs.finetune import finetune_file, train_config, use_threads
 
     use_threads(threads)  # first: without torch, one line naming the extra
-    from svtprune.recover.train import TrainConfig
-
-    config = TrainConfig(epochs=epochs, lr=lr, batch=batch, seed=seed)
+    config = train_config(epochs=epochs, lr=lr, batch=batch, seed=seed)
     report = finetune_file(
         pruned=model,
         teacher=teacher,

@@ -1,12 +1,9 @@
-"""Options shared by several commands, number checks, and the map from library fields to flags.
-
-The library names the parameter a problem is about (``UserError(problem, option="max_accuracy_drop")``);
-``flags_for`` says how the shell spells it, so the one-line error names the flag the user typed.
-"""
+"""Options shared by several commands, their units, and number checks made before any work."""
 
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -14,93 +11,6 @@ from typing import Annotated
 import typer
 
 from svtprune.cli.help import DATA, EXPERT, FINETUNING, GOALS, METHOD, OUTPUT
-
-# library field -> the flag (or argument) a shell user types for it
-FLAGS: dict[str, str] = {
-    "model": "MODEL",
-    "model_path": "MODEL",
-    "original": "ORIGINAL",
-    "pruned": "PRUNED",
-    "data": "--data",
-    "data_path": "--data",
-    "out": "--out",
-    "out_dir": "--out-dir",
-    "force": "--force",
-    "max_accuracy_drop": "--max-accuracy-drop",
-    "min_memory_saving": "--min-memory-saving",
-    "method": "--method",
-    "calib": "--calib",
-    "seed": "--seed",
-    "max_images": "--max-images",
-    "importance": "--importance",
-    "reconstruct": "--reconstruct",
-    "finetune_data": "--finetune-data",
-    "finetune_epochs": "--finetune-epochs",
-    "finetune_lr": "--finetune-lr",
-    "finetune_search_drop": "--finetune-search-drop",
-    "quantize": "--quantize",
-    "quantize_bits": "--bits",
-    "quantize_rounding": "--rounding",
-    "quantize_scale_codes": "--scale-codes",
-    "quantize_side_int8": "--int8-biases",
-    "beam_width": "--beam-width",
-    "prune_share": "--prune-share",
-    "objective": "--objective",
-    "min_speedup": "--min-speedup",
-    "max_latency_ms": "--max-latency-ms",
-    "min_energy_saving": "--min-energy-saving",
-    "time_limit": "--time-limit",
-    "workers": "--workers",
-    "executor": "--executor",
-    "ray_address": "--ray-address",
-    "search": "--search",
-    "bits": "--bits",
-    "symmetric": "--symmetric",
-    "block_size": "--block-size",
-    "rounding": "--rounding",
-    "scale_codes": "--scale-codes",
-    "side_int8": "--int8-biases",
-    "ratio": "--ratio",
-    "timesteps": "--timesteps",
-    "plan_out": "--plan-out",
-    "plan": "--plan",
-    "plan_path": "--plan",
-    "samples": "--samples",
-    "reference": "--reference",
-    "batch": "--batch",
-    "arch": "--arch",
-    "weights": "--weights",
-    "embed": "--embed",
-    "depths": "--depths",
-    "heads": "--heads",
-    "steps": "--T",
-    "in_channels": "--in-channels",
-    "img_size": "--img-size",
-    "config": "--config",
-    "num_classes": "--num-classes",
-    "patch_size": "--patch-size",
-    "mlp_ratio": "--mlp-ratio",
-    "calib_images": "--calib-images",
-    "teacher": "--teacher",
-    "val": "--val",
-    "epochs": "--epochs",
-    "lr": "--lr",
-    "threads": "--threads",
-    "limit": "--limit",
-    "format": "--format",
-    "layout": "--layout",
-    "preprocess": "--preprocess",
-}
-# where one command spells a field another way (compress fine-tunes with --finetune-epochs, not --epochs)
-COMMAND_FLAGS: dict[str, dict[str, str]] = {
-    "compress": {"epochs": "--finetune-epochs", "lr": "--finetune-lr", "search_drop": "--finetune-search-drop"},
-    "quantize": {"epochs": "--finetune-epochs", "lr": "--finetune-lr", "search_drop": "--finetune-search-drop"},
-}
-
-
-def flags_for(command: str | None) -> dict[str, str]:
-    """The field -> flag map as ``command`` spells its options."""
-    return {**FLAGS, **COMMAND_FLAGS.get(command or "", {})}
 
 
 def number(
@@ -272,3 +182,35 @@ Int8Biases = Annotated[
 def out_option(help: str) -> typer.models.OptionInfo:
     """``-o/--out``: the file a command writes (its plan and reports go beside it)."""
     return typer.Option("-o", "--out", help=help, rich_help_panel=OUTPUT)
+
+
+def option_defaults(ctx: typer.Context, path: Path | None) -> Path | None:
+    """Read ``--config-file`` before any other option: its values become the command's defaults.
+
+    A TOML file whose keys are the command's option names as fields (``beam_width = 8``), either at
+    the top level or under a ``[compress]`` / ``[quantize]`` table; a flag on the line still wins."""
+    if path is None or ctx.resilient_parsing:
+        return path
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read {path}: {exc}") from None
+    section = table.get(ctx.command.name, table)
+    known = {param.name for param in ctx.command.params} - {"config_file", "model", "as_json"}
+    unknown = sorted(set(section) - known - {name for name, value in table.items() if isinstance(value, dict)})
+    if unknown:
+        raise typer.BadParameter(f"{path}: unknown option(s) {', '.join(unknown)} for {ctx.command.name}")
+    ctx.default_map = {**(ctx.default_map or {}), **{k: v for k, v in section.items() if k in known}}
+    return path
+
+
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        help="TOML file of option defaults, keys named as the options (beam_width = 8), top level or under "
+        "[compress] / [quantize]; flags on the command line win.",
+        is_eager=True,
+        callback=option_defaults,
+        rich_help_panel=EXPERT,
+    ),
+]

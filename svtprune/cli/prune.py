@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from svtprune.cli.help import OUTPUT
-from svtprune.cli.options import DeployFormat, Force, Json, ModelArg, number, out_option
+from svtprune.cli.help import DATA, OUTPUT
+from svtprune.cli.options import DATA_KINDS, DeployFormat, Force, Json, ModelArg, PreprocessSpec, number, out_option
 from svtprune.cli.render import emit_json, print_prune
 
 DEFAULT_RATIO = 0.3  # what --ratio means when neither --ratio nor a time option is given
@@ -54,6 +54,16 @@ def prune(
     importance: Annotated[
         str, typer.Option(help="Channel ranking: l2 (the papers') or l1.", rich_help_panel=PRUNING)
     ] = "l2",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"{DATA_KINDS}. With --timesteps: the cut's head is re-fitted without labels to the original's "
+            "logits on the first 1,000 images, kept only where it agrees better (cross-validated).",
+            show_default=False,
+            rich_help_panel=DATA,
+        ),
+    ] = None,
+    preprocess: PreprocessSpec = None,
     format: DeployFormat = "onnx",
     force: Force = False,
     as_json: Json = False,
@@ -66,20 +76,44 @@ def prune(
 
     Example: svtprune prune model.onnx --timesteps 2 -o fast.onnx
     """
+    from svtprune.errors import UserError
     from svtprune.jobs.prune import claim_outputs, prune_uniform, write_outputs
 
     timed = timesteps is not None or stem_once
+    if data is not None and timesteps is None:
+        raise UserError("is read only with --timesteps (to re-fit the cut's head); prune measures nothing", "data")
     if ratio is None and not timed:
         ratio = DEFAULT_RATIO
     with claim_outputs(out, plan_out, model, force, format) as outputs:
         if timed:
-            from svtprune.jobs.timesteps import prune_timesteps
+            from svtprune.jobs.timesteps import calibration_images, prune_timesteps
 
-            once = stem_once if stem_once is not None else True
-            result = prune_timesteps(model, timesteps, stem_once=once, ratio=ratio, importance=importance)
+            once, calibration = (
+                stem_once if stem_once is not None else True,
+                calibration_images(data, model, preprocess),
+            )
+            result = prune_timesteps(
+                model, timesteps, stem_once=once, ratio=ratio, importance=importance, calibration=calibration
+            )
         else:
             result = prune_uniform(path=model, ratio=ratio, importance=importance)
         plan_path = write_outputs(result, outputs, format)
+    summary = prune_summary(result, out, plan_path, ratio, timed)
+    if as_json:
+        emit_json(summary)
+        return
+    print_prune(summary)
+    if (result.norm_folding or {}).get("applied"):
+        Console(stderr=True).print(f"{result.norm_folding['applied']}, measured faster", highlight=False)
+    if timed:
+        line = f"time steps: {summary['timesteps_original']} -> {summary['timesteps']}"
+        once, recovery = summary["stem_once"], summary.get("time_recovery")
+        line += (f"; {once}" if once else "") + (f"; {recovery['what']}" if recovery else "")
+        Console(stderr=True).print(line, highlight=False)
+
+
+def prune_summary(result: Any, out: Path, plan_path: Path, ratio: float | None, timed: bool) -> dict:
+    """What ``prune --json`` prints: the bytes, what the oracle checked, and that accuracy was not measured."""
     summary = {
         "output": str(out),
         "plan": str(plan_path),
@@ -91,18 +125,13 @@ def prune(
         "oracle": "the plain prune matched the oracle on random inputs before it was written",
         "refused_by_oracle": result.refused,
         "accuracy_measured": False,
+        "norm_folding": result.norm_folding,
     }
     if timed:
         meta = result.plan.meta
         summary.update(timesteps=meta["timesteps"], timesteps_original=meta["timesteps_original"])
         summary["stem_once"] = meta.get("stem_once", False)
+        summary["time_recovery"] = meta.get("time_recovery")
     if result.deployment is not None:
         summary["deployment"] = result.deployment
-    if as_json:
-        emit_json(summary)
-        return
-    print_prune(summary)
-    if timed:
-        line = f"time steps: {summary['timesteps_original']} -> {summary['timesteps']}"
-        once = summary["stem_once"]
-        Console(stderr=True).print(line + (f"; {once}" if once else ""), highlight=False)
+    return summary

@@ -10,6 +10,7 @@ import typer
 from svtprune.cli.help import EXPERT, METHOD
 from svtprune.cli.options import (
     Calib,
+    ConfigFile,
     DeployFormat,
     FinetuneData,
     FinetuneEpochs,
@@ -39,7 +40,7 @@ def quantize(
     search: Annotated[
         str, typer.Option(help="greedy, beam, or exhaustive (ungated baseline).", rich_help_panel=METHOD)
     ] = "greedy",
-    max_accuracy_drop: MaxAccuracyDrop = 1.5,
+    max_accuracy_drop: MaxAccuracyDrop = 1.0,
     bits: Annotated[str, typer.Option(help="Allowed weight widths, from 8,4,2.", rich_help_panel=METHOD)] = "8,4,2",
     beam_width: Annotated[
         int, typer.Option(help="Settings kept per step by --search beam.", min=1, rich_help_panel=METHOD)
@@ -74,9 +75,10 @@ def quantize(
     finetune_lr: FinetuneLr = 3e-4,
     finetune_search_drop: FinetuneSearchDrop = None,
     format: DeployFormat = "onnx",
-    layout: WeightLayout = "weight-only",
+    layout: WeightLayout = "fastest",
     preprocess: PreprocessSpec = None,
     force: Force = False,
+    config_file: ConfigFile = None,
     as_json: Json = False,
 ) -> None:
     """Choose each layer's weight bits (8/4/2) within your accuracy budget; write a smaller ONNX.
@@ -89,39 +91,23 @@ def quantize(
     Writes OUT, OUT.plan.json, OUT.report.json and OUT.report.html
     (with --format ort also OUT.ort and OUT.required_operators.config). Exit 0 when the budget holds,
     1 when it cannot (nothing is written), 2 for bad input.
-    Example: svtprune quantize model.onnx --data val.npz --search greedy --max-accuracy-drop 1.5 -o q.onnx
+    Example: svtprune quantize model.onnx --data val.npz --search greedy --max-accuracy-drop 1.0 -o q.onnx
     """
+    from svtprune.jobs.options import FinetuneOptions, QuantizeOptions, QuantOptions, SplitOptions
     from svtprune.jobs.quantize import quantize as run_quantize
 
+    quant = QuantOptions(search=search, bits=bits, beam_width=beam_width, rounding=rounding, scale_codes=scale_codes,
+                         int8_biases=int8_biases, symmetric=symmetric, block_size=block_size)  # fmt: skip
+    options = QuantizeOptions(
+        max_accuracy_drop=max_accuracy_drop,
+        quant=quant,
+        finetune=FinetuneOptions(finetune_data=finetune_data, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
+                                  finetune_search_drop=finetune_search_drop),
+        split=SplitOptions(calib=calib, seed=seed, max_images=max_images),
+        force=force, format=format, preprocess=preprocess, layout=layout,
+    )  # fmt: skip
     report = run_search(
-        "quantizing",
-        lambda progress: run_quantize(
-            model_path=model,
-            data_path=data,
-            out=out,
-            max_accuracy_drop=max_accuracy_drop,
-            search=search,
-            bits=bits,
-            beam_width=beam_width,
-            calib=calib,
-            seed=seed,
-            max_images=max_images,
-            symmetric=symmetric,
-            block_size=block_size,
-            rounding=rounding,
-            force=force,
-            format=format,
-            layout=layout,
-            progress=progress,
-            finetune_data=finetune_data,
-            preprocess=preprocess,
-            finetune_epochs=finetune_epochs,
-            finetune_lr=finetune_lr,
-            finetune_search_drop=finetune_search_drop,
-            scale_codes=scale_codes,
-            side_int8=int8_biases,
-        ),
-        as_json,
+        "quantizing", lambda progress: run_quantize(model, data, out, options=options, progress=progress), as_json
     )
     if report is not None:
         print_quantize(report, out)

@@ -17,16 +17,17 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
+from svtprune.cli.eta import Steps, clock
 from svtprune.costs import FORWARDED
 from svtprune.errors import ConstraintError
+from svtprune.progress import Say
 from svtprune.report import held_out_images
-
-Say = Callable[[str], None]
-
+from svtprune.report_format import short_names
 
 JSON_STDOUT: list = []  # the real stdout while a --json command runs (``json_stdout``), where ``emit_json`` writes
 
@@ -76,13 +77,14 @@ def show_notes() -> None:
 
 @contextlib.contextmanager
 def progress(label: str) -> Iterator[Say]:
-    """A ``progress(message)`` callback for the library: a live bar, or a line per step off a terminal.
+    """A ``progress(message)`` callback for the library: a live bar, or a line per step off a terminal (stderr).
 
-    Both say what the job is doing, how many steps it has taken, the images it has forwarded
-    so far and the time spent, so a long search can be followed (and its cost seen) as it runs.
+    Both say what the job is doing, how many steps it has taken, the images it has forwarded so far
+    and the time spent, so a long search can be followed (and its cost seen) as it runs; where the
+    phase knows its number of steps (progress.py), which step of how many and the time left.
     """
     console = Console(stderr=True)
-    started, forwarded, steps = time.perf_counter(), FORWARDED.data, [0]
+    started, forwarded, steps, phase = time.perf_counter(), FORWARDED.data, [0], Steps()
 
     def images() -> str:
         return f"{FORWARDED.data - forwarded:,} images"
@@ -91,24 +93,30 @@ def progress(label: str) -> Iterator[Say]:
         columns = (
             SpinnerColumn(),
             TextColumn("[bold]{task.description}"),
-            TextColumn("step {task.completed:.0f}:"),
-            TextColumn("{task.fields[step]}"),
+            TextColumn("{task.fields[estimate]}", markup=False, table_column=Column(no_wrap=True)),
+            TextColumn("{task.fields[step]}", markup=False, table_column=Column(overflow="ellipsis", ratio=1)),
             TextColumn("{task.fields[images]}"),
             TimeElapsedColumn(),
         )
         with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(label, total=None, step="", images=images())
+            task = bar.add_task(label, total=None, step="", estimate="", images=images())
 
             def update(message: str) -> None:
-                bar.update(task, advance=1, step=message, images=images())
+                estimate = phase.text(message, time.perf_counter(), compact=True)
+                bar.update(task, advance=1, step=message, estimate=estimate, images=images())
 
             yield update
         return
 
     def say(message: str) -> None:
         steps[0] += 1
-        elapsed = time.perf_counter() - started
-        sys.stderr.write(f"{label} [step {steps[0]}, {elapsed:.0f} s, {images()}]: {message}\n")
+        now = time.perf_counter()
+        estimate = phase.text(message, now)
+        sys.stderr.write(
+            f"{label} [step {steps[0]}, {clock(now - started)}, {images()}]: {message}"
+            + (f" ({estimate})" if estimate else "")
+            + "\n"
+        )
         sys.stderr.flush()
 
     yield say
@@ -177,17 +185,51 @@ def print_compress(report: dict, out: Path) -> None:
         + _time_line(report)
         + _quantization_line(report)
         + _finetune_line(report, "fine-tuned on {images} images")
+        + _removed_lines(report)
         + _files_line(out, report)
     )
 
 
+REMOVED_SHOWN = 8  # groups listed by name in the closing summary; the rest are counted
+
+
+def _removed_lines(report: dict, shown: int = REMOVED_SHOWN) -> str:
+    """What was removed: 'blocks.0.mlp.fc1  51/256 channels (-80%)' per pruned group, most removed first,
+    the rest counted, and the time steps when the time phase cut them (the plan file has the channels)."""
+    groups = sorted(report.get("groups") or [], key=lambda g: (g["after"] - g["before"], g["after"] / g["before"]))
+    pruned = [g for g in groups if g["after"] < g["before"]]
+    section = report.get("timesteps") or {}
+    cut = bool(section) and section.get("chosen") is not None and section["chosen"] < section["original"]
+    if not pruned and not cut:
+        return "removed: nothing (every channel group kept whole)\n" if groups else ""
+    labels = short_names([g["group"] for g in pruned])
+    width = max((len(labels[g["group"]]) for g in pruned[:shown]), default=0)
+    lines = [
+        f"  {escape(labels[g['group']]):<{width}}  {g['after']:,}/{g['before']:,} channels "
+        f"(-{1 - g['after'] / g['before']:.0%})"
+        for g in pruned[:shown]
+    ]
+    rest = pruned[shown:]
+    if rest:
+        channels = sum(g["before"] - g["after"] for g in rest)
+        lines.append(f"  and {len(rest)} more groups ({channels:,} channels removed)")
+    if len(groups) > len(pruned):
+        lines.append(f"  {len(groups) - len(pruned)} of {len(groups)} groups kept whole")
+    if cut:
+        lines.append(f"  time steps {section['chosen']} of {section['original']}")
+    return "removed (kept/total):\n" + "\n".join(lines) + "\n"
+
+
 def _time_line(report: dict) -> str:
-    """The time phase's choice (compress with a speed goal or --timesteps), when it ran."""
-    section = report.get("timesteps")
+    """The time phase's choice (a speed goal or --timesteps) and the exact norm folding, when they ran."""
+    section, folding = report.get("timesteps"), report.get("norm_folding") or {}
+    folded = f"{folding['applied']}\n" if folding.get("applied") else ""
     if not section:
-        return ""
+        return folded
     once = ", the stem once per image" if section["stem_once"] else ""
-    return f"time steps: {section['original']} -> {section['chosen']}{once} ({section['reason']})\n"
+    recovery = section.get("recovery") or "none"
+    refit = "" if recovery.startswith("none") else f"; {recovery}"
+    return f"time steps: {section['original']} -> {section['chosen']}{once} ({section['reason']}{refit})\n" + folded
 
 
 def _quantization_line(report: dict) -> str:
@@ -295,7 +337,7 @@ def print_finetune(report: dict, out: Path) -> None:
     )
 
 
-def print_energy(model: Path, report: dict, source: str) -> None:
+def print_energy(model: Path, report: dict) -> None:
     """The per-layer energy table and the total per image."""
     table = Table(title=f"{model} on {report['images']} images (per image)")
     for column in ("layer", "op", "input", "firing rate", "dense MACs", "ops", "energy (nJ)"):
@@ -313,6 +355,7 @@ def print_energy(model: Path, report: dict, source: str) -> None:
         )
     console = Console()
     console.print(table)
+    source = report["constants"]["source"]
     console.print(
         f"total: {report['total_sops']:,.0f} SOPs + {report['total_macs_real_input']:,.0f} MACs "
         f"(dense {report['total_dense_macs']:,.0f}) = {report['energy_uJ_per_image']:.2f} µJ per image  [{source}]"

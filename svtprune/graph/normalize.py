@@ -249,7 +249,8 @@ def _fixed_inputs(model: onnx.ModelProto) -> bool:
 def _probe(model: onnx.ModelProto, names: list[str], batch: int) -> dict[str, np.ndarray] | None:
     """Values of ``names`` with every input zero at this batch size (0: the graph's fixed shape; None: the
     graph cannot run so)."""
-    from svtprune.runtime import make_session, with_outputs  # ORT loads only when a graph needs probing
+    from svtprune.graph.taps import with_outputs
+    from svtprune.runtime import make_session  # ORT loads only when a graph needs probing
 
     types = {v.name: v.type.tensor_type.elem_type for v in model.graph.value_info}
     probe = with_outputs(model, names, types={name: types.get(name) or onnx.TensorProto.FLOAT for name in names})

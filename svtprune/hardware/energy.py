@@ -18,8 +18,8 @@ import onnx
 
 from svtprune.graph.analysis import constants_of
 from svtprune.graph.io import attribute
-from svtprune.quantization.load_folding import dequantize_linear_again
-from svtprune.runtime import batch_for, batches, make_session, with_outputs
+from svtprune.graph.taps import with_outputs
+from svtprune.runtime import batch_for, batches, make_session
 
 TAPPED_SHARE = 8  # a tapped run keeps every layer's input and output: this many times an ordinary run's values
 
@@ -101,18 +101,26 @@ def _spike_side(node: onnx.NodeProto, inputs: list[np.ndarray], fixed: set[str])
     return None
 
 
+def computed_from_constants(model: onnx.ModelProto, consts: set[str]) -> set[str]:
+    """Outputs of nodes that read constants only (a low-bit weight's DequantizeLinear, or its Cast, Sub and Mul
+    once dequantized at load): weights all the same, never spikes, whatever form the file stores them in."""
+    fixed = set(consts)
+    for node in model.graph.node:
+        if node.input and all(not name or name in fixed for name in node.input):
+            fixed.update(node.output)
+    return fixed - consts
+
+
 def measure_energy(model: onnx.ModelProto, x: np.ndarray, batch: int = 64) -> EnergyReport:
     """Per-layer dense MACs, firing rates, SOPs and energy per image, averaged over ``x``.
 
     Every weighted layer's input and output is tapped at once, so a batch holds many times the
     activations an ordinary run keeps: batches are cut to a share of ``batch_for``'s (64 images of a
     9.3M-parameter Spikformer took 3.5 GB). The counts add up exactly whatever the batch."""
-    model = dequantize_linear_again(model)  # weights dequantized at load are constants too
     batch = max(1, min(batch, batch_for(model) // TAPPED_SHARE))
     nodes = _weighted_nodes(model)
     consts = set(constants_of(model))
-    # weights stored low-bit are DequantizeLinear outputs of constants: weights all the same, never spikes
-    stored = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in consts}
+    stored = computed_from_constants(model, consts)
     wanted = [name for n in nodes for name in list(n.input[:2]) + [n.output[0]] if name not in consts]
     session = make_session(with_outputs(model, wanted, elem_type=None), threads=1, optimize=False, quiet=False)
     values = {c: v for c, v in constants_of(model).items()}

@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from svtprune.graph.analysis import Analysis, Member
+from svtprune.graph.taps import with_outputs
 from svtprune.runtime import batches, make_session
 
 DAMPING = 1e-6  # relative to mean(diag H): keeps H invertible when a channel never fires
@@ -71,11 +72,7 @@ def wanted_activations(analysis: Analysis) -> dict[str, int]:
 def calibrate(analysis: Analysis, x: np.ndarray, batch: int = 64) -> Calibration:
     """Run the normalised model on ``x`` once and accumulate XᵀX for every consumer input."""
     wanted = wanted_activations(analysis)
-    model = onnx.ModelProto()
-    model.CopyFrom(analysis.model)
-    present = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.ValueInfoProto(name=n) for n in wanted if n not in present)
-    session = make_session(model, env_threads=False)
+    session = make_session(with_outputs(analysis.model, wanted, elem_type=None), env_threads=False)
     names = list(wanted)
     calibration = Calibration()
     for values in batches(session, x, batch, names):

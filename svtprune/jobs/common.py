@@ -7,7 +7,6 @@ search tuned on.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,18 +25,15 @@ from svtprune.evaluate import top1
 from svtprune.graph.io import model_bytes
 from svtprune.jobs.options import MIN_SPLIT_IMAGES, FinetuneOptions, SplitOptions
 from svtprune.outputs import OutputSet
-from svtprune.runtime import LATENCY_RUNS, logits_of, make_session, release_freed_memory, run_times_ms
-
-SEARCH_SHARE_OF_BUDGET = 0.8  # held-out noise: the search keeps a fifth of the budget in reserve
-FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
-Say = Callable[[str], None]
+from svtprune.progress import Say
+from svtprune.runtime import logits_of, make_session, release_freed_memory
 
 
 def split(data: Dataset, options: SplitOptions, say: Say | None = None) -> tuple[Dataset, Dataset]:
     """Search and held-out halves of a seeded sample of at most ``options.max_images`` (``images_used``)."""
     if len(data) < MIN_SPLIT_IMAGES:
         raise UserError(
-            f"has {len(data)} images; the search needs at least {MIN_SPLIT_IMAGES} (2,000+ recommended)", "data_path"
+            f"has {len(data)} images; the search needs at least {MIN_SPLIT_IMAGES} (2,000+ recommended)", "data"
         )
     order = np.random.default_rng(options.seed).permutation(len(data))
     used = images_used(len(data), options)
@@ -122,15 +118,6 @@ def tuning(
     return Tuning(data, options, seed)
 
 
-def search_drop(max_accuracy_drop: float, finetune: FinetuneOptions) -> float:
-    """Points the search may lose: the user's budget, or the fine-tuning budget when fine-tuning follows."""
-    if finetune.finetune_data is None:
-        return max_accuracy_drop
-    if finetune.finetune_search_drop is not None:
-        return finetune.finetune_search_drop
-    return FINETUNE_SEARCH_FACTOR * max_accuracy_drop
-
-
 @dataclass(frozen=True)
 class Tuning:
     """Fine-tuning as a step of a job: the checked training data and the options."""
@@ -165,24 +152,6 @@ def claim_outputs(out: Path, inputs: tuple[str | Path | None, ...], force: bool,
 
 def job_files(out: Path) -> tuple[Path, Path, Path, Path]:
     return out, out.with_suffix(".plan.json"), out.with_suffix(".report.json"), out.with_suffix(".report.html")
-
-
-def timed_pair(
-    first: ort.InferenceSession, second: ort.InferenceSession
-) -> tuple[tuple[tuple[float, float], tuple[float, float]], tuple[tuple[float, float], tuple[float, float]]]:
-    """``timed`` of both sessions, their calls interleaved (one call of each in turn, after one warm-up each):
-    a load that comes and goes on a shared machine touches both alike (issue 30: the same file measured 1.32x
-    in one run and 1.01x in another when the two were timed one after the other)."""
-    times: list[dict[int, list[float]]] = [{}, {}]
-    for batch, repeats in zip((1, 64), LATENCY_RUNS, strict=True):
-        for i, session in enumerate((first, second)):
-            times[i][batch] = run_times_ms(session, batch, 0)  # the warm-up call alone
-        for _ in range(repeats):
-            for i, session in enumerate((first, second)):
-                times[i][batch] += run_times_ms(session, batch, 1, warm_up=False)
-    return tuple(  # type: ignore[return-value]
-        ((statistics.median(t[1]), statistics.median(t[64])), (min(t[1]), min(t[64]))) for t in times
-    )
 
 
 def write_outputs(
@@ -221,3 +190,21 @@ def worse_than_input(
     if speedup is not None and speedup < 1.0:
         reasons.append(f"the result is slower than the input ({speedup:.2f}x)")
     return reasons
+
+
+MIN_JUDGED = 100  # search images that must remain beside the calibration images to judge on them alone
+
+
+def judged_part(
+    search: Dataset, start: Start, calibration_images: int | None
+) -> tuple[Dataset, np.ndarray, np.ndarray]:
+    """The search images candidates are judged on, their targets and the original's logits on them.
+
+    A re-fitted model is never judged on the images it was fitted to: on those it looks better
+    than it is (each look would then be optimistic by the share of calibration images in it).
+    """
+    rest = len(search) - (calibration_images or 0)
+    if not calibration_images or rest < MIN_JUDGED:
+        return search, start.targets["search"], start.logits["search"]
+    rows = np.arange(calibration_images, len(search))
+    return search.subset(rows), start.targets["search"][rows], start.logits["search"][rows]

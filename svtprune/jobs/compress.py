@@ -8,12 +8,10 @@ the report (jobs/compress_report.py), and the outputs written as a set.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from svtprune.checks import load_checked_data, load_checked_model
@@ -24,51 +22,38 @@ from svtprune.errors import ConstraintError, UserError
 from svtprune.evaluate import top1
 from svtprune.graph.analysis import Analysis, analyze
 from svtprune.graph.io import param_bytes
+from svtprune.graph.plan import Plan
 from svtprune.graph.storage import fold_storage
 from svtprune.graph.surgery import keep_storage
 from svtprune.hardware.energy import energy_section, measure_energy
 from svtprune.importance import group_scores
 from svtprune.jobs.common import (
-    SEARCH_SHARE_OF_BUDGET,
     Say,
     Start,
     claim_outputs,
-    search_drop,
+    judged_part,
     split,
     tuning,
     write_outputs,
 )
-from svtprune.jobs.compress_report import budget_split, compress_report
+from svtprune.jobs.compress_report import Pruned, budget_split, compress_report
+from svtprune.jobs.fold_step import META_KEY, fold_if_faster
 from svtprune.jobs.options import CompressOptions, QuantOptions
 from svtprune.jobs.oracle_guard import check_plan, screen_groups
-from svtprune.jobs.quant_step import fastest_layout, quant_points, quantize_after_pruning
+from svtprune.jobs.quant_step import fastest_layout, quantize_after_pruning
 from svtprune.jobs.time_step import TimeChoice, check_forced, time_step, wants_time_steps
 from svtprune.outputs import OutputSet
 from svtprune.quantization import stored_bytes
 from svtprune.recover.reconstruct import refitted_layers
-from svtprune.runtime import measured_latency
+from svtprune.runtime import PairedTiming, measured_latency
 from svtprune.search.budget import Budget
 from svtprune.search.held_out import pruned_held_out
 from svtprune.search.parallel import CandidatePool
 from svtprune.search.pareto import explored
 from svtprune.search.policies import POLICIES
 from svtprune.search.prune_executor import PruneExecutor
-from svtprune.search.records import SearchResult
 
 ENERGY_IMAGES = 64  # images whose firing rates give the energy estimate (search slice; held-out slice for the report)
-
-
-@dataclass
-class Pruned:
-    """The pruning step's outcome: what the search chose and what the held-out split said of it."""
-
-    executor: PruneExecutor
-    budget: Budget
-    result: SearchResult
-    model: onnx.ModelProto
-    held_accuracy: float
-    held_out_checks: list[dict]
-    without_reconstruction: float  # held-out accuracy of the same channels removed, no re-fit
 
 
 def compress(
@@ -78,7 +63,7 @@ def compress(
     max_accuracy_drop: float | None = None,
     *,
     options: CompressOptions | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Say | None = None,
     **fields: Any,
 ) -> dict:
     """Prune ``model_path`` as far as the constraints allow; returns the report (also written beside ``out``).
@@ -146,14 +131,13 @@ def compress_claimed(
             "epochs": options.finetune.finetune_epochs,
         }
     final = keep_storage(final, analysis)  # back to float16 where the file stored it (fine-tuned values round)
-    layout = None
-    if quant is not None and options.layout == "fastest":
-        final, held_accuracy, layout = fastest_layout(final, held_accuracy, start, options.max_accuracy_drop, say)
+    final, held_accuracy, layout, folding = last_rewrites(final, held_accuracy, start, options, quant, plan, say)
     energy = energy_section(original, final, held.x[:ENERGY_IMAGES])  # SOPs from measured firing rates
     paths = (model_path, data_path)
     report = compress_report(paths, options, analysis, start, pruned, plan, final, held_accuracy, energy, started)
     report["quantization_choice"] = choice
     report["timesteps"] = timed.section if timed is not None else None
+    report["norm_folding"] = folding
     if quantization is not None:
         report["quantization"] = {**quantization, "stored_bytes": stored_bytes(final), "layout": layout}
         report["method"] = f"{options.prune.method}+aq4svit-{quant.search}"
@@ -166,6 +150,30 @@ def compress_claimed(
     check_plan(analysis, plan)  # the last look: the plan's plain prune must match the oracle
     write_outputs(outputs, final, plan.to_json(analysis), report, options.format)
     return report
+
+
+def last_rewrites(
+    final: onnx.ModelProto,
+    held_accuracy: float,
+    start: Start,
+    options: CompressOptions,
+    quant: QuantOptions | None,
+    plan: Plan,
+    say: Say,
+) -> tuple[onnx.ModelProto, float, dict | None, dict]:
+    """The fastest integer layout of a quantized file, or the BNs of a float one folded into their layers where
+    that is faster (jobs/fold_step.py; the plan's meta records it for ``verify``): model, held-out accuracy,
+    the layout's report section and the fold's."""
+    if quant is not None:
+        layout = None
+        if options.layout == "fastest":
+            final, held_accuracy, layout = fastest_layout(final, held_accuracy, start, options.max_accuracy_drop, say)
+        return final, held_accuracy, layout, {"applied": False, "note": "not tried: the weights are quantized"}
+    final, folding = fold_if_faster(final, start.held_accuracy, held_accuracy, say)
+    if folding["applied"]:
+        plan.meta[META_KEY] = folding["applied"]
+        held_accuracy = folding.get("held_accuracy", held_accuracy)
+    return final, held_accuracy, None, folding
 
 
 def time_phase(
@@ -214,7 +222,7 @@ def quantize_pruned(
     Without fine-tuning, the held-out check (and its step-back) happens here; with it, after the tuning."""
     search, held = data
     say("choosing weight bits for the pruned model")
-    spent_points = quant_points(options.max_accuracy_drop, options.finetune)
+    spent_points = options.points.search
     check = (held, start.targets["held"], start.holds(options.max_accuracy_drop))
     final, accuracy, quantization, bits = quantize_after_pruning(
         pruned, search, start.targets["search"], start.baseline["search"], spent_points, options.quantize, say,
@@ -262,24 +270,8 @@ def prune_step(
 
 
 # a screen's last look: on the reference Spikformer (2,000 images, 3 splits) 256 instead of 500 took a quarter
-# off the images forwarded and chose the same or larger savings (BENCHMARKS.md, "Judged by a sequential test")
+# off the images forwarded and chose the same or larger savings (docs/benchmark-log.md, "Judged by a sequential test")
 SCREEN_IMAGES = 256
-MIN_JUDGED = 100  # search images that must remain beside the calibration images to judge on them alone
-
-
-def judged_part(
-    search: Dataset, start: Start, calibration_images: int | None
-) -> tuple[Dataset, np.ndarray, np.ndarray]:
-    """The search images candidates are judged on, their targets and the original's logits on them.
-
-    A re-fitted model is never judged on the images it was fitted to: on those it looks better
-    than it is (each look would then be optimistic by the share of calibration images in it).
-    """
-    rest = len(search) - (calibration_images or 0)
-    if not calibration_images or rest < MIN_JUDGED:
-        return search, start.targets["search"], start.logits["search"]
-    rows = np.arange(calibration_images, len(search))
-    return search.subset(rows), start.targets["search"][rows], start.logits["search"][rows]
 
 
 def _executor(
@@ -299,7 +291,6 @@ def _executor(
         original_logits=logits,
         screen_images=SCREEN_IMAGES,
     )
-    executor.time_candidates = options.goal.objective == "latency"
     if options.time_limit is not None:  # from the search's start: loading and the baselines are not the search
         executor.deadline = time.perf_counter() + options.time_limit
     return executor
@@ -317,15 +308,15 @@ def _budget(
     baseline = top1(executor.original_logits, executor.target)  # on the images candidates are judged on
     latency = timed.original_latency if timed is not None else None
     budget = _search_budget(original, start, options, baseline, say, latency)
+    if budget.original_latency is not None:  # every candidate timed against the original, calls interleaved
+        executor.timing = PairedTiming(original, budget.original_latency)
     goal = options.goal
     if goal.objective == "energy":  # firing rates on a fixed slice of the search split, never the held-out images
         say("estimating the original model's energy")
         executor.energy_images = start.search.x[:ENERGY_IMAGES]
-        budget.original_energy = measure_energy(original, executor.energy_images).energy_uj
-        budget.min_energy_saving = goal.min_energy_saving
-    if options.quantize is not None:  # quantization then gets what pruning left
-        budget.max_drop *= options.prune_share
-    return budget
+        energy = measure_energy(original, executor.energy_images).energy_uj
+        budget = replace(budget, original_energy=energy, min_energy_saving=goal.min_energy_saving)
+    return replace(budget, max_drop=options.points.pruning)  # with quantization next, pruning's share
 
 
 def _search_budget(
@@ -338,16 +329,15 @@ def _search_budget(
 ) -> Budget:
     """The whole search budget and the speed goal, before pruning's share of it (the time phase's starting point)."""
     goal = options.goal
-    points = search_drop(options.max_accuracy_drop, options.finetune)
-    budget = Budget(baseline, points, goal.min_memory_saving, goal.objective, sequential=True)
-    if options.finetune.finetune_data is None:  # the held-out check measures this very model: its noise is the margin
-        budget.held_images = len(start.held)
-    else:  # it measures the fine-tuned model, which this split's noise does not predict: a fixed reserve
-        budget.max_drop *= SEARCH_SHARE_OF_BUDGET
+    # without fine-tuning the held-out check measures this very model: its noise is the sequential test's margin
+    held_images = len(start.held) if options.finetune.finetune_data is None else 0
+    points = options.points.search
+    budget = Budget(baseline, points, goal.min_memory_saving, goal.objective, sequential=True, held_images=held_images)
     if goal.objective == "latency":
         if original_latency is None:
             say("timing the original model")
             original_latency = measured_latency(original)
-        budget.original_latency = original_latency
-        budget.min_speedup, budget.max_latency_ms = goal.min_speedup, goal.max_latency_ms
+        budget = replace(
+            budget, original_latency=original_latency, min_speedup=goal.min_speedup, max_latency_ms=goal.max_latency_ms
+        )
     return budget

@@ -1,11 +1,12 @@
 """The compress report: what was removed, what was measured, and whether the constraints hold.
 
-Keys used from outside are fixed (see the README): ``original.*``, ``compressed.*``,
+Keys used from outside are fixed (see docs/python-api.md): ``original.*``, ``compressed.*``,
 ``memory_saving``, ``accuracy_drop``, ``wall_seconds``, ``evaluations``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,16 +17,30 @@ from svtprune.costs import Started
 from svtprune.graph.analysis import Analysis
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
-from svtprune.jobs.common import Start, timed_pair, worse_than_input
+from svtprune.hardware.profile import profile_summary
+from svtprune.jobs.common import Start, worse_than_input
 from svtprune.jobs.options import CompressOptions
-from svtprune.runtime import edge_measures, make_session
+from svtprune.runtime import edge_measures, make_session, timed_pair
 from svtprune.search.sequential import EARLY_LOOK, FIRST_LOOK, Z_EARLY, Z_LOOK, Z_MARGIN
 
 if TYPE_CHECKING:
-    from svtprune.jobs.compress import Pruned
     from svtprune.search.budget import Budget
     from svtprune.search.prune_executor import PruneExecutor
     from svtprune.search.quant_executor import QuantExecutor
+    from svtprune.search.records import SearchResult
+
+
+@dataclass
+class Pruned:
+    """The pruning step's outcome: what the search chose and what the held-out split said of it."""
+
+    executor: PruneExecutor
+    budget: Budget
+    result: SearchResult
+    model: onnx.ModelProto
+    held_accuracy: float
+    held_out_checks: list[dict]
+    without_reconstruction: float  # held-out accuracy of the same channels removed, no re-fit
 
 
 def budget_split(prune_share: float, prune_points: float, quant_points: float, finetuned: bool) -> str:
@@ -186,6 +201,7 @@ def compress_report(
         "sensitivity": {k: [list(p) for p in v] for k, v in result.sensitivity.items()},
         "evaluations": [r.to_dict() for r in executor.records],
         "held_out_checks": pruned.held_out_checks,
+        "profile": profile_summary(Path(model_path), final),  # where the batch-1 time goes, layer by layer
         **started.cost(),
     }
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from svtprune.errors import UserError
+from svtprune.progress import Say
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE_MODEL = REPO / "models" / "reference" / "spikformer_fmnist.onnx"
@@ -27,7 +27,7 @@ def demo_output(out_dir: str | Path) -> Path:
     return Path(out_dir) / DEMO_MODEL_NAME
 
 
-def run_demo(out_dir: str | Path, calib: int = 400, progress: Callable[[str], None] | None = None) -> dict:
+def run_demo(out_dir: str | Path, calib: int = 400, progress: Say | None = None) -> dict:
     """PrimeSVT on the shipped model and data, scored on ``calib`` images; returns the compress report.
 
     It overwrites an earlier demo's files, so running it twice just works.

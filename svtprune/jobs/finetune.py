@@ -36,6 +36,13 @@ def use_threads(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+def train_config(epochs: int, lr: float, batch: int, seed: int) -> TrainConfig:
+    """The training settings as the torch side takes them (torch loads here, after ``use_threads`` checked it)."""
+    from svtprune.recover.train import TrainConfig
+
+    return TrainConfig(epochs=epochs, lr=lr, batch=batch, seed=seed)
+
+
 def check_config(config: TrainConfig) -> None:
     """Refuse a training configuration that cannot run, naming the field."""
     for name in ("epochs", "batch"):

@@ -2,21 +2,22 @@
 
 Each group of options is one frozen dataclass whose fields carry the names the Python API and
 the command line use (``finetune_epochs`` is the ``--finetune-epochs`` flag), so an error names
-the field the caller passed. A job takes the groups it needs; ``compress`` and ``quantize`` also
-accept the flat keyword arguments of their first versions and sort them into groups here.
+the flag the user typed. The CLI builds each command's groups directly; the Python API may also pass
+the fields as keywords (``compress(..., bits="8,4", finetune_epochs=3)``), sorted into groups here.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from svtprune.deploy import check_format
 from svtprune.errors import UserError
 from svtprune.extras import require_torch
+from svtprune.search.budget import Points
 
 PRUNE_SHARE_WITH_QUANTIZATION = 0.5  # of the search budget, when quantization follows pruning
 POLICY_NAMES = ("uniform", "psvit", "primesvt")
@@ -116,7 +117,7 @@ class QuantOptions:
     beam_width: int = 4
     rounding: str | None = None  # None: the commands' default (gptq)
     scale_codes: bool = True
-    side_int8: bool = True
+    int8_biases: bool = True
     symmetric: bool = True
     block_size: int = 0
 
@@ -239,60 +240,62 @@ class CompressOptions:
         if self.goal.objective == "latency" and side_by_side:  # candidates timed side by side slow each other
             raise UserError("cannot be combined with objective 'latency', which times candidates", "workers")
 
-    # flat keyword names of compress() -> QuantOptions' fields
-    QUANT_FIELDS = {
-        "quantize": "search",
-        "quantize_bits": "bits",
-        "quantize_rounding": "rounding",
-        "quantize_scale_codes": "scale_codes",
-        "quantize_side_int8": "side_int8",
-        "beam_width": "beam_width",
-    }
+    @property
+    def points(self) -> Points:
+        """The accuracy budget and its shares (search/budget.py owns the arithmetic)."""
+        tune = self.finetune
+        share = self.prune_share if self.quantize is not None else None
+        return Points(self.max_accuracy_drop, tune.finetune_data is not None, tune.finetune_search_drop, share)
+
+    @staticmethod
+    def quantization(choice: str, min_memory_saving: float | None, quant: QuantOptions | None = None) -> dict[str, Any]:
+        """``quantize`` and ``quantize_if_needed`` from the ``--quantize`` choice and the bit-search options.
+
+        ``choice``: "none", a search ("greedy", "beam", "exhaustive"), or "auto": greedy after pruning,
+        planned only when a memory goal is asked for and run only where pruning alone misses it.
+        """
+        check_choice(choice, "quantize", ("auto", "none", *QUANT_SEARCHES))
+        auto = choice == "auto"
+        search = ("greedy" if min_memory_saving is not None else "none") if auto else choice
+        if search == "none":
+            return {"quantize": None, "quantize_if_needed": False}
+        return {"quantize": replace(quant or QuantOptions(), search=search), "quantize_if_needed": auto}
 
     @classmethod
     def from_fields(cls, **flat: Any) -> CompressOptions:
-        """The options from ``compress()``'s flat keyword arguments.
-
-        ``quantize``: "none", a search ("greedy", "beam", "exhaustive"), or "auto" (the default):
-        greedy after pruning when ``min_memory_saving`` is asked for and pruning alone misses it.
-        """
-        quant = {cls.QUANT_FIELDS[k]: flat.pop(k) for k in list(flat) if k in cls.QUANT_FIELDS}
-        check_choice(quant.get("search", "auto"), "quantize", ("auto", "none", *QUANT_SEARCHES))
-        auto = quant.get("search", "auto") == "auto"
-        if auto:  # greedy, planned only when a memory goal is asked for; whether it runs depends on pruning
-            quant["search"] = "greedy" if flat.get("min_memory_saving") is not None else "none"
-        if quant["search"] == "none":
-            quantize = None
-        else:
-            renamed = {v: k for k, v in cls.QUANT_FIELDS.items()}
-            try:
-                quantize = QuantOptions(**quant)
-            except UserError as exc:
-                raise UserError(exc.problem, renamed.get(exc.option, exc.option)) from None
+        """The options from ``compress()``'s keyword arguments, each named as its field (and its flag)."""
+        choice = flat.pop("quantize", "auto")
+        quant = QuantOptions(**_take(flat, QuantOptions))
         groups = {
             "prune": PruneOptions, "goal": GoalOptions, "finetune": FinetuneOptions, "split": SplitOptions,
             "parallel": ParallelOptions,
         }  # fmt: skip
         parts = {name: kind(**_take(flat, kind)) for name, kind in groups.items()}
-        return cls(quantize=quantize, quantize_if_needed=auto and quantize is not None, **parts, **_known(flat, cls))
+        return cls(**cls.quantization(choice, parts["goal"].min_memory_saving, quant), **parts, **_known(flat, cls))
 
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    max_accuracy_drop: float = 1.5
+    max_accuracy_drop: float = 1.0
     quant: QuantOptions = field(default_factory=QuantOptions)
     finetune: FinetuneOptions = field(default_factory=FinetuneOptions)
     split: SplitOptions = field(default_factory=SplitOptions)
     force: bool = False
     format: str = "onnx"
     preprocess: Any = None  # as CompressOptions.preprocess
-    layout: str = "weight-only"  # "fastest": time each layout of the stored integers here, keep the fastest
+    layout: str = "fastest"  # time each layout of the stored integers here, keep the fastest; or "weight-only"
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
         check_choice(self.layout, "layout", LAYOUTS)
         check_format(self.format)
         check_preprocess(self)
+
+    @property
+    def points(self) -> Points:
+        """The accuracy budget and its shares (search/budget.py owns the arithmetic)."""
+        tune = self.finetune
+        return Points(self.max_accuracy_drop, tune.finetune_data is not None, tune.finetune_search_drop)
 
     @classmethod
     def from_fields(cls, **flat: Any) -> QuantizeOptions:

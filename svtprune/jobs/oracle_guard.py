@@ -11,8 +11,6 @@ thousands of images.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
 from svtprune.errors import ConstraintError
@@ -20,12 +18,11 @@ from svtprune.graph.analysis import Analysis, Group
 from svtprune.graph.plan import Plan, kept_for_ratio
 from svtprune.graph.surgery import prune, zero_out
 from svtprune.jobs.verify import compare_with_oracle, random_input
+from svtprune.progress import Say
 
 GUARD_SAMPLES = 4
 TRIAL_RATIO = 0.3  # a trial prune per group: this share of channels, one head where heads can go
 REFUSAL = "its prune does not match the oracle on random inputs (a pattern svtprune cannot follow yet)"
-
-Say = Callable[[str], None]
 
 
 def oracle_holds(analysis: Analysis, plan: Plan) -> bool:

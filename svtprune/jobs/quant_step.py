@@ -13,11 +13,11 @@ import numpy as np
 import onnx
 
 from svtprune.data import Dataset
-from svtprune.jobs.common import SEARCH_SHARE_OF_BUDGET, Say, Start, search_drop
-from svtprune.jobs.options import FinetuneOptions, QuantOptions
+from svtprune.jobs.common import Say, Start
+from svtprune.jobs.options import QuantOptions
 from svtprune.quantization import Quantizer, QuantScheme, bits_table
 from svtprune.quantization.layout_choice import choose_layout
-from svtprune.search.budget import Budget
+from svtprune.search.budget import Budget, Points
 from svtprune.search.drift import DriftProbe
 from svtprune.search.held_out import bits_held_out
 from svtprune.search.quant_executor import QuantExecutor
@@ -26,16 +26,16 @@ from svtprune.search.records import SearchResult
 from svtprune.search.sequential import SequentialTest
 
 # membrane drift of each layer alone ranks the layers as on 64 images (Spearman 0.999 on the reference Spikformer,
-# BENCHMARKS.md "Quantization at a user's size") at a quarter of the cost
+# docs/benchmark-log.md "Quantization at a user's size") at a quarter of the cost
 DRIFT_IMAGES = 16
 # the commands have images to calibrate on, so they default to gptq: on the reference Spikformer greedy saved
-# 91.5% at -0.85 held-out with it vs 90.1% at -1.45 with mse (BENCHMARKS.md, issue 6); the library's
+# 91.5% at -0.85 held-out with it vs 90.1% at -1.45 with mse (docs/benchmark-log.md, issue 6); the library's
 # QuantScheme stays mse, which needs no data
 DEFAULT_ROUNDING = "gptq"
 # the commands store scales as uint8 codes (``scale_codes=True``): on the reference Spikformer 1,290 fewer
-# bytes (0.2 points of saving) at accuracy within noise for uniform 8, 4 and 2 bits (BENCHMARKS.md, issue 6);
-# and a layer's biases as int8 once its weight is at 4 bits or fewer (``side_int8=True``): 1,280 fewer bytes on
-# the reference Spikformer at 2 and 4 bits, 3,372 on the SDT, accuracy within noise (BENCHMARKS.md, issue 6)
+# bytes (0.2 points of saving) at accuracy within noise for uniform 8, 4 and 2 bits (docs/benchmark-log.md, issue 6);
+# and a layer's biases as int8 once its weight is at 4 bits or fewer (``int8_biases=True``): 1,280 fewer bytes on
+# the reference Spikformer at 2 and 4 bits, 3,372 on the SDT, accuracy within noise (docs/benchmark-log.md, issue 6)
 GPTQ_IMAGES = 256  # search-split images whose layer inputs give gptq's Hessians (4 s on the reference model)
 Held = tuple[Dataset, np.ndarray, Callable[[float], bool]]  # held-out data, target, the user's constraint
 
@@ -43,22 +43,13 @@ Held = tuple[Dataset, np.ndarray, Callable[[float], bool]]  # held-out data, tar
 def command_scheme(options: QuantOptions, **layout: int | bool) -> QuantScheme:
     """The commands' defaults: gptq rounding, and what the user chose for scales and side vectors."""
     rounding = options.rounding or DEFAULT_ROUNDING
-    return QuantScheme(rounding=rounding, scale_codes=options.scale_codes, side_int8=options.side_int8, **layout)
+    return QuantScheme(rounding=rounding, scale_codes=options.scale_codes, int8_biases=options.int8_biases, **layout)
 
 
-def quant_points(max_accuracy_drop: float, finetune: FinetuneOptions) -> float:
-    """Points the bit search may lose: the whole budget without fine-tuning (the sequential test keeps the
-    held-out noise as margin, as compress's pruning search does); with it, a fixed reserve, since the
-    held-out check then measures the fine-tuned model, whose change this split's noise does not predict."""
-    if finetune.finetune_data is None:
-        return max_accuracy_drop
-    return SEARCH_SHARE_OF_BUDGET * search_drop(max_accuracy_drop, finetune)
-
-
-def quant_budget(baseline: float, max_accuracy_drop: float, finetune: FinetuneOptions, held_images: int) -> Budget:
+def quant_budget(baseline: float, points: Points, held_images: int) -> Budget:
     """The bit search's budget: sequential with the held-out noise as margin unless fine-tuning follows."""
-    points, sequential = quant_points(max_accuracy_drop, finetune), finetune.finetune_data is None
-    return Budget(baseline, points, sequential=sequential, held_images=held_images if sequential else 0)
+    sequential = not points.finetuned
+    return Budget(baseline, points.search, sequential=sequential, held_images=held_images if sequential else 0)
 
 
 def run_search(
@@ -68,7 +59,7 @@ def run_search(
     budget: Budget,
     options: QuantOptions,
     scheme: QuantScheme,
-    progress: Callable[[str], None],
+    progress: Say,
     start_logits: np.ndarray | None = None,
 ) -> tuple[SearchResult, QuantExecutor]:
     """The bit-width search on ``model``; the budget's baseline may belong to an earlier model.
@@ -82,7 +73,7 @@ def run_search(
         executor.start = (start_logits.argmax(axis=1) == target).astype(np.float64)
     if budget.sequential:  # the drop a candidate may add to the starting model's (pruning's, in compress)
         already = budget.baseline - 100.0 * float(executor.start_correct().mean())
-        executor.test = SequentialTest(budget.max_drop - already, len(search), budget.held_images)
+        executor.test = SequentialTest(budget.left_after(already), len(search), budget.held_images)
     widths = options.bits
     if options.search == "beam":
         result = SEARCHES["beam"](executor, budget, widths, progress, width=options.beam_width)
@@ -122,7 +113,7 @@ def quantize_after_pruning(
     baseline: float,
     budget_points: float,
     options: QuantOptions,
-    progress: Callable[[str], None],
+    progress: Say,
     held: Held | None,
 ) -> tuple[onnx.ModelProto, float | None, dict, dict[str, int]]:
     """``compress --quantize``: bit widths for the pruned model, measured against the *original* baseline.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from svtprune.data_sources import check_preprocess_used
 from svtprune.errors import ConstraintError
 from svtprune.graph.io import model_bytes, param_bytes, written_bytes
 from svtprune.graph.plan import Plan
+from svtprune.hardware.profile import profile_summary
 from svtprune.jobs.common import (
     Say,
     Start,
@@ -43,7 +43,7 @@ def quantize(
     max_accuracy_drop: float | None = None,
     *,
     options: QuantizeOptions | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Say | None = None,
     **fields: Any,
 ) -> dict:
     """Quantize ``model_path``'s weights layer by layer as far as the budget allows; returns the report.
@@ -82,7 +82,7 @@ def quantize_claimed(
         original, search_part, options.finetune, options.split.seed, options.preprocess
     )  # a bad file fails in seconds
     start = Start.measure(original, search_part, held, len(data))
-    budget = quant_budget(start.baseline["search"], options.max_accuracy_drop, options.finetune, len(held))
+    budget = quant_budget(start.baseline["search"], options.points, len(held))
     targets, logits = start.targets["search"], start.logits["search"]
     result, executor = run_search(original, search_part, targets, budget, quant, scheme, say, logits)
     say("measuring the chosen model on the held-out split")
@@ -111,6 +111,7 @@ def quantize_claimed(
     }
     report["evaluations"] = [r.to_dict() for r in executor.records]
     report["held_out_checks"] = checks
+    report["profile"] = profile_summary(Path(model_path), final)  # where the batch-1 time goes, layer by layer
     if finetune is not None:
         report["finetune"] = finetune
     report["pareto"] = explored(report)

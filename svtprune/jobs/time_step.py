@@ -6,7 +6,10 @@ With a speed goal (``--objective latency``, implied by ``--min-speedup`` / ``--m
 first neuron run once per image where that is measured faster (spiking/compute_once.py, exact). A
 candidate is judged with the sequential test against the original on the search split, on the
 time phase's share of the budget (search/budget.py ``TIME_SHARE``), and timed at batch 1 and 64
-as the channel search times its candidates. The phase keeps the smallest accepted T' and stops at
+as the channel search times its candidates. With re-fits on (``--reconstruct``, the default) each
+candidate first has its head re-fitted, without labels, to the original's logits on the search split's
+calibration images (recover/time_cut.py; cross-validated, and only where it agrees better), and is
+judged on the other search images, as the channel search judges. The phase keeps the smallest accepted T' and stops at
 the first rejection or at the first T' that meets the speed goal. Every candidate is then measured
 on the held-out split for the report; the choice steps back towards T while its held-out drop
 already exceeds the user's whole budget. The channel search runs on the chosen model, judged
@@ -15,7 +18,6 @@ against the original T-step model, so it spends exactly what the time phase left
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -25,9 +27,10 @@ import onnx
 from svtprune.errors import UserError
 from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
-from svtprune.jobs.common import Say, Start
+from svtprune.jobs.common import Say, Start, judged_part
 from svtprune.jobs.options import CompressOptions
-from svtprune.runtime import input_shape, logits_of, make_session, measured_latency
+from svtprune.recover.time_cut import changed_layers, refit_time_cut
+from svtprune.runtime import PairedTiming, balanced_speedup, logits_of, make_session
 from svtprune.search.budget import TIME_SHARE, Budget
 from svtprune.search.records import Measurement
 from svtprune.search.sequential import ACCEPTED, hits_on, judge
@@ -38,7 +41,8 @@ from svtprune.spiking.timesteps import shorten
 
 # calls of each model, interleaved, deciding whether the stem-once rewrite is faster, at batch 1 and 64: it must be
 # faster at both, since the Tile that repeats the stem's output grows with the batch (paired, the reference SDT ran
-# 1.04-1.06x at batch 1 and 1.10-1.21x at 64; an unpaired 5-call timing had shown 0.82x at 64)
+# 1.04-1.06x at batch 1 and 1.10-1.21x at 64; an unpaired 5-call timing had shown 0.82x at 64); timed A B B A
+# (runtime.balanced_speedup), since calls alternated one for one read a model 1.04-1.11x faster than itself
 PAIRED_ROUNDS = {1: 30, 64: 8}
 
 
@@ -53,10 +57,13 @@ class TimeChoice:
     held_accuracy: float  # of ``model`` on the held-out split (the original's when the rewrite is exact)
     section: dict = field(default_factory=dict)
     original_latency: tuple[float, float] | None = None  # the original's timing (speed goal), reused by the search
+    recovery: dict | None = None  # the head re-fit after the cut (``recover.time_cut``), when it changed the model
 
     def meta(self) -> dict:
-        """The plan's record of the time edits (``verify`` rebuilds its oracle from it)."""
-        return {"timesteps": self.steps, "timesteps_original": self.original_steps, "stem_once": self.stem_once}
+        """The plan's record of the time edits (``verify`` rebuilds its oracle from it; a recovery's layers are
+        checked as re-fitted ones)."""
+        meta = {"timesteps": self.steps, "timesteps_original": self.original_steps, "stem_once": self.stem_once}
+        return {**meta, "time_recovery": self.recovery} if self.recovery else meta
 
 
 def wants_time_steps(options: CompressOptions) -> bool:
@@ -96,9 +103,12 @@ def time_step(
         return None
     say("timing the stem run once per image")
     once, line, speedup = _stem_once(original, axis)
-    phase = _Phase(original, axis, once is not None, start, budget.time_steps())
+    calibration = options.prune.calibration_images if options.prune.reconstruct else None
+    phase = _Phase(original, axis, once is not None, start, budget.time_steps(), calibration)
     tried = phase.search(forced, say)
-    chosen = phase.held_out_choice(tried, start, options.max_accuracy_drop, forced is not None, say)
+    # with fine-tuning next, the held-out check is of the fine-tuned model: before it, the search's allowance holds
+    allowed = options.max_accuracy_drop if options.finetune.finetune_data is None else options.points.search
+    chosen = phase.held_out_choice(tried, start, allowed, forced is not None, say)
     if chosen is None and once is None:
         model, held = original, start.baseline["held"]
     elif chosen is None:
@@ -117,8 +127,12 @@ def time_step(
         "mode": "forced" if forced is not None else "searched",
         "candidates": [t.entry(budget) for t in tried],
         "reason": phase.reason,
+        "recovery": phase.recovery[steps]["what"] if chosen is not None else "none: every time step kept",
     }
-    return TimeChoice(model, steps, axis.steps, section["stem_once"], held, section, budget.original_latency)
+    recovery = phase.recovery[steps] if chosen is not None and phase.recovery[steps]["layers"] else None
+    choice = TimeChoice(model, steps, axis.steps, section["stem_once"], held, section, budget.original_latency)
+    choice.recovery = recovery
+    return choice
 
 
 def _stem_once(original: onnx.ModelProto, axis: TimeAxis) -> tuple[onnx.ModelProto | None, str, dict | None]:
@@ -129,32 +143,11 @@ def _stem_once(original: onnx.ModelProto, axis: TimeAxis) -> tuple[onnx.ModelPro
         return None, line, None
     sessions = [make_session(original), make_session(once)]
     speedups = {
-        f"b{batch}": round(paired_speedup(sessions, batch, rounds), 3) for batch, rounds in PAIRED_ROUNDS.items()
+        f"b{batch}": round(balanced_speedup(sessions, batch, rounds), 3) for batch, rounds in PAIRED_ROUNDS.items()
     }
     if min(speedups.values()) <= 1.0:
         return None, f"not applied: measured {speedups['b1']}x at batch 1, {speedups['b64']}x at 64 ({line})", speedups
     return once, line, speedups
-
-
-def paired_speedup(sessions: list, batch: int, rounds: int) -> float:
-    """Median over interleaved calls at ``batch`` of the first session's time / the second's (each ratio from
-    calls moments apart, so a load that comes and goes touches both alike)."""
-    feeds = []
-    for session in sessions:
-        shape = [batch if d is None else d for d in input_shape(session)]
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-        feeds.append({session.get_inputs()[0].name: x})
-    for session, feed in zip(sessions, feeds, strict=True):  # warm-up
-        session.run(None, feed)
-    ratios = []
-    for _ in range(rounds):
-        times = []
-        for session, feed in zip(sessions, feeds, strict=True):
-            began = time.perf_counter()
-            session.run(None, feed)
-            times.append(time.perf_counter() - began)
-        ratios.append(times[0] / times[1])
-    return float(statistics.median(ratios))
 
 
 @dataclass
@@ -162,11 +155,13 @@ class _Tried:
     steps: int
     record: Measurement
     held: float | None = None
+    recovery: str = ""
 
     def entry(self, budget: Budget) -> dict:
         r = self.record
         entry = {
             "timesteps": self.steps,
+            "recovery": self.recovery,
             "accuracy_search": round(r.accuracy, 3),
             "images": r.images,
             "stderr": round(r.stderr, 3),
@@ -182,15 +177,27 @@ class _Tried:
 class _Phase:
     """The candidates T-1, T-2, ... judged on the search split against the original."""
 
-    def __init__(self, original: onnx.ModelProto, axis: TimeAxis, once: bool, start: Start, budget: Budget) -> None:
+    def __init__(
+        self,
+        original: onnx.ModelProto,
+        axis: TimeAxis,
+        once: bool,
+        start: Start,
+        budget: Budget,
+        calibration: int | None,
+    ) -> None:
         self.original, self.axis, self.once, self.start, self.budget = original, axis, once, start, budget
+        # each accepted T' is timed against the original, calls interleaved (runtime.PairedTiming)
+        self.timing = PairedTiming(original, budget.original_latency) if budget.original_latency else None
         self.models: dict[int, onnx.ModelProto] = {}
+        self.recovery: dict[int, dict] = {}  # per T': what the re-fit did and the layers it changed
         self.reason = ""
-        search = start.search
-        self.target = start.targets["search"]
-        self.reference = (start.logits["search"].argmax(axis=1) == self.target).astype(np.float64)
-        self.order = np.random.default_rng(0).permutation(len(search))
-        self.test = budget.test(len(search))
+        self.judged, self.target, logits = judged_part(start.search, start, calibration)
+        separate = calibration is not None and len(self.judged) < len(start.search)  # the re-fit's images apart
+        self.calibration = (start.search.x[:calibration], start.logits["search"][:calibration]) if separate else None
+        self.reference = (logits.argmax(axis=1) == self.target).astype(np.float64)
+        self.order = np.random.default_rng(0).permutation(len(self.judged))
+        self.test = budget.test(len(self.judged))
 
     def build(self, steps: int) -> tuple[onnx.ModelProto, str | None]:
         """The original at ``steps`` steps (stem once when that was faster), and why not when the cut is not exact."""
@@ -198,10 +205,21 @@ class _Phase:
             model, _ = compute_once(self.original, self.axis, steps)
         else:
             model = shorten(self.original, self.axis, steps)
-        return model, spikes_differ(self.original, model, steps)
+        problem = spikes_differ(self.original, model, steps)
+        return (model, problem) if problem is not None else (self.recovered(steps, model), None)
+
+    def recovered(self, steps: int, model: onnx.ModelProto) -> onnx.ModelProto:
+        """``model`` with its head re-fitted on the calibration images (no branch: the graph keeps its nodes)."""
+        if self.calibration is None:
+            self.recovery[steps] = {"what": "off (--no-reconstruct, or too few search images)", "layers": []}
+            return model
+        x, logits = self.calibration
+        result = refit_time_cut(self.original, model, x, logits, membrane=False, axis=self.axis)
+        self.recovery[steps] = {"what": result.what, "layers": changed_layers(model, result.model)}
+        return result.model
 
     def judge(self, steps: int, model: onnx.ModelProto) -> Measurement:
-        started, search = time.perf_counter(), self.start.search
+        started, search = time.perf_counter(), self.judged
         session = make_session(model)
         known: dict[int, bool] = {}
 
@@ -209,7 +227,7 @@ class _Phase:
             return hits_on(known, rows, lambda r: logits_of(session, search.x[r]).argmax(axis=1) == self.target[r])
 
         estimate, verdict = judge(correct, self.reference, self.order, self.test)
-        latency = measured_latency(model) if verdict == ACCEPTED else None
+        latency = self.timing.latency(model) if verdict == ACCEPTED and self.timing is not None else None
         accuracy = 100.0 * float(self.reference.mean()) - estimate.drop
         return Measurement(
             f"T'={steps}", accuracy, param_bytes(model), time.perf_counter() - started, images=estimate.images,
@@ -228,7 +246,7 @@ class _Phase:
                     raise UserError(f"cannot cut the time axis of this graph exactly ({problem})", "timesteps")
                 break
             self.models[steps] = model
-            tried.append(_Tried(steps, self.judge(steps, model)))
+            tried.append(_Tried(steps, self.judge(steps, model), recovery=self.recovery[steps]["what"]))
             record = tried[-1].record
             if forced is None and record.verdict != ACCEPTED:
                 self.reason = f"{steps} steps rejected by the sequential test within {self.budget.max_drop:.2f} points"

@@ -15,9 +15,11 @@ from svtprune.errors import UserError
 from svtprune.graph.analysis import analyze
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune, zero_out
+from svtprune.jobs.fold_step import refold
 from svtprune.jobs.verify_refit import refit_section, shape_only_groups
 from svtprune.jobs.verify_rewritten import rewritten_section
 from svtprune.quantization.scheme import FP32
+from svtprune.recover.time_cut import as_recovered
 from svtprune.runtime_layout import as_logits, logits_layout
 from svtprune.spiking.compute_once import compute_once
 from svtprune.spiking.neurons import find_neurons, with_taps
@@ -52,24 +54,26 @@ def verify(
     source, time_line = at_plan_steps(load_checked_model(original), plan.meta, original)
     analysis = analyze(source)
     oracle = zero_out(analysis, plan)
-    candidate = load_checked_model(pruned)
+    candidate, recovered = as_recovered(load_checked_model(pruned), plan.meta)  # a head re-fit after a time cut
+    refit = sorted(set(plan.refit) | set(recovered))  # ... is checked as the re-fit of its layers
     x = random_input(analysis.model, samples) if x is None else x
     finetuned = bool(plan.meta.get("finetuned"))
     quantized = any(b != FP32 for b in plan.bits.values())
-    if not (plan.refit or quantized or finetuned):
+    if not (refit or quantized or finetuned):
         result = {**compare_with_oracle(oracle, candidate, x), "checks": "oracle", "oracle_on": "the file"}
         return {**result, "time_steps": time_line} if time_line else result
     plain = prune(analysis, plan) if plan.kept else source  # a plan of bits only (quantize) prunes nothing
     result = {**compare_with_oracle(oracle, plain, x), "oracle_on": "the plain prune of the plan"}
+    plain = refold(plain, plan.meta)  # the file's BNs were folded into their layers: the plain prune's are too
     if time_line:
-        result["time_steps"] = time_line
+        result["time_steps"] = time_line + ", the head re-fitted after the cut" * bool(recovered)
     if quantized or finetuned:
-        section = rewritten_section(candidate, plain, plan.bits, plan.refit, x)
+        section = rewritten_section(candidate, plain, plan.bits, refit, x)
         holds = section.pop("passed")
-        result["rewritten"] = {**section, "finetuned": finetuned, "refit_layers": sorted(plan.refit)}
+        result["rewritten"] = {**section, "finetuned": finetuned, "refit_layers": refit}
         result["checks"] = "structure" + " + quantization grid" * ("quantization" in section)
     else:
-        result["refit"] = refit_section(candidate, plain, plan.refit, x)
+        result["refit"] = refit_section(candidate, plain, refit, x)
         result["refit"]["groups_checked_by_width_only"] = shape_only_groups(analysis, plan)
         holds = not result["refit"]["structure_differences"]
         result["checks"] = "structure (exact outside the re-fitted layers)"
@@ -103,7 +107,7 @@ def at_plan_steps(model: onnx.ModelProto, meta: dict, path: str | Path) -> tuple
 
 VERIFY_CHUNK = 8  # at most this many images' spikes and membranes held at once
 # and at most this many bytes of them: at 224 px both models' taps take ~0.9 GB per image, and 8 images at
-# once took verify to 7.95 GB on a 16.8M-parameter Spikformer (BENCHMARKS.md, "At 224 pixels")
+# once took verify to 7.95 GB on a 16.8M-parameter Spikformer (docs/benchmark-log.md, "At 224 pixels")
 TAP_BUDGET = 1 << 30
 
 

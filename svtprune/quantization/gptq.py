@@ -59,7 +59,7 @@ def gptq_factor(hessian: np.ndarray) -> np.ndarray:
 
 def layer_features(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) -> np.ndarray | None:
     """One row per (sample, position), features ordered as the weight's input axes flatten; None if unsupported."""
-    from svtprune.recover.features import conv_geometry, patches, rows
+    from svtprune.graph.layer_rows import conv_geometry, patches, rows
 
     if node.op_type == "Conv":
         geometry = conv_geometry(node, weight)  # stride 1, one group: patches are the layer's exact inputs
@@ -74,7 +74,7 @@ def layer_features(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) 
 def input_gram(node: onnx.NodeProto, weight: np.ndarray, value: np.ndarray) -> np.ndarray | None:
     """XᵀX (float64) of one node's input, a few samples at a time for a Conv: its im2col rows are
     kernel-size times its input (on a 9.3M-parameter Spikformer at 32x32, 1.8 GB in float64 for 32
-    images at once; BENCHMARKS.md, "Quantization at a user's size")."""
+    images at once; docs/benchmark-log.md, "Quantization at a user's size")."""
     step = len(value)
     if node.op_type == "Conv" and value.ndim > 2:
         per_sample = value[0].size * int(np.prod(weight.shape[2:])) * 8
@@ -97,7 +97,7 @@ def layer_hessians(
     All inputs are tapped in one run per chunk of images; layers whose inputs cannot be laid
     out as features (strided/grouped convolutions, ConvTranspose, batched MatMul) get None.
     """
-    from svtprune.runtime import tap
+    from svtprune.graph.taps import tap
 
     names = {layer.name for layer in layers}
     users = [n for n in model.graph.node if n.op_type in WEIGHTED_OPS and len(n.input) > 1 and n.input[1] in names]

@@ -13,7 +13,7 @@ the quantized model already computes; only the integers are stored transposed (s
 
 Why this kernel: on ONNX Runtime 1.32's CPU provider, one thread, batch 1, it was the fastest
 layout that is exact on spikes at every 1x1 shape measured (tools/bench_integer.py,
-BENCHMARKS.md "Integer kernels on spike inputs"): 1.2x-3.0x the float Conv. ConvInteger and
+docs/benchmark-log.md "Integer kernels on spike inputs"): 1.2x-3.0x the float Conv. ConvInteger and
 MatMulInteger with the weights on the left were 3-4x slower than float; QLinearConv was fast but
 requantizes its output to 8 bits (not exact). 3x3 convolutions have no exact integer kernel that
 is faster, so they are left as written.

@@ -4,7 +4,7 @@ The same stored integers can run three ways on ONNX Runtime's CPU provider: dequ
 call (``weight-only``, what ``Quantizer.apply`` writes), dequantized once at load (Cast and Mul,
 which ORT folds, ``load_folding``), or, for spike-fed int8 1x1 layers, as integer matrix products
 (``integer_layout``), whose other layers may again be dequantized at load. Which is fastest
-depends on the layer widths and the CPU (BENCHMARKS.md: the integer layout gains 2-6% on the
+depends on the layer widths and the CPU (docs/benchmark-log.md: the integer layout gains 2-6% on the
 reference Spikformer and 2.8-3.4x per layer at spikformer_cifar10 widths; dequantizing at load
 gives 3x3 convolutions their float speed back). Every layout is timed at batch 1 on the threads
 ``SVTPRUNE_THREADS`` gives, alternating, and one other than weight-only is kept only when it is

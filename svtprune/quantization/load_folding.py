@@ -2,7 +2,7 @@
 
 A weight stored as ``DequantizeLinear(q, s[, z])`` runs the dequantize at each call, and the
 Conv behind it cannot prepack a weight that is not constant: on ONNX Runtime 1.32 (CPU, one
-thread) a 3x3 Conv fed by DequantizeLinear runs at half its float speed (BENCHMARKS.md,
+thread) a 3x3 Conv fed by DequantizeLinear runs at half its float speed (docs/benchmark-log.md,
 "Integer kernels on spike inputs"). ORT's constant folding skips DequantizeLinear (it keeps QDQ
 pairs for its quantized kernels) unless a session option turns that off, which a file cannot
 carry. It does fold Cast and Mul of constants. So the same integers, stored the same way, are

@@ -68,7 +68,8 @@ class Quantizer:
 
     def lowest_bits(self, layer: Layer) -> int:
         """ONNX Runtime 1.32 fuses DequantizeLinear -> MatMul into MatMulNBits when the scales are initializers,
-        and computes 2-bit weights wrongly there (BENCHMARKS.md, issue 6); scale codes are computed, not fused."""
+        and computes 2-bit weights wrongly there (docs/benchmark-log.md, issue 6); scale codes are computed, not
+        fused."""
         return 4 if layer.op_type == "MatMul" and not self.scheme.scale_codes else min(BITS)
 
     def quantized(self, name: str, bits: int) -> QuantizedWeight:
@@ -117,10 +118,10 @@ class Quantizer:
         nodes = []
         for name, width in chosen.items():
             nodes.extend(self._dequantize_nodes(model, name, width))
-        if chosen and (self.scheme.half_side or self.scheme.side_int8):
+        if chosen and (self.scheme.half_side or self.scheme.int8_biases):
             nodes.extend(batchnorm_as_scale_and_shift(model))
             side = set(side_vector_names(model, self.by_name)) & {t.name for t in kept}  # not the new scales
-            owners = layer_biases(model, self.by_name) if self.scheme.side_int8 else {}
+            owners = layer_biases(model, self.by_name) if self.scheme.int8_biases else {}
             for tensor in list(model.graph.initializer):
                 if tensor.name not in side:
                     continue

@@ -40,7 +40,7 @@ class QuantScheme:
     # a layer's bias (and the scale and shift of a BatchNormalization right after it) stored as int8 with one
     # float32 scale (a DequantizeLinear of its own) instead of float16 once the layer's weight takes
     # SIDE_INT8_WIDTH bits or fewer: at 2 bits these vectors are ~6% of the file
-    side_int8: bool = False
+    int8_biases: bool = False
 
     def __post_init__(self) -> None:
         if self.rounding not in ROUNDINGS:

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
+from svtprune.graph.taps import piece_of
 from svtprune.quantization.load_folding import dequantize_linear_again
 from svtprune.quantization.scheme import STORAGE, QuantizedWeight, QuantScheme, quantizable_layers
 from svtprune.runtime import make_session
@@ -43,12 +44,12 @@ def thaw(model: onnx.ModelProto) -> Thawed | None:
         return None
     folded, values = folded_constants(model, constants)
     out = without_folded(model, folded, values)
-    bits, grids, symmetric, block, side_int8 = stored_grids(dequantize, constants, values, out)
+    bits, grids, symmetric, block, biases = stored_grids(dequantize, constants, values, out)
     # rounding is not in the file; mse needs no calibration images (a layer without a grid is re-fitted with it)
     coded = any(n.op_type == "DequantizeLinear" and n.output[0] in scale_inputs for n in folded)  # scale codes
     half = any(n.op_type == "Cast" for n in folded)
     scheme = QuantScheme(
-        symmetric=symmetric, block_size=block, rounding="mse", half_side=half, scale_codes=coded, side_int8=side_int8
+        symmetric=symmetric, block_size=block, rounding="mse", half_side=half, scale_codes=coded, int8_biases=biases
     )
     return Thawed(out, bits, scheme, grids)
 
@@ -66,16 +67,7 @@ def folded_constants(
             folded.append(node)
             known.add(node.output[0])
     needed = {name for n in folded for name in n.input} & set(constants)
-    probe = helper.make_model(
-        helper.make_graph(
-            folded,
-            "fold",
-            [],
-            [helper.make_tensor_value_info(n.output[0], onnx.TensorProto.FLOAT, None) for n in folded],
-            [t for name, t in constants.items() if name in needed],
-        ),  # fmt: skip
-        opset_imports=model.opset_import,
-    )
+    probe = piece_of(model, folded, {}, [n.output[0] for n in folded], [t for n, t in constants.items() if n in needed])
     session = make_session(probe, env_threads=False)
     return folded, dict(zip([n.output[0] for n in folded], session.run(None, {}), strict=True))
 
@@ -107,14 +99,14 @@ def stored_grids(
     """Bits and grids per weight (and int8 side vector), and the scheme's symmetry, block size and side int8."""
     widths = {v: k for k, (signed, unsigned, _) in STORAGE.items() for v in (signed, unsigned)}
     weights = {layer.name for layer in quantizable_layers(thawed)}
-    bits, grids, symmetric, block, side_int8 = {}, {}, True, 0, False
+    bits, grids, symmetric, block, int8_biases = {}, {}, True, 0, False
     for node in dequantize:
         stored = numpy_helper.to_array(constants[node.input[0]])
         width = widths[stored.dtype.type]
         if node.output[0] not in weights:  # an int8 side vector: its grid, so fine-tuning keeps it
             scale = numpy_helper.to_array(constants[node.input[1]]).astype(np.float32)
             grids[node.output[0]] = QuantizedWeight(stored.astype(np.int16), scale, None, 0, 0, width)
-            side_int8 = True
+            int8_biases = True
             continue
         bits[node.output[0]] = width
         symmetric = symmetric and len(node.input) < 3
@@ -126,4 +118,4 @@ def stored_grids(
             stored.astype(np.int16), known_value[node.input[1]].astype(np.float32), zero,
             next((a.i for a in node.attribute if a.name == "axis"), 1), node_block, width,
         )  # fmt: skip
-    return bits, grids, symmetric, block, side_int8
+    return bits, grids, symmetric, block, int8_biases

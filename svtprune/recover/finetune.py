@@ -8,7 +8,6 @@ original model's logits, so the search can spend a larger accuracy budget and wi
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from svtprune.checks import check_labels
 from svtprune.data import Dataset
 from svtprune.data_sources import load_data
 from svtprune.errors import UserError
+from svtprune.progress import Say
 from svtprune.runtime import logits_of
 
 
@@ -49,7 +49,7 @@ def finetune_model(
     epochs: int,
     seed: int = 0,
     lr: float = 3e-4,
-    log: Callable[[str], None] | None = None,
+    log: Say | None = None,
 ) -> tuple[onnx.ModelProto, dict]:
     """Distil ``teacher`` into ``student`` on ``data``; ``val`` picks the best epoch.
 

@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from svtprune.graph.analysis import constants_of
 from svtprune.graph.io import attribute
-from svtprune.recover.features import RowPicker, conv_geometry
+from svtprune.graph.layer_rows import RowPicker, conv_geometry
 from svtprune.recover.stepwise import CHUNK_IMAGES, StepwiseRunner
 from svtprune.recover.targets import TargetStore
 from svtprune.runtime import batch_for

@@ -22,6 +22,7 @@ import onnx
 from onnx import helper
 
 from svtprune.costs import count_data
+from svtprune.graph.taps import piece_of
 from svtprune.runtime import make_session
 from svtprune.runtime_layout import padded, unpadded
 
@@ -98,17 +99,8 @@ class StepwiseRunner:
         nodes = [self.model.graph.node[i] for i in piece]
         used = {n for node in nodes for n in node.input}
         weights = [t for t in self.model.graph.initializer if t.name in used]
-        first = self.values[0]
-        graph = helper.make_graph(
-            nodes,
-            "piece",
-            [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(first[n].dtype), None) for n in inputs],
-            [onnx.ValueInfoProto(name=n) for n in outputs],
-            weights,
-        )
-        segment = helper.make_model(graph, opset_imports=self.model.opset_import, ir_version=self.model.ir_version)
-        segment.functions.extend(self.model.functions)
-        return segment
+        kinds = {n: helper.np_dtype_to_tensor_dtype(self.values[0][n].dtype) for n in inputs}
+        return piece_of(self.model, nodes, kinds, outputs, weights)
 
     def _forget(self) -> None:
         """Drop values no node still to run reads (the graph input stays: a later piece may start there)."""

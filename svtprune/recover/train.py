@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from svtprune.data import Dataset
+from svtprune.progress import Say
 from svtprune.recover.convert import OnnxModule
 from svtprune.recover.export import torch_logits
 
@@ -72,7 +73,7 @@ def train(
     config: TrainConfig,
     teacher_val: np.ndarray | None = None,
     progress: bool = True,
-    log: Callable[[str], None] | None = None,
+    log: Say | None = None,
 ) -> TrainResult:
     """Fine-tune ``module`` in place; on return it holds the best epoch's weights.
 
@@ -136,8 +137,8 @@ def _epoch(
     steps: int,
     config: TrainConfig,
     epoch: int,
-    advance: Callable[[str], None],
-    log: Callable[[str], None] | None,
+    advance: Say,
+    log: Say | None,
 ) -> dict[str, float]:
     """One pass over ``steps`` batches in ``order``: summed loss and distillation loss."""
     x_all, t_all, y_all = tensors

@@ -31,7 +31,43 @@ SPEED_MARGIN = 1.05
 TIME_SHARE = 1.0
 
 
-@dataclass
+# the shares of the user's budget: this module is the only place the budget is multiplied or divided
+SEARCH_SHARE_OF_BUDGET = 0.8  # with fine-tuning, the search keeps a fifth of its budget in reserve
+FINETUNE_SEARCH_FACTOR = 3.0  # with fine-tuning, the search may lose this many times the budget, then recover
+PSVIT_UNIFORM_SHARE = 0.5  # PSViT's uniform first step spends half the budget before the sensitivity scan
+
+
+@dataclass(frozen=True)
+class Points:
+    """The user's accuracy budget (points on held-out data) and what each search may spend of it.
+
+    Without fine-tuning a search may spend the whole budget: the sequential test keeps the held-out
+    noise as its margin. With fine-tuning the search may lose ``finetune_search_drop`` points (default
+    ``FINETUNE_SEARCH_FACTOR`` times the budget) and keeps a fixed reserve of it, since the held-out
+    check then measures the fine-tuned model, whose change this split's noise does not predict."""
+
+    user: float  # --max-accuracy-drop
+    finetuned: bool = False
+    finetune_search_drop: float | None = None
+    prune_share: float | None = None  # of the search budget pruning spends first, when quantization follows
+
+    @property
+    def search(self) -> float:
+        """Points a search on the search split may lose (the whole budget of compress or quantize)."""
+        if not self.finetuned:
+            return self.user
+        tuned = (
+            self.finetune_search_drop if self.finetune_search_drop is not None else FINETUNE_SEARCH_FACTOR * self.user
+        )
+        return SEARCH_SHARE_OF_BUDGET * tuned
+
+    @property
+    def pruning(self) -> float:
+        """Pruning's share of the search budget: all of it, unless quantization follows and gets the rest."""
+        return self.search if self.prune_share is None else self.search * self.prune_share
+
+
+@dataclass(frozen=True)
 class Budget:
     baseline: float  # accuracy of the starting model on the search split
     max_drop: float  # points the search may lose on the search split
@@ -52,6 +88,17 @@ class Budget:
     def time_steps(self) -> Budget:
         """The time phase's budget: ``TIME_SHARE`` of this one, same baseline, test and goal."""
         return replace(self, max_drop=self.max_drop * TIME_SHARE)
+
+    def uniform_first(self) -> Budget:
+        """PSViT's uniform step: ``PSVIT_UNIFORM_SHARE`` of this budget, with its test, and no speed or energy goal."""
+        return Budget(
+            self.baseline, self.max_drop * PSVIT_UNIFORM_SHARE, self.min_saving, sequential=self.sequential,
+            held_images=self.held_images,
+        )  # fmt: skip
+
+    def left_after(self, spent: float) -> float:
+        """Points a later phase may still lose once an earlier one has spent ``spent`` (the same baseline)."""
+        return self.max_drop - spent
 
     def accepts(self, record: Measurement) -> bool:
         if record.verdict is not None:

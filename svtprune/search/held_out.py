@@ -19,6 +19,7 @@ import onnx
 from svtprune.data import Dataset
 from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
+from svtprune.progress import Say
 from svtprune.quantization import FP32
 from svtprune.runtime import logits_of, make_session
 from svtprune.search.budget import Budget
@@ -51,7 +52,7 @@ def held_out_choice(
     build: Callable[[Any], onnx.ModelProto],
     score: Callable[[onnx.ModelProto], float],
     holds: Callable[[float], bool],
-    say: Callable[[str], None],
+    say: Say,
 ) -> tuple[onnx.ModelProto, float, Any | None, list[dict]]:
     """(model, held-out accuracy, the step taken or None, every check) for a search's choice.
 
@@ -86,7 +87,7 @@ def pruned_held_out(
     target: np.ndarray,
     holds: Callable[[float], bool],  # the user's accuracy constraint, exactly as the report checks it
     may_step_back: bool,
-    say: Callable[[str], None],
+    say: Say,
     or_unpruned: bool = False,
     start_accuracy: float | None = None,
 ) -> tuple[onnx.ModelProto, float, list[dict]]:
@@ -139,7 +140,7 @@ def bits_held_out(
     held: Dataset,
     target: np.ndarray,
     holds: Callable[[float], bool],
-    say: Callable[[str], None],
+    say: Say,
     start_accuracy: float | None = None,
 ) -> tuple[onnx.ModelProto, float, list[dict]]:
     """The chosen bits' model and held-out accuracy; on a miss, the first setting saving less that holds.

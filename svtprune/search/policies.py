@@ -15,9 +15,10 @@ waves (search/parallel.py), with the same records, in the same order, as the ser
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from svtprune.progress import Phase, Say, Step, bisection_steps
 from svtprune.search.budget import Budget
 from svtprune.search.parallel import CandidatePool
 from svtprune.search.prune_executor import PruneExecutor
@@ -25,7 +26,6 @@ from svtprune.search.records import Measurement, SearchResult
 
 RATES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 SCAN_RATES = (0.2, 0.4, 0.6, 0.8)  # the scan's grid; the fine grid is tried only where it matters
-Progress = Callable[[str], None]
 
 
 def confirmed(executor: PruneExecutor, budget: Budget, ratios: dict[str, float], label: str) -> Measurement | None:
@@ -37,9 +37,7 @@ def confirmed(executor: PruneExecutor, budget: Budget, ratios: dict[str, float],
     return record if budget.accepts(record) else None
 
 
-def uniform(
-    executor: PruneExecutor, budget: Budget, progress: Progress, pool: CandidatePool | None = None
-) -> SearchResult:
+def uniform(executor: PruneExecutor, budget: Budget, progress: Say, pool: CandidatePool | None = None) -> SearchResult:
     """The largest single ratio every group can take (binary search over the rate grid).
 
     Each step depends on the last, so ``pool`` (taken for a policy's common signature) goes unused.
@@ -48,7 +46,7 @@ def uniform(
     low, high, best = 0, len(RATES) - 1, None
     while low <= high:
         middle = (low + high) // 2
-        progress(f"uniform ratio {RATES[middle]:.1f}")
+        progress(Step(f"uniform ratio {RATES[middle]:.1f}", "uniform", bisection_steps(len(RATES) + 1)))
         record = confirmed(executor, budget, {n: RATES[middle] for n in names}, f"uniform {RATES[middle]:.1f}")
         if record is not None:
             best, low = record, middle + 1
@@ -135,7 +133,7 @@ def _waves(scans: list[_Scan], parallel: bool) -> Iterator[list[_Scan]]:
 def _robustness(
     executor: PruneExecutor,
     budget: Budget,
-    progress: Progress,
+    progress: Say,
     base: dict[str, float],
     rates: tuple[float, ...],
     pool: CandidatePool | None = None,
@@ -149,12 +147,12 @@ def _robustness(
     pool = pool or CandidatePool(executor)
     test = budget.test(len(executor.data)) if budget.sequential else None  # stubs may carry no data
     scans = [_Scan.of(name, base, rates) for name in (_group_order(executor, budget) if rates else [])]
-    first = len(executor.records)
+    first, phase = len(executor.records), Phase(progress, "sensitivity")
     for wave in _waves(scans, pool.parallel):
-        jobs = []
+        jobs, say = [], phase.bounded(sum(len(scan.rates) for scan in scans))
         for scan in wave:
             rate = scan.rates[0]
-            progress(f"sensitivity {scan.name} @ {rate:.1f}")
+            say(f"sensitivity {scan.name} @ {rate:.1f}")
             jobs.append(
                 ({**base, scan.name: rate}, f"sensitivity {scan.name} {rate:.1f}", {"screen": True, "test": test})
             )
@@ -168,7 +166,7 @@ def _robustness(
 def _highest_passing(
     executor: PruneExecutor,
     budget: Budget,
-    progress: Progress,
+    progress: Say,
     current: dict[str, float],
     name: str,
     rates: list[float],
@@ -199,15 +197,16 @@ def _highest_passing(
     return best
 
 
-def primesvt(
-    executor: PruneExecutor, budget: Budget, progress: Progress, pool: CandidatePool | None = None
-) -> SearchResult:
+def primesvt(executor: PruneExecutor, budget: Budget, progress: Say, pool: CandidatePool | None = None) -> SearchResult:
     """PrimeSVT: robustness per group (on ``pool``), then compress largest group first while accuracy holds."""
     curves, ceilings = _robustness(executor, budget, progress, {}, SCAN_RATES, pool)
     current: dict[str, float] = {}
     best: Measurement | None = None
-    for name in _group_order(executor, budget):
-        record = _highest_passing(executor, budget, progress, current, name, [r for r in RATES if r < ceilings[name]])
+    order, phase = _group_order(executor, budget), Phase(progress, "prioritized")
+    below = {name: [r for r in RATES if r < ceilings[name]] for name in order}
+    for index, name in enumerate(order):
+        say = phase.bounded(sum(bisection_steps(len(below[n])) for n in order[index:]))
+        record = _highest_passing(executor, budget, say, current, name, below[name])
         if record is not None:
             current, best = dict(record.ratios), record
         if budget.goal_met(executor, best):
@@ -215,15 +214,9 @@ def primesvt(
     return SearchResult(best, ratios=current, sensitivity=curves)
 
 
-def psvit(
-    executor: PruneExecutor, budget: Budget, progress: Progress, pool: CandidatePool | None = None
-) -> SearchResult:
+def psvit(executor: PruneExecutor, budget: Budget, progress: Say, pool: CandidatePool | None = None) -> SearchResult:
     """PSViT: a uniform step on half the budget, per-group sensitivity (on ``pool``), then fine-grained rates."""
-    half = Budget(
-        budget.baseline, budget.max_drop / 2, budget.min_saving, sequential=budget.sequential,
-        held_images=budget.held_images,
-    )  # fmt: skip
-    start = uniform(executor, half, progress)
+    start = uniform(executor, budget.uniform_first(), progress)
     base = dict(start.ratios)
     floor = max(base.values(), default=0.0)
     rates = tuple(r for r in SCAN_RATES if r > floor)

@@ -24,7 +24,7 @@ from svtprune.graph.surgery import keep_storage, prune
 from svtprune.hardware.energy import measure_energy
 from svtprune.recover.reconstruct import reconstruct
 from svtprune.recover.targets import TargetStore
-from svtprune.runtime import logits_of, make_session, measured_latency, release_freed_memory
+from svtprune.runtime import PairedTiming, logits_of, make_session, measured_latency, release_freed_memory
 from svtprune.search.records import Measurement
 from svtprune.search.sequential import ACCEPTED, SequentialTest, hits_on, judge
 
@@ -43,7 +43,7 @@ class PruneExecutor:
     screen_images: int = 500  # size of the screening subset (used when the split has twice as many)
     max_rows: int | None = 32768  # rows per fit: all 25,088 of a block layer, 1/12 of a stem conv
     original_logits: np.ndarray | None = None  # the unpruned model on ``data``, if the caller has it already
-    time_candidates: bool = False  # objective latency: time every fully measured candidate on ORT
+    timing: PairedTiming | None = None  # objective latency: time every full candidate against the original
     latency_rank: dict[str, float] | None = None  # group -> speedup of pruning it alone (objective latency)
     energy_images: np.ndarray | None = None  # objective energy: firing rates of every full candidate on these
     energy_rank: dict[str, float] | None = None  # group -> energy saving of pruning it alone (objective energy)
@@ -141,7 +141,7 @@ class PruneExecutor:
         else:
             accuracy, stderr, images, verdict = self._sequential(model, known, screen, test)
         full = verdict == ACCEPTED if test is not None else not screen or self.screen_index() is None
-        latency = measured_latency(model) if self.time_candidates and full else None
+        latency = self.timing.latency(model) if self.timing is not None and full else None
         energy = self._energy(model) if full else None
         record = Measurement(
             label, accuracy, param_bytes(model), time.perf_counter() - started, dict(ratios), images=images,
@@ -232,7 +232,8 @@ class PruneExecutor:
 
     def latency_of(self, ratios: dict[str, float]) -> tuple[float, float]:
         """Latency of the plan's structure alone (no re-fit: weights do not change the time)."""
-        return measured_latency(prune(self.analysis, self.plan_for(ratios), check=False))
+        model = prune(self.analysis, self.plan_for(ratios), check=False)
+        return self.timing.latency(model) if self.timing is not None else measured_latency(model)
 
     def energy_of(self, ratios: dict[str, float]) -> float:
         """Estimated uJ per image of the plan (with recovery: re-fitted weights change the firing)."""

@@ -15,13 +15,12 @@ measured to break the budget: a step that large has been seen to fail.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
+from svtprune.progress import Say, Step
 from svtprune.search.budget import Budget
 from svtprune.search.quant_executor import QuantExecutor, key_of
 from svtprune.search.records import FP32, Measurement, SearchResult
 
-Progress = Callable[[str], None]
 Setting = dict[str, int]
 
 
@@ -43,13 +42,15 @@ def _expansions(executor: QuantExecutor, setting: Setting, widths: tuple[int, ..
     return out
 
 
-def _sensitivity(executor: QuantExecutor, widths: tuple[int, ...], progress: Progress) -> dict:
+def _sensitivity(executor: QuantExecutor, widths: tuple[int, ...], progress: Say) -> dict:
     """Drift of each layer alone at each width: the proxy's per-layer robustness table."""
     table = {}
+    lowest = executor.quantizer.lowest_bits
+    total = sum(w >= lowest(layer) for layer in executor.quantizer.layers for w in widths)
     for layer in executor.quantizer.layers:
         table[layer.name] = []
-        for width in sorted(w for w in widths if w >= executor.quantizer.lowest_bits(layer))[::-1]:
-            progress(f"drift {layer.name} @ {width} bits")
+        for width in sorted(w for w in widths if w >= lowest(layer))[::-1]:
+            progress(Step(f"drift {layer.name} @ {width} bits", "drift", total, exact=True))
             table[layer.name].append((width, executor.drift({layer.name: width})))
     return table
 
@@ -78,7 +79,7 @@ class Gate:
 
 
 def greedy(
-    executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress, gate: bool = True
+    executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Say, gate: bool = True
 ) -> SearchResult:
     """Lower layers in order of bytes saved per unit of drift, several steps per measurement while they pass.
 
@@ -86,7 +87,7 @@ def greedy(
     after an accepted measurement and halves after a refused (or gated) one, and a single step
     refused is not tried again. Cheap steps (most 8-bit ones) then share measurements instead of
     costing one each, which matters where a measurement is a pass over the whole search split:
-    100 s on a 9.3M-parameter Spikformer with 66 possible steps (BENCHMARKS.md, issue 18).
+    100 s on a 9.3M-parameter Spikformer with 66 possible steps (docs/benchmark-log.md, issue 18).
     """
     table = _sensitivity(executor, widths, progress)
     alone = {(name, w): d for name, points in table.items() for w, d in points}
@@ -119,7 +120,7 @@ def greedy(
 
 
 def beam(
-    executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress, width: int = 4
+    executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Say, width: int = 4
 ) -> SearchResult:
     """Greedy's ranking over the moves of ``width`` settings at once; the ``width`` first that pass go on.
 
@@ -160,7 +161,7 @@ def beam(
     return SearchResult(best, bits=best.bits if best else {}, sensitivity=table)
 
 
-def exhaustive(executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Progress) -> SearchResult:
+def exhaustive(executor: QuantExecutor, budget: Budget, widths: tuple[int, ...], progress: Say) -> SearchResult:
     """Ungated greedy: every one-step lowering fully measured; the most bytes per point lost wins."""
     current: Setting = {}
     best = None

@@ -17,7 +17,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from svtprune.graph.io import attribute
-from svtprune.runtime import with_outputs
+from svtprune.graph.taps import with_outputs
 
 FIRE_OPS = {"GreaterOrEqual", "Greater", "Less", "LessOrEqual"}
 STATE_OPS = {"Add", "Sub", "Mul", "Div", "Neg", "Cast", "Where", "Identity", "Max", "Min", "Clip"}

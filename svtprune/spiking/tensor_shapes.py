@@ -14,7 +14,8 @@ import onnx
 from onnx import shape_inference
 
 from svtprune.graph.io import with_batch
-from svtprune.runtime import make_session, with_outputs
+from svtprune.graph.taps import with_outputs
+from svtprune.runtime import make_session
 
 Shapes = dict[str, tuple[int, ...]]
 

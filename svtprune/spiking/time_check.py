@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from svtprune.runtime import make_session, with_outputs
+from svtprune.graph.taps import with_outputs
+from svtprune.runtime import make_session
 from svtprune.spiking.neurons import Neuron, find_neurons
 
 CHECK_BATCH = 2
