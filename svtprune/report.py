@@ -147,7 +147,24 @@ def _time_steps(section: dict) -> str:
         f"<h2>Time steps</h2><p id='time-steps'>{section['original']} -> {section['chosen']} "
         f"({html.escape(section['reason'])}); stem: {once}.</p><table id='time-candidates' class='numbers'><tr>"
         "<th>T'</th><th>search accuracy</th><th>verdict</th><th>held-out accuracy</th><th>batch-1 latency</th>"
-        f"<th>speed-up</th></tr>{rows}</table>"
+        f"<th>speed-up</th></tr>{rows}</table>{_tokens(section.get('tokens'))}"
+    )
+
+
+def _tokens(section: dict | None) -> str:
+    """The tokens left out of the blocks after the time steps: each count judged, and what was kept."""
+    if not section or "candidates" not in section:
+        return f"<p id='tokens'>Tokens: all kept ({html.escape(section['note'])}).</p>" if section else ""
+    rows = "".join(
+        f"<tr><td>{c['left_out']}</td><td>{_percent(c['accuracy_search'])}</td><td class='text'>{c['verdict']}</td>"
+        f"<td>{_percent(c['accuracy_held'])}</td><td>{_ms(c.get('latency_ms_b1'))}</td></tr>"
+        for c in section["candidates"]
+    )
+    return (
+        f"<p id='tokens'>Tokens through the blocks: {section['total'] - section['left_out']} of {section['total']} "
+        "(least important left out first, training-free).</p><table id='token-candidates' class='numbers'><tr>"
+        "<th>tokens left out</th><th>search accuracy</th><th>verdict</th><th>held-out accuracy</th>"
+        f"<th>batch-1 latency</th></tr>{rows}</table>"
     )
 
 

@@ -184,6 +184,13 @@ def removed_table(report: dict) -> str:
             f"<tr><th scope='row' title='{html.escape(section['stem_once'])}'>stem (layers before the first "
             f"neuron)</th><td>once per image</td><td>{section['original'] - 1} of {section['original']} runs</td></tr>"
         )
+    tokens = (section or {}).get("tokens") or {}
+    if tokens.get("left_out"):
+        kept, total = tokens["total"] - tokens["left_out"], tokens["total"]
+        rows.append(
+            f"<tr><th scope='row'>tokens through the blocks</th><td>{kept} / {total}</td>"
+            f"<td>-{tokens['left_out'] / total:.0%}</td></tr>"
+        )
     touched = sum(g["after"] < g["before"] for g in groups)
     note = f"<p>{touched} of {len(groups)} channel groups pruned; hover a name for the full one.</p>" if groups else ""
     return (

@@ -49,8 +49,15 @@ def test_speed_goal_cuts_time_steps_and_verify_passes(small_val: Path, tmp_path:
     assert meta["timesteps"] == section["chosen"] and meta["timesteps_original"] == 4 and "stem_once" in meta
     assert {n.time_steps for n in find_neurons(onnx.load(str(out)))} == {section["chosen"]}
     assert "id='time-candidates'" in out.with_suffix(".report.html").read_text()
+    # no speed goal to meet, so tokens are left out too (issue 30 item 5), each count judged like a T'
+    tokens = section["tokens"]
+    assert tokens["total"] == 49 and tokens["candidates"][0]["left_out"] == 5
+    kept = meta.get("tokens_kept", list(range(49)))
+    assert len(kept) == 49 - tokens["left_out"]
+    assert "id='token-candidates'" in out.with_suffix(".report.html").read_text()
     result = verify(SPIKFORMER, out, out.with_suffix(".plan.json"), np.load(small_val)["x"][:16])
     assert result["passed"] and "time steps" in result["time_steps"]
+    assert ("tokens through the blocks" in result["time_steps"]) == bool(tokens["left_out"])
 
 
 def test_no_budget_keeps_every_time_step(small_val: Path, tmp_path: Path) -> None:

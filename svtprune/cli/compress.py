@@ -132,6 +132,16 @@ def compress(
             rich_help_panel=METHOD,
         ),
     ] = "auto",
+    drop_tokens: Annotated[
+        str,
+        typer.Option(
+            help="Tokens left out of the blocks after the stem: auto (with a speed goal still unmet after the "
+            "time steps, try 10%, 20%, ... of them, least important first, each judged like every other "
+            "candidate), keep, or a number of tokens to leave out.",
+            metavar="auto|keep|K",
+            rich_help_panel=METHOD,
+        ),
+    ] = "auto",
     min_energy_saving: Annotated[
         float | None,
         share_goal("Share of the energy per image to save: 0.5 or 50% (orders the search by energy)."),
@@ -209,6 +219,7 @@ def compress(
         split=SplitOptions(calib=calib, seed=seed, max_images=max_images),
         parallel=ParallelOptions(workers=workers, executor=executor, ray_address=ray_address),
         force=force, format=format, preprocess=preprocess, time_limit=time_limit, layout=layout, timesteps=timesteps,
+        drop_tokens=drop_tokens,
     )  # fmt: skip
     report = run_search(
         "compressing",

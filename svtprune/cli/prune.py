@@ -48,6 +48,16 @@ def prune(
             rich_help_panel=PRUNING,
         ),
     ] = None,
+    drop_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="Leave the K tokens that move the logits least (measured on --data, no labels) out of the "
+            "blocks: training-free token pruning, an approximation whose accuracy prune does not measure.",
+            callback=number(minimum=1),
+            show_default=False,
+            rich_help_panel=PRUNING,
+        ),
+    ] = None,
     plan_out: Annotated[
         Path | None, typer.Option(help="Plan JSON (default: OUT with .plan.json).", rich_help_panel=OUTPUT)
     ] = None,
@@ -79,9 +89,15 @@ def prune(
     from svtprune.errors import UserError
     from svtprune.jobs.prune import claim_outputs, prune_uniform, write_outputs
 
-    timed = timesteps is not None or stem_once
-    if data is not None and timesteps is None:
-        raise UserError("is read only with --timesteps (to re-fit the cut's head); prune measures nothing", "data")
+    timed = timesteps is not None or stem_once or drop_tokens is not None
+    if data is not None and timesteps is None and drop_tokens is None:
+        raise UserError(
+            "is read only with --timesteps or --drop-tokens (to re-fit the head, to rank tokens); "
+            "prune measures nothing",
+            "data",
+        )
+    if drop_tokens is not None and data is None:
+        raise UserError("needs --data: the tokens left out are those that move the logits least", "drop_tokens")
     if ratio is None and not timed:
         ratio = DEFAULT_RATIO
     with claim_outputs(out, plan_out, model, force, format) as outputs:
@@ -93,7 +109,13 @@ def prune(
                 calibration_images(data, model, preprocess),
             )
             result = prune_timesteps(
-                model, timesteps, stem_once=once, ratio=ratio, importance=importance, calibration=calibration
+                model,
+                timesteps,
+                stem_once=once,
+                ratio=ratio,
+                importance=importance,
+                calibration=calibration,
+                drop_tokens=drop_tokens,
             )
         else:
             result = prune_uniform(path=model, ratio=ratio, importance=importance)
@@ -109,6 +131,8 @@ def prune(
         line = f"time steps: {summary['timesteps_original']} -> {summary['timesteps']}"
         once, recovery = summary["stem_once"], summary.get("time_recovery")
         line += (f"; {once}" if once else "") + (f"; {recovery['what']}" if recovery else "")
+        if summary.get("tokens_kept") is not None:
+            line += f"; {len(summary['tokens_kept'])} of {summary['tokens']} tokens through the blocks"
         Console(stderr=True).print(line, highlight=False)
 
 
@@ -132,6 +156,7 @@ def prune_summary(result: Any, out: Path, plan_path: Path, ratio: float | None, 
         summary.update(timesteps=meta["timesteps"], timesteps_original=meta["timesteps_original"])
         summary["stem_once"] = meta.get("stem_once", False)
         summary["time_recovery"] = meta.get("time_recovery")
+        summary.update(tokens_kept=meta.get("tokens_kept"), tokens=meta.get("tokens"))
     if result.deployment is not None:
         summary["deployment"] = result.deployment
     return summary

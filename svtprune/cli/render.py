@@ -200,7 +200,7 @@ def _removed_lines(report: dict, shown: int = REMOVED_SHOWN) -> str:
     pruned = [g for g in groups if g["after"] < g["before"]]
     section = report.get("timesteps") or {}
     cut = bool(section) and section.get("chosen") is not None and section["chosen"] < section["original"]
-    if not pruned and not cut:
+    if not pruned and not cut and not (section.get("tokens") or {}).get("left_out"):
         return "removed: nothing (every channel group kept whole)\n" if groups else ""
     labels = short_names([g["group"] for g in pruned])
     width = max((len(labels[g["group"]]) for g in pruned[:shown]), default=0)
@@ -217,6 +217,9 @@ def _removed_lines(report: dict, shown: int = REMOVED_SHOWN) -> str:
         lines.append(f"  {len(groups) - len(pruned)} of {len(groups)} groups kept whole")
     if cut:
         lines.append(f"  time steps {section['chosen']} of {section['original']}")
+    tokens = section.get("tokens") or {}
+    if tokens.get("left_out"):
+        lines.append(f"  tokens through the blocks {tokens['total'] - tokens['left_out']} of {tokens['total']}")
     return "removed (kept/total):\n" + "\n".join(lines) + "\n"
 
 
@@ -229,7 +232,10 @@ def _time_line(report: dict) -> str:
     once = ", the stem once per image" if section["stem_once"] else ""
     recovery = section.get("recovery") or "none"
     refit = "" if recovery.startswith("none") else f"; {recovery}"
-    return f"time steps: {section['original']} -> {section['chosen']}{once} ({section['reason']}{refit})\n" + folded
+    tokens = section.get("tokens") or {}
+    left = f"; {tokens['total'] - tokens['left_out']} of {tokens['total']} tokens" if tokens.get("left_out") else ""
+    line = f"time steps: {section['original']} -> {section['chosen']}{once}{left} ({section['reason']}{refit})\n"
+    return line + folded
 
 
 def _quantization_line(report: dict) -> str:

@@ -207,9 +207,10 @@ def compress_report(
 
 
 def time_cut(plan: Plan) -> bool:
-    """The model runs fewer time steps or its stem once (the time phase's edits, jobs/time_step.py)."""
+    """The model runs fewer time steps, its stem once or fewer tokens (the time phase's edits, jobs/time_step.py)."""
     meta = plan.meta
-    return meta.get("timesteps", 0) < meta.get("timesteps_original", 0) or bool(meta.get("stem_once"))
+    fewer = meta.get("timesteps", 0) < meta.get("timesteps_original", 0) or "tokens_kept" in meta
+    return fewer or bool(meta.get("stem_once"))
 
 
 def _times(b1: float, b64: float, fastest: tuple[float, float]) -> dict:

@@ -224,6 +224,8 @@ class CompressOptions:
     layout: str = "fastest"  # of quantized weights, as QuantizeOptions.layout (only when quantization runs)
     # "auto": fewer time steps searched with a speed goal (jobs/time_step.py); "keep": never; N: run N steps
     timesteps: str | int = "auto"
+    # "auto": with a speed goal still unmet after the time steps, tokens left out of the blocks (jobs/time_step.py)
+    drop_tokens: str | int = "auto"
 
     def __post_init__(self) -> None:
         check_number(self.max_accuracy_drop, "max_accuracy_drop", low=0)
@@ -231,6 +233,7 @@ class CompressOptions:
         check_format(self.format)
         check_preprocess(self)
         object.__setattr__(self, "timesteps", parse_timesteps(self.timesteps))
+        object.__setattr__(self, "drop_tokens", parse_mode(self.drop_tokens, "drop_tokens", "tokens"))
         if self.time_limit is not None:
             check_number(self.time_limit, "time_limit", low=0, low_open=True)
         check_number(self.prune_share, "prune_share", 0, 1, low_open=True)
@@ -309,15 +312,20 @@ TIMESTEP_MODES = ("auto", "keep")
 
 def parse_timesteps(value: str | int) -> str | int:
     """'auto', 'keep' or a whole number of steps >= 1 (its upper bound, the model's T, is checked on the model)."""
+    return parse_mode(value, "timesteps", "steps")
+
+
+def parse_mode(value: str | int, option: str, unit: str) -> str | int:
+    """'auto', 'keep' or a whole number of ``unit`` >= 1 (its upper bound is checked on the model)."""
     if isinstance(value, str) and value in TIMESTEP_MODES:
         return value
     try:
-        steps = int(value)
+        number = int(value)
     except (TypeError, ValueError):
-        raise UserError(f"must be auto, keep or a number of time steps, got {value!r}", option="timesteps") from None
-    if isinstance(value, bool) or steps != value and str(steps) != str(value).strip() or steps < 1:
-        raise UserError(f"must be auto, keep or a whole number of steps >= 1, got {value!r}", option="timesteps")
-    return steps
+        raise UserError(f"must be auto, keep or a number of {unit}, got {value!r}", option=option) from None
+    if isinstance(value, bool) or number != value and str(number) != str(value).strip() or number < 1:
+        raise UserError(f"must be auto, keep or a whole number of {unit} >= 1, got {value!r}", option=option)
+    return number
 
 
 def check_preprocess(options: CompressOptions | QuantizeOptions) -> None:

@@ -29,6 +29,7 @@ from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
 from svtprune.jobs.common import Say, Start, judged_part
 from svtprune.jobs.options import CompressOptions
+from svtprune.jobs.token_step import META_KEY, token_ranking
 from svtprune.recover.time_cut import changed_layers, refit_time_cut
 from svtprune.runtime import PairedTiming, balanced_speedup, logits_of, make_session
 from svtprune.search.budget import TIME_SHARE, Budget
@@ -38,6 +39,7 @@ from svtprune.spiking.compute_once import NOTHING, compute_once
 from svtprune.spiking.time_axis import TimeAxis, find_time_axis
 from svtprune.spiking.time_check import spikes_differ
 from svtprune.spiking.timesteps import shorten
+from svtprune.spiking.tokens import drop_tokens, find_token_axis
 
 # calls of each model, interleaved, deciding whether the stem-once rewrite is faster, at batch 1 and 64: it must be
 # faster at both, since the Tile that repeats the stem's output grows with the batch (paired, the reference SDT ran
@@ -58,16 +60,20 @@ class TimeChoice:
     section: dict = field(default_factory=dict)
     original_latency: tuple[float, float] | None = None  # the original's timing (speed goal), reused by the search
     recovery: dict | None = None  # the head re-fit after the cut (``recover.time_cut``), when it changed the model
+    tokens: dict = field(default_factory=dict)  # the tokens left out of the blocks (jobs/token_step.py's meta)
 
     def meta(self) -> dict:
         """The plan's record of the time edits (``verify`` rebuilds its oracle from it; a recovery's layers are
         checked as re-fitted ones)."""
         meta = {"timesteps": self.steps, "timesteps_original": self.original_steps, "stem_once": self.stem_once}
-        return {**meta, "time_recovery": self.recovery} if self.recovery else meta
+        return {**meta, **self.tokens, **({"time_recovery": self.recovery} if self.recovery else {})}
 
 
 def wants_time_steps(options: CompressOptions) -> bool:
-    """Whether compress looks at the time axis at all: asked for (``--timesteps N``), or auto with a speed goal."""
+    """Whether compress looks at the time axis (and the tokens) at all: asked for (``--timesteps N``,
+    ``--drop-tokens K``), or auto with a speed goal."""
+    if isinstance(options.drop_tokens, int):
+        return True
     if options.timesteps == "keep":
         return False
     return options.timesteps != "auto" or options.goal.objective == "latency"
@@ -105,7 +111,7 @@ def time_step(
     once, line, speedup = _stem_once(original, axis)
     calibration = options.prune.calibration_images if options.prune.reconstruct else None
     phase = _Phase(original, axis, once is not None, start, budget.time_steps(), calibration)
-    tried = phase.search(forced, say)
+    tried = phase.search(forced, say) if options.timesteps != "keep" else []
     # with fine-tuning next, the held-out check is of the fine-tuned model: before it, the search's allowance holds
     allowed = options.max_accuracy_drop if options.finetune.finetune_data is None else options.points.search
     chosen = phase.held_out_choice(tried, start, allowed, forced is not None, say)
@@ -132,6 +138,9 @@ def time_step(
     recovery = phase.recovery[steps] if chosen is not None and phase.recovery[steps]["layers"] else None
     choice = TimeChoice(model, steps, axis.steps, section["stem_once"], held, section, budget.original_latency)
     choice.recovery = recovery
+    unmet = options.goal.objective == "latency" and "speed goal" not in phase.reason
+    if isinstance(options.drop_tokens, int) or (options.drop_tokens == "auto" and unmet):
+        leave_tokens_out(choice, phase, start, allowed, options.drop_tokens, say)
     return choice
 
 
@@ -218,7 +227,7 @@ class _Phase:
         self.recovery[steps] = {"what": result.what, "layers": changed_layers(model, result.model)}
         return result.model
 
-    def judge(self, steps: int, model: onnx.ModelProto) -> Measurement:
+    def judge(self, label: str, model: onnx.ModelProto) -> Measurement:
         started, search = time.perf_counter(), self.judged
         session = make_session(model)
         known: dict[int, bool] = {}
@@ -230,7 +239,7 @@ class _Phase:
         latency = self.timing.latency(model) if verdict == ACCEPTED and self.timing is not None else None
         accuracy = 100.0 * float(self.reference.mean()) - estimate.drop
         return Measurement(
-            f"T'={steps}", accuracy, param_bytes(model), time.perf_counter() - started, images=estimate.images,
+            label, accuracy, param_bytes(model), time.perf_counter() - started, images=estimate.images,
             stderr=estimate.stderr, latency_ms=latency, verdict=verdict,
         )  # fmt: skip
 
@@ -246,7 +255,7 @@ class _Phase:
                     raise UserError(f"cannot cut the time axis of this graph exactly ({problem})", "timesteps")
                 break
             self.models[steps] = model
-            tried.append(_Tried(steps, self.judge(steps, model), recovery=self.recovery[steps]["what"]))
+            tried.append(_Tried(steps, self.judge(f"T'={steps}", model), recovery=self.recovery[steps]["what"]))
             record = tried[-1].record
             if forced is None and record.verdict != ACCEPTED:
                 self.reason = f"{steps} steps rejected by the sequential test within {self.budget.max_drop:.2f} points"
@@ -274,3 +283,42 @@ class _Phase:
                 return t
             say(f"held-out drop too large at {t.steps} time steps: stepping back")
         return None
+
+
+TOKEN_SHARES = (0.1, 0.2, 0.3, 0.4, 0.5)  # of the blocks' tokens left out, tried in turn
+
+
+def leave_tokens_out(
+    choice: TimeChoice, phase: _Phase, start: Start, allowed: float, forced: int | str, say: Say
+) -> None:
+    """Tokens left out of the chosen model's blocks, least important first (jobs/token_step.py), in place.
+
+    Each candidate is judged against the original on the time phase's budget, like a time step count, until
+    one is rejected or meets the speed goal; the largest accepted within ``allowed`` held-out is kept."""
+    axis = find_token_axis(choice.model)
+    if isinstance(axis, str):
+        choice.section["tokens"] = {"kept": "all", "note": axis}
+        return
+    counts = [forced] if isinstance(forced, int) else sorted({max(1, round(s * axis.count)) for s in TOKEN_SHARES})
+    if max(counts) >= axis.count:
+        raise UserError(f"must be below the {axis.count} tokens the blocks see, got {max(counts)}", "drop_tokens")
+    say(f"ranking the {axis.count} tokens")
+    images = phase.calibration[0] if phase.calibration is not None else phase.judged.x
+    order = token_ranking(choice.model, axis, images)
+    tried, holds, chosen = [], start.holds(allowed), None
+    for count in counts:
+        say(f"judging {axis.count - count} of {axis.count} tokens")
+        model = drop_tokens(choice.model, axis, sorted(order[count:]))
+        record = phase.judge(f"{count} tokens out", model)
+        held = top1(logits_of(make_session(model), start.held.x), start.targets["held"])
+        tried.append({"left_out": count, "verdict": record.verdict, "accuracy_search": round(record.accuracy, 3),
+                      "accuracy_held": round(held, 3), "latency_ms_b1": (record.latency_ms or [None])[0]})  # fmt: skip
+        if isinstance(forced, int) or (record.verdict == ACCEPTED and holds(held)):
+            chosen = (count, model, held)
+        if record.verdict != ACCEPTED or phase.budget.goal_met(None, record):  # type: ignore[arg-type]
+            break
+    choice.section["tokens"] = {"total": axis.count, "grid": list(axis.grid), "candidates": tried,
+                                "left_out": chosen[0] if chosen else 0}  # fmt: skip
+    if chosen is not None:
+        count, choice.model, choice.held_accuracy = chosen
+        choice.tokens = {META_KEY: sorted(order[count:]), "tokens": axis.count, "token_grid": list(axis.grid)}

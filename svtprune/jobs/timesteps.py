@@ -22,6 +22,7 @@ from svtprune.errors import UserError
 from svtprune.graph.io import load_model, param_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.prune import PruneResult, prune_uniform
+from svtprune.jobs.token_step import without_tokens
 from svtprune.recover.time_cut import changed_layers, refit_time_cut
 from svtprune.spiking.compute_once import compute_once
 from svtprune.spiking.time_axis import TimeAxis, find_time_axis
@@ -51,9 +52,11 @@ def prune_timesteps(
     ratio: float | None = None,
     importance: str = "l2",
     calibration: np.ndarray | None = None,
+    drop_tokens: int | None = None,
 ) -> PruneResult:
-    """The model at ``path`` cut to ``timesteps`` steps (None: all T), its stem once, its channels by ``ratio``;
-    with ``calibration`` images (unlabelled), the cut's head re-fitted to the original's logits on them."""
+    """The model at ``path`` cut to ``timesteps`` steps (None: all T), its stem once, its channels by ``ratio``,
+    ``drop_tokens`` tokens left out of its blocks (ranked on ``calibration``); with ``calibration`` images
+    (unlabelled), the cut's head re-fitted to the original's logits on them."""
     original = load_model(path)
     if timesteps is not None:
         check_timesteps(timesteps, time_axis_of(original, path).steps)  # before any channel is pruned
@@ -74,7 +77,12 @@ def prune_timesteps(
     problem = spikes_differ(full, model, steps)
     if problem is not None:
         raise UserError(f"{path}: cannot cut the time axis of this graph exactly ({problem})")
-    if calibration is not None and steps < axis.steps:
+    if drop_tokens:
+        if calibration is None:
+            raise UserError("needs --data: the tokens left out are those that move the logits least", "drop_tokens")
+        model, tokens = without_tokens(model, drop_tokens, calibration, path)
+        plan.meta.update(tokens)
+    if calibration is not None and (steps < axis.steps or drop_tokens):
         recovery = refit_time_cut(original, model, calibration[:RECOVERY_IMAGES], axis=axis)
         plan.meta["time_recovery"] = {"what": recovery.what, "layers": changed_layers(model, recovery.model)}
         model = recovery.model

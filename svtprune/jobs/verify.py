@@ -16,6 +16,7 @@ from svtprune.graph.analysis import analyze
 from svtprune.graph.plan import Plan
 from svtprune.graph.surgery import prune, zero_out
 from svtprune.jobs.fold_step import refold
+from svtprune.jobs.token_step import with_plan_tokens
 from svtprune.jobs.verify_refit import refit_section, shape_only_groups
 from svtprune.jobs.verify_rewritten import rewritten_section
 from svtprune.quantization.scheme import FP32
@@ -102,7 +103,9 @@ def at_plan_steps(model: onnx.ModelProto, meta: dict, path: str | Path) -> tuple
         model, _ = compute_once(model, axis, steps)
     elif steps != axis.steps:
         model = shorten(model, axis, steps)
-    return model, f"oracle: the original at {steps} of its {axis.steps} time steps" + ", stem once" * once
+    model, tokens = with_plan_tokens(model, meta, path)
+    line = f"oracle: the original at {steps} of its {axis.steps} time steps" + ", stem once" * once
+    return model, line + (f", {tokens}" if tokens else "")
 
 
 VERIFY_CHUNK = 8  # at most this many images' spikes and membranes held at once
