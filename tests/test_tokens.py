@@ -116,3 +116,36 @@ def test_prune_drop_tokens_then_verify(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "--drop-tokens must be in [1, 48]" in err and "Traceback" not in err
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "y.onnx").exists()
+
+
+CORPUS = ROOT / "tests" / "data" / "corpus"
+
+
+def test_every_export_of_a_model_leaves_the_same_tokens_out_alike() -> None:
+    """The corpus's exports of one model (dynamo opsets 18 and 20, dynamic and fixed batch, whose fixed-shape
+    starting membranes are folded into per-token constants): the token axis is followed in every one or in
+    none, and the same tokens left out give the same logits in each (each export matches PyTorch to 1e-6)."""
+    graphs = json.loads((CORPUS / "corpus.json").read_text())["graphs"]
+    families: dict[str, list[dict]] = {}
+    for entry in graphs:
+        if entry["spiking"]:
+            families.setdefault(entry["family"], []).append(entry)
+    followed = set()
+    for family, entries in families.items():
+        logits, refused = [], []
+        for entry in entries:
+            model = onnx.load(CORPUS / entry["file"])
+            axis = find_token_axis(model)
+            if isinstance(axis, str):
+                refused.append(entry["name"])
+                continue
+            keep = list(range(1, axis.count, 2))
+            batch = entry["batch"] if isinstance(entry["batch"], int) else 2
+            x = np.random.default_rng(0).standard_normal([batch, *entry["input_shape"][1:]])
+            out = logits_of(make_session(drop_tokens(model, axis, keep)), x.astype(np.float32))
+            logits.append(out[:1])
+        assert not logits or not refused, (family, refused)
+        followed.update([family] if logits else [])
+        for other in logits[1:]:
+            np.testing.assert_allclose(other, logits[0], atol=1e-4)
+    assert {"spikformer_fmnist", "spikformer_cifar", "qkformer"} <= followed

@@ -35,6 +35,9 @@ class TokenSites:
     sums: list[str] = field(default_factory=list)  # MatMuls contracting the tokens, Softmaxes over them
     means: list[str] = field(default_factory=list)  # ReduceMean over the tokens
     layers: int = 0  # weighted layers that run once per token: what leaving a token out saves
+    # (node, input, axis): a constant operand with the same values for every token, to be cut to N' tokens
+    # (fixed-shape exports fold a neuron's starting membrane into such a constant)
+    uniform: list[tuple[str, int, int]] = field(default_factory=list)
 
 
 class TokenFollower:
@@ -109,13 +112,16 @@ class TokenFollower:
         if len(found) != 1:
             raise NotFollowable(f"its inputs hold tokens on different axes {sorted(found)}")
         axis = found.pop()
-        for name, tag in zip(node.input, tags, strict=True):
+        for index, (name, tag) in enumerate(zip(node.input, tags, strict=True)):
             if tag is not None or not name:
                 continue
             shape = self.shapes[name]
             at = axis - (len(out) - len(shape))
             if at >= 0 and shape[at] > 1:
-                raise NotFollowable(f"{name!r} holds a value per token that no kept token selects")
+                value = self.consts.get(name)
+                if value is None or not np.array_equal(value, np.broadcast_to(value.take([0], axis=at), value.shape)):
+                    raise NotFollowable(f"{name!r} holds a value per token that no kept token selects")
+                self.sites.uniform.append((key(node), index, at))
         return axis
 
     def per_position(self, node: onnx.NodeProto, tags: list) -> int:

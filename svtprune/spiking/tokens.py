@@ -86,6 +86,10 @@ def drop_tokens(model: onnx.ModelProto, axis: TokenAxis, keep: list[int]) -> onn
         value = constants.values[node.input[index]].copy()
         value.reshape(-1)[flat] = len(keep)
         constants.replace(node, index, value, f"tokens{len(keep)}")
+    for name, index, at in axis.sites.uniform:  # the same value for every token: any N' of them will do
+        node = nodes[name]
+        value = np.take(constants.values[node.input[index]], range(len(keep)), axis=at)
+        constants.replace(node, index, value, f"tokens{len(keep)}")
     indices = constants.add(np.asarray(keep, dtype=np.int64), f"{axis.merge}_kept_tokens")
     gathered = f"{axis.merge}_kept"
     rename_inputs(out, {axis.merge: gathered})
