@@ -149,3 +149,12 @@ def test_every_export_of_a_model_leaves_the_same_tokens_out_alike() -> None:
         for other in logits[1:]:
             np.testing.assert_allclose(other, logits[0], atol=1e-4)
     assert {"spikformer_fmnist", "spikformer_cifar", "qkformer"} <= followed
+
+
+def test_analyze_says_which_tokens_can_go() -> None:
+    from svtprune.jobs.analyze import analyze_report
+
+    spikformer = analyze_report(REFERENCE / "spikformer_fmnist.onnx")["tokens"]
+    assert (spikformer["count"], spikformer["grid"]) == (49, [7, 7]) and "--drop-tokens" in spikformer["line"]
+    sdt = analyze_report(REFERENCE / "sdt_fmnist.onnx")["tokens"]
+    assert sdt["count"] is None and "none can be left out" in sdt["line"]

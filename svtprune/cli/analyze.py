@@ -21,3 +21,4 @@ def analyze(model: ModelArg, as_json: Json = False) -> None:
     else:
         print_analyze(model, report)
         Console().print(report["time_axis"]["line"], highlight=False, soft_wrap=True)
+        Console().print(report["tokens"]["line"], highlight=False, soft_wrap=True)

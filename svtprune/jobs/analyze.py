@@ -1,4 +1,4 @@
-"""The analyze job: channel groups, why some are refused, the spiking neurons found, and the time axis."""
+"""The analyze job: channel groups, why some are refused, the spiking neurons found, the time and token axes."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from svtprune.graph.analysis import analyze, group_table, prunable_bytes
 from svtprune.graph.io import load_model, param_bytes
 from svtprune.spiking.neurons import find_neurons
 from svtprune.spiking.time_axis import find_time_axis
+from svtprune.spiking.tokens import find_token_axis
 
 
 def analyze_report(path: str | Path) -> dict:
@@ -30,6 +31,7 @@ def analyze_report(path: str | Path) -> dict:
             for n in neurons
         ],
         "time_axis": time_axis_section(model),
+        "tokens": tokens_section(model),
     }
 
 
@@ -39,3 +41,13 @@ def time_axis_section(model: onnx.ModelProto) -> dict:
     if isinstance(axis, str):
         return {"T": None, "reason": axis, "line": f"time axis: none followed ({axis})"}
     return {**axis.summary(), "line": axis.line()}
+
+
+def tokens_section(model: onnx.ModelProto) -> dict:
+    """The blocks' tokens that ``--drop-tokens`` can leave out (and a line), or ``count`` None and why not."""
+    axis = find_token_axis(model)
+    if isinstance(axis, str):
+        first = axis.split("; after ")[0]
+        return {"count": None, "reason": axis, "line": f"tokens: none can be left out ({first})"}
+    line = f"tokens: {axis.line()}; --drop-tokens can leave some out"
+    return {"count": axis.count, "grid": list(axis.grid), "after": axis.merge, "line": line}
