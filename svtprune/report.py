@@ -157,15 +157,20 @@ def _tokens(section: dict | None) -> str:
         return f"<p id='tokens'>Tokens: all kept ({html.escape(section['note'])}).</p>" if section else ""
     rows = "".join(
         f"<tr><td>{c['left_out']}</td><td>{_percent(c['accuracy_search'])}</td><td class='text'>{c['verdict']}</td>"
-        f"<td>{_percent(c['accuracy_held'])}</td><td>{_ms(c.get('latency_ms_b1'))}</td></tr>"
+        f"<td>{_percent(c['accuracy_held'])}</td><td>{_ms(c.get('latency_ms_b1'))}</td>"
+        f"<td>{_over_last(c.get('speedup_over_last'))}</td></tr>"
         for c in section["candidates"]
     )
     return (
         f"<p id='tokens'>Tokens through the blocks: {section['total'] - section['left_out']} of {section['total']} "
         "(least important left out first, training-free).</p><table id='token-candidates' class='numbers'><tr>"
         "<th>tokens left out</th><th>search accuracy</th><th>verdict</th><th>held-out accuracy</th>"
-        f"<th>batch-1 latency</th></tr>{rows}</table>"
+        f"<th>batch-1 latency</th><th>faster than the last kept (batch 1 / 64)</th></tr>{rows}</table>"
     )
+
+
+def _over_last(speedup: dict | None) -> str:
+    return "–" if not speedup else f"{speedup['b1']:.2f}x / {speedup['b64']:.2f}x"
 
 
 def _percent(x: float | None) -> str:

@@ -293,8 +293,10 @@ def leave_tokens_out(
 ) -> None:
     """Tokens left out of the chosen model's blocks, least important first (jobs/token_step.py), in place.
 
-    Each candidate is judged against the original on the time phase's budget, like a time step count, until
-    one is rejected or meets the speed goal; the largest accepted within ``allowed`` held-out is kept."""
+    Each candidate is judged against the original on the time phase's budget, like a time step count, and
+    timed A B B A against the last one kept: the phase stops at the first that is rejected, not measured
+    faster at batch 1 and 64 (its accuracy would buy no speed), or meets the speed goal. The last kept
+    is the one whose held-out drop stays within ``allowed``."""
     axis = find_token_axis(choice.model)
     if isinstance(axis, str):
         choice.section["tokens"] = {"kept": "all", "note": axis}
@@ -305,20 +307,40 @@ def leave_tokens_out(
     say(f"ranking the {axis.count} tokens")
     images = phase.calibration[0] if phase.calibration is not None else phase.judged.x
     order = token_ranking(choice.model, axis, images)
-    tried, holds, chosen = [], start.holds(allowed), None
+    tried, holds, chosen, last = [], start.holds(allowed), None, choice.model
     for count in counts:
         say(f"judging {axis.count - count} of {axis.count} tokens")
         model = drop_tokens(choice.model, axis, sorted(order[count:]))
-        record = phase.judge(f"{count} tokens out", model)
-        held = top1(logits_of(make_session(model), start.held.x), start.targets["held"])
-        tried.append({"left_out": count, "verdict": record.verdict, "accuracy_search": round(record.accuracy, 3),
-                      "accuracy_held": round(held, 3), "latency_ms_b1": (record.latency_ms or [None])[0]})  # fmt: skip
-        if isinstance(forced, int) or (record.verdict == ACCEPTED and holds(held)):
-            chosen = (count, model, held)
-        if record.verdict != ACCEPTED or phase.budget.goal_met(None, record):  # type: ignore[arg-type]
+        entry, record = _judged_tokens(phase, start, count, model)
+        tried.append(entry)
+        if isinstance(forced, int):
+            chosen = (count, model, entry["accuracy_held"])
+            break
+        if record.verdict != ACCEPTED or not holds(entry["accuracy_held"]):
+            break
+        entry["speedup_over_last"] = faster = _faster(last, model)
+        if min(faster.values()) <= 1.0:
+            break
+        chosen, last = (count, model, entry["accuracy_held"]), model
+        if phase.budget.goal_met(None, record):  # type: ignore[arg-type]  # latency needs no executor
             break
     choice.section["tokens"] = {"total": axis.count, "grid": list(axis.grid), "candidates": tried,
                                 "left_out": chosen[0] if chosen else 0}  # fmt: skip
     if chosen is not None:
         count, choice.model, choice.held_accuracy = chosen
         choice.tokens = {META_KEY: sorted(order[count:]), "tokens": axis.count, "token_grid": list(axis.grid)}
+
+
+def _judged_tokens(phase: _Phase, start: Start, count: int, model: onnx.ModelProto) -> tuple[dict, Measurement]:
+    """A token candidate judged on the search split and measured held-out: its report entry and record."""
+    record = phase.judge(f"{count} tokens out", model)
+    held = top1(logits_of(make_session(model), start.held.x), start.targets["held"])
+    entry = {"left_out": count, "verdict": record.verdict, "accuracy_search": round(record.accuracy, 3),
+             "accuracy_held": round(held, 3), "latency_ms_b1": (record.latency_ms or [None])[0]}  # fmt: skip
+    return entry, record
+
+
+def _faster(before: onnx.ModelProto, after: onnx.ModelProto) -> dict[str, float]:
+    """``after``'s speed-up over ``before`` at batch 1 and 64, timed A B B A (as the exact rewrites are)."""
+    sessions = [make_session(before), make_session(after)]
+    return {f"b{b}": round(balanced_speedup(sessions, b, rounds), 3) for b, rounds in PAIRED_ROUNDS.items()}
