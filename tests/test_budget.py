@@ -12,8 +12,11 @@ from svtprune.search.budget import (
     FINETUNE_SEARCH_FACTOR,
     PSVIT_UNIFORM_SHARE,
     SEARCH_SHARE_OF_BUDGET,
+    TIME_SHARE,
+    TOKEN_SHARE,
     Budget,
     Points,
+    token_points,
 )
 
 
@@ -44,6 +47,9 @@ def test_the_budget_is_frozen_and_its_shares_are_new_budgets() -> None:
     assert first.max_drop == PSVIT_UNIFORM_SHARE and first.sequential and first.held_images == 2000
     assert first.min_speedup is None and budget.max_drop == 1.0
     assert budget.left_after(0.3) == pytest.approx(0.7)
+    tokens = budget.time_steps().tokens()  # leaving tokens out keeps a reserve for the channels after it
+    assert tokens.max_drop == pytest.approx(TIME_SHARE * TOKEN_SHARE) and tokens.min_speedup == 1.5
+    assert token_points(2.0) == pytest.approx(2.0 * TOKEN_SHARE) and TOKEN_SHARE < 1
 
 
 def test_compress_and_quantize_share_their_defaults() -> None:

@@ -32,7 +32,7 @@ from svtprune.jobs.options import CompressOptions
 from svtprune.jobs.token_step import META_KEY, token_ranking
 from svtprune.recover.time_cut import changed_layers, refit_time_cut
 from svtprune.runtime import PairedTiming, balanced_speedup, logits_of, make_session
-from svtprune.search.budget import TIME_SHARE, Budget
+from svtprune.search.budget import TIME_SHARE, Budget, token_points
 from svtprune.search.records import Measurement
 from svtprune.search.sequential import ACCEPTED, hits_on, judge
 from svtprune.spiking.compute_once import NOTHING, compute_once
@@ -227,15 +227,17 @@ class _Phase:
         self.recovery[steps] = {"what": result.what, "layers": changed_layers(model, result.model)}
         return result.model
 
-    def judge(self, label: str, model: onnx.ModelProto) -> Measurement:
+    def judge(self, label: str, model: onnx.ModelProto, budget: Budget | None = None) -> Measurement:
+        """``model`` judged by the sequential test against the original (on ``budget``, default the phase's)."""
         started, search = time.perf_counter(), self.judged
+        test = self.test if budget is None else budget.test(len(self.judged))
         session = make_session(model)
         known: dict[int, bool] = {}
 
         def correct(rows: np.ndarray) -> np.ndarray:
             return hits_on(known, rows, lambda r: logits_of(session, search.x[r]).argmax(axis=1) == self.target[r])
 
-        estimate, verdict = judge(correct, self.reference, self.order, self.test)
+        estimate, verdict = judge(correct, self.reference, self.order, test)
         latency = self.timing.latency(model) if verdict == ACCEPTED and self.timing is not None else None
         accuracy = 100.0 * float(self.reference.mean()) - estimate.drop
         return Measurement(
@@ -293,10 +295,10 @@ def leave_tokens_out(
 ) -> None:
     """Tokens left out of the chosen model's blocks, least important first (jobs/token_step.py), in place.
 
-    Each candidate is judged against the original on the time phase's budget, like a time step count, and
-    timed A B B A against the last one kept: the phase stops at the first that is rejected, not measured
-    faster at batch 1 and 64 (its accuracy would buy no speed), or meets the speed goal. The last kept
-    is the one whose held-out drop stays within ``allowed``."""
+    Each candidate is judged against the original on ``TOKEN_SHARE`` of the time phase's budget (and of
+    ``allowed`` held-out), like a time step count, and timed A B B A against the last one kept: the phase
+    stops at the first that is rejected, over that share held-out, not measured faster at batch 1 and 64
+    (its accuracy would buy no speed), or meeting the speed goal."""
     axis = find_token_axis(choice.model)
     if isinstance(axis, str):
         choice.section["tokens"] = {"kept": "all", "note": axis}
@@ -307,7 +309,7 @@ def leave_tokens_out(
     say(f"ranking the {axis.count} tokens")
     images = phase.calibration[0] if phase.calibration is not None else phase.judged.x
     order = token_ranking(choice.model, axis, images)
-    tried, holds, chosen, last = [], start.holds(allowed), None, choice.model
+    tried, holds, chosen, last = [], start.holds(token_points(allowed)), None, choice.model
     for count in counts:
         say(f"judging {axis.count - count} of {axis.count} tokens")
         model = drop_tokens(choice.model, axis, sorted(order[count:]))
@@ -333,7 +335,7 @@ def leave_tokens_out(
 
 def _judged_tokens(phase: _Phase, start: Start, count: int, model: onnx.ModelProto) -> tuple[dict, Measurement]:
     """A token candidate judged on the search split and measured held-out: its report entry and record."""
-    record = phase.judge(f"{count} tokens out", model)
+    record = phase.judge(f"{count} tokens out", model, phase.budget.tokens())
     held = top1(logits_of(make_session(model), start.held.x), start.targets["held"])
     entry = {"left_out": count, "verdict": record.verdict, "accuracy_search": round(record.accuracy, 3),
              "accuracy_held": round(held, 3), "latency_ms_b1": (record.latency_ms or [None])[0]}  # fmt: skip

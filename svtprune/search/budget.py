@@ -29,6 +29,12 @@ SPEED_MARGIN = 1.05
 # speed per point: on the reference Spikformer T'=3 ran 1.36x for 0.2 points held-out, where a whole point of
 # channel pruning gave 1.13-1.18x; the phase stops at the first T' that meets the speed goal
 TIME_SHARE = 1.0
+# leaving tokens out (after the time steps, same phase) may spend at most this share of it, measured against the
+# original, and keep as much of the held-out budget: each token count buys ~3-7% of speed, and without a reserve
+# the channel search after it had nothing left (reference Spikformer, --min-speedup 1.5: T'=3 and 10 of 49
+# tokens out reached 0.85 points held-out, and the channels took the file to 1.15, docs/benchmark-log.md,
+# "Token pruning")
+TOKEN_SHARE = 0.75
 
 
 # the shares of the user's budget: this module is the only place the budget is multiplied or divided
@@ -89,6 +95,10 @@ class Budget:
         """The time phase's budget: ``TIME_SHARE`` of this one, same baseline, test and goal."""
         return replace(self, max_drop=self.max_drop * TIME_SHARE)
 
+    def tokens(self) -> Budget:
+        """What leaving tokens out may spend: ``TOKEN_SHARE`` of this budget (the time phase's)."""
+        return replace(self, max_drop=self.max_drop * TOKEN_SHARE)
+
     def uniform_first(self) -> Budget:
         """PSViT's uniform step: ``PSVIT_UNIFORM_SHARE`` of this budget, with its test, and no speed or energy goal."""
         return Budget(
@@ -135,3 +145,8 @@ class Budget:
         quick = self.max_latency_ms is None or record.latency_ms[0] <= self.max_latency_ms / SPEED_MARGIN
         has_goal = self.min_speedup is not None or self.max_latency_ms is not None
         return has_goal and fast and quick
+
+
+def token_points(points: float) -> float:
+    """The held-out points leaving tokens out may use of ``points`` (``TOKEN_SHARE``)."""
+    return points * TOKEN_SHARE
