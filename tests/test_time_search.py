@@ -23,6 +23,7 @@ from svtprune.spiking.neurons import find_neurons
 
 ROOT = Path(__file__).resolve().parents[1]
 SPIKFORMER = ROOT / "models" / "reference" / "spikformer_fmnist.onnx"
+SDT = ROOT / "models" / "reference" / "sdt_fmnist.onnx"
 VAL = ROOT / "models" / "data" / "fashion_mnist_val.npz"
 SECTION_KEYS = {"original", "chosen", "stem_once", "share_of_budget", "search_budget_points", "candidates", "reason"}
 CANDIDATE_KEYS = {"timesteps", "accuracy_search", "accuracy_held", "verdict", "images", "stderr"}
@@ -107,3 +108,13 @@ def test_timesteps_option_is_checked(tmp_path: Path, capsys: pytest.CaptureFixtu
     code = cli(["compress", str(SPIKFORMER), "--data", str(VAL), "--timesteps", "4", "-o", str(tmp_path / "x.onnx")])
     assert code == 2 and "--timesteps must be in [1, 3]" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
+    for bad in ("x", "0", "-1"):
+        with pytest.raises(UserError, match="drop_tokens"):
+            CompressOptions(drop_tokens=bad)
+    base = ["compress", "--data", str(VAL), "-o", str(tmp_path / "y.onnx"), "--drop-tokens"]
+    assert cli([base[0], str(SPIKFORMER), *base[1:], "49"]) == 2
+    assert "--drop-tokens must be below the 49 tokens" in capsys.readouterr().err
+    assert cli([base[0], str(SDT), *base[1:], "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--drop-tokens" in err and "no tokens to leave out" in err and "Traceback" not in err
+    assert not (tmp_path / "y.onnx").exists()

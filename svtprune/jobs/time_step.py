@@ -80,9 +80,18 @@ def wants_time_steps(options: CompressOptions) -> bool:
 
 
 def check_forced(original: onnx.ModelProto, options: CompressOptions) -> None:
-    """``--timesteps N`` checked against the model before any data is read (exit 2 in seconds, not after a pass)."""
+    """``--timesteps N`` and ``--drop-tokens K`` checked against the model before any data is read (exit 2 in
+    seconds, not after a pass). Tokens are left out in the time phase, so they need a time axis too."""
     if isinstance(options.timesteps, int):
         _forced_axis(original, options.timesteps)
+    if isinstance(options.drop_tokens, int):
+        tokens, time_axis = find_token_axis(original), find_time_axis(original)
+        reason = tokens if isinstance(tokens, str) else time_axis if isinstance(time_axis, str) else None
+        if reason is not None:
+            raise UserError(f"no tokens to leave out: {reason}", "drop_tokens")
+        if options.drop_tokens >= tokens.count:
+            problem = f"must be below the {tokens.count} tokens the blocks see, got {options.drop_tokens}"
+            raise UserError(problem, "drop_tokens")
 
 
 def _forced_axis(original: onnx.ModelProto, steps: int) -> TimeAxis:
