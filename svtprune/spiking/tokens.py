@@ -45,7 +45,12 @@ class TokenAxis:
 
 def find_token_axis(model: onnx.ModelProto) -> TokenAxis | str:
     """The first grid flattening that the blocks follow token by token to the output, or why there is none."""
-    shapes = tensor_shapes(model, probe_batch(model, avoid=0))
+    if not any(node.op_type in MERGES for node in model.graph.node):
+        return "no reshape flattens an image grid into tokens"
+    try:
+        shapes = tensor_shapes(model, probe_batch(model, avoid=0))
+    except UserError as exc:  # a graph ONNX Runtime cannot run: nothing to follow (analyze reports it elsewhere)
+        return f"the tensors' shapes could not be measured ({exc})"
     consts = constants_of(model)
     reasons = []
     for node in model.graph.node:
