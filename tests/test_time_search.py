@@ -113,7 +113,7 @@ def test_timesteps_option_is_checked(tmp_path: Path, capsys: pytest.CaptureFixtu
             CompressOptions(drop_tokens=bad)
     base = ["compress", "--data", str(VAL), "-o", str(tmp_path / "y.onnx"), "--drop-tokens"]
     assert cli([base[0], str(SPIKFORMER), *base[1:], "49"]) == 2
-    assert "--drop-tokens must be below the 49 tokens" in capsys.readouterr().err
+    assert "--drop-tokens must be in [1, 48]: the blocks see 49 tokens" in capsys.readouterr().err
     assert cli([base[0], str(SDT), *base[1:], "1"]) == 2
     err = capsys.readouterr().err
     assert "--drop-tokens" in err and "no tokens to leave out" in err and "Traceback" not in err

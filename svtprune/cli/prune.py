@@ -97,7 +97,9 @@ def prune(
             "data",
         )
     if drop_tokens is not None and data is None:
-        raise UserError("needs --data: the tokens left out are those that move the logits least", "drop_tokens")
+        from svtprune.jobs.token_step import NEEDS_DATA
+
+        raise UserError(NEEDS_DATA, "drop_tokens")
     if ratio is None and not timed:
         ratio = DEFAULT_RATIO
     with claim_outputs(out, plan_out, model, force, format) as outputs:

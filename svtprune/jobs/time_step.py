@@ -29,7 +29,7 @@ from svtprune.evaluate import top1
 from svtprune.graph.io import param_bytes
 from svtprune.jobs.common import Say, Start, judged_part
 from svtprune.jobs.options import CompressOptions
-from svtprune.jobs.token_step import META_KEY, token_ranking
+from svtprune.jobs.token_step import META_KEY, check_token_count, token_ranking
 from svtprune.recover.time_cut import changed_layers, refit_time_cut
 from svtprune.runtime import PairedTiming, balanced_speedup, logits_of, make_session
 from svtprune.search.budget import TIME_SHARE, Budget, token_points
@@ -89,9 +89,7 @@ def check_forced(original: onnx.ModelProto, options: CompressOptions) -> None:
         reason = tokens if isinstance(tokens, str) else time_axis if isinstance(time_axis, str) else None
         if reason is not None:
             raise UserError(f"no tokens to leave out: {reason}", "drop_tokens")
-        if options.drop_tokens >= tokens.count:
-            problem = f"must be below the {tokens.count} tokens the blocks see, got {options.drop_tokens}"
-            raise UserError(problem, "drop_tokens")
+        check_token_count(options.drop_tokens, tokens)  # type: ignore[arg-type]  # a TokenAxis once no reason
 
 
 def _forced_axis(original: onnx.ModelProto, steps: int) -> TimeAxis:
@@ -313,8 +311,6 @@ def leave_tokens_out(
         choice.section["tokens"] = {"kept": "all", "note": axis}
         return
     counts = [forced] if isinstance(forced, int) else sorted({max(1, round(s * axis.count)) for s in TOKEN_SHARES})
-    if max(counts) >= axis.count:
-        raise UserError(f"must be below the {axis.count} tokens the blocks see, got {max(counts)}", "drop_tokens")
     say(f"ranking the {axis.count} tokens")
     images = phase.calibration[0] if phase.calibration is not None else phase.judged.x
     order = token_ranking(choice.model, axis, images)

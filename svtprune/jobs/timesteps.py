@@ -22,7 +22,7 @@ from svtprune.errors import UserError
 from svtprune.graph.io import load_model, param_bytes
 from svtprune.graph.plan import Plan
 from svtprune.jobs.prune import PruneResult, prune_uniform
-from svtprune.jobs.token_step import without_tokens
+from svtprune.jobs.token_step import NEEDS_DATA, without_tokens
 from svtprune.recover.time_cut import changed_layers, refit_time_cut
 from svtprune.spiking.compute_once import compute_once
 from svtprune.spiking.time_axis import TimeAxis, find_time_axis
@@ -79,7 +79,7 @@ def prune_timesteps(
         raise UserError(f"{path}: cannot cut the time axis of this graph exactly ({problem})")
     if drop_tokens:
         if calibration is None:
-            raise UserError("needs --data: the tokens left out are those that move the logits least", "drop_tokens")
+            raise UserError(NEEDS_DATA, "drop_tokens")
         model, tokens = without_tokens(model, drop_tokens, calibration, path)
         plan.meta.update(tokens)
     if calibration is not None and (steps < axis.steps or drop_tokens):

@@ -38,6 +38,16 @@ REDUCE = {"ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "Re
           "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"}  # fmt: skip
 
 
+def reduced_axes(node: onnx.NodeProto, rank: int, consts: dict[str, np.ndarray]) -> list[int]:
+    """The axes a Reduce* node reduces (its attribute, or its constant second input; none given: all)."""
+    axes = attribute(node, "axes")
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = consts.get(node.input[1])
+        if axes is None:
+            raise NotFollowable("reduces over axes computed at run time")
+    return sorted({int(a) % rank for a in (range(rank) if axes is None or len(axes) == 0 else axes)})
+
+
 class Follower:
     """Walks the nodes in order (ONNX graphs are topologically sorted), tagging their outputs."""
 
@@ -209,13 +219,7 @@ class Follower:
 
     def reduce(self, node: onnx.NodeProto, tags: list[Tag]) -> Tag:
         tag = self.first_only(tags, "its axes")
-        rank = len(self.shapes[node.input[0]])
-        axes = attribute(node, "axes")
-        if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = self.consts.get(node.input[1])
-            if axes is None:
-                raise NotFollowable("reduces over axes computed at run time")
-        axes = sorted({int(a) % rank for a in (range(rank) if axes is None or len(axes) == 0 else axes)})
+        axes = reduced_axes(node, len(self.shapes[node.input[0]]), self.consts)
         if tag.axis not in axes:
             kept = attribute(node, "keepdims", 1)
             return Timed(tag.axis - (0 if kept else sum(a < tag.axis for a in axes)), tag.replicated)

@@ -19,7 +19,7 @@ import onnx
 
 from svtprune.graph.io import attribute
 from svtprune.spiking.tensor_shapes import Shapes
-from svtprune.spiking.time_flow import ELEMENTWISE, RESHAPES, UNARY
+from svtprune.spiking.time_flow import ELEMENTWISE, RESHAPES, UNARY, reduced_axes
 from svtprune.spiking.time_tags import NotFollowable, key
 
 META = "meta"  # a value computed from a token tensor's shape: it follows N by itself
@@ -193,20 +193,13 @@ class TokenFollower:
                 raise NotFollowable("sums over the tokens of one side only")
             self.sites.sums.append(key(node))
             return [None]
-        return [found.pop()] if len(found) == 1 else self._mixed()
-
-    def _mixed(self) -> list:
-        raise NotFollowable("both sides hold tokens on different axes")
+        if len(found) != 1:
+            raise NotFollowable("both sides hold tokens on different axes")
+        return [found.pop()]
 
     def op_ReduceMean(self, node: onnx.NodeProto, tags: list) -> list:
         axis = self.only_first(tags, "its axes")
-        rank = len(self.shapes[node.input[0]])
-        axes = attribute(node, "axes")
-        if axes is None and len(node.input) > 1 and node.input[1]:
-            axes = self.consts.get(node.input[1])
-            if axes is None:
-                raise NotFollowable("averages over axes computed at run time")
-        axes = sorted({int(a) % rank for a in (range(rank) if axes is None or len(axes) == 0 else axes)})
+        axes = reduced_axes(node, len(self.shapes[node.input[0]]), self.consts)
         if axis in axes:
             self.sites.means.append(key(node))
             return [None]
